@@ -1,0 +1,45 @@
+# vitalchain: two commands on a fresh machine (python3, node/npm, apt).
+#   make demo   set up, then run the end-to-end walkthrough
+#   make test   set up, then lint, type-check, Solidity tests and pytest (what CI runs)
+# Set-up is stamp-based: re-running with nothing changed does no work.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the tests and the demo use (scripts/ensure-apt installs them when root).
+APT_PACKAGES :=
+
+.PHONY: setup apt test lint typecheck pytest demo bench clean
+
+setup: apt $(STAMP)
+
+apt:
+	@PYTHON=$(PYTHON) scripts/ensure-apt $(APT_PACKAGES)
+
+$(STAMP): pyproject.toml src/vitalchain/crypto/primitives/_speck.c
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+demo: setup
+	$(VENV)/bin/vitalchain demo
+
+bench: setup
+	$(PY) benchmarks/crypto.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

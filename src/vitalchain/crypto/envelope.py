@@ -1,0 +1,184 @@
+"""Hybrid "double" encryption for one or many recipients (paper 000, Algorithms 1 and 3).
+
+A fresh data key encrypts the payload once (Algorithm 1, ``Encrypt_sym``); the data key is
+then wrapped for each recipient's secp256k1 public key (``Encrypt_asym``) with ECIES:
+ephemeral ECDH, HKDF-SHA256, ChaCha20-Poly1305.  Adding a recipient wraps the same data key
+again and leaves the payload bytes untouched.  Format: docs/spec/envelope.md.
+
+The envelope also carries a commitment to the data key, so a recipient cannot be handed a
+payload that opens differently under two keys (AEADs like Poly1305 are not key-committing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from vitalchain.crypto._encoding import Kind, Reader, header
+from vitalchain.crypto.aead import DEFAULT_SUITE, KEY_SIZE, NONCE_SIZE, Random, Suite, primitive
+from vitalchain.crypto.keys import PrivateKey, PublicKey
+from vitalchain.crypto.primitives.aead import hkdf_sha256
+from vitalchain.errors import DecodeError, DecryptionError, InvalidKey
+
+__all__ = ["Envelope", "Stanza", "seal_for"]
+
+VERSION = 1
+_HEADER = header(Kind.ENVELOPE, VERSION)
+_WRAP_INFO = b"vitalchain/v1 envelope wrap"
+_COMMIT_INFO = b"vitalchain/v1 envelope key commitment"
+_ZERO_NONCE = bytes(12)  # each wrap key encrypts exactly one message
+_WRAPPED_SIZE = KEY_SIZE + 16
+MAX_RECIPIENTS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Stanza:
+    """The data key wrapped for one recipient, found by the recipient's address."""
+
+    recipient: bytes  # 20-byte address
+    ephemeral: bytes  # 33-byte compressed point
+    wrapped: bytes  # ChaCha20-Poly1305(data key) with its tag
+
+    def encode(self) -> bytes:
+        return self.recipient + self.ephemeral + self.wrapped
+
+
+def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
+    return hkdf_sha256(shared, 32, salt=ephemeral + recipient, info=_WRAP_INFO)
+
+
+def _commitment(data_key: bytes) -> bytes:
+    return hmac.new(data_key, _COMMIT_INFO, hashlib.sha256).digest()
+
+
+def _stanza(data_key: bytes, recipient: PublicKey, random: Random) -> Stanza:
+    ephemeral = PrivateKey.generate(random)
+    eph_pub = ephemeral.public_key.compressed
+    key = _wrap_key(ephemeral.ecdh(recipient), eph_pub, recipient.compressed)
+    wrapped = ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, data_key, recipient.address_bytes)
+    return Stanza(recipient.address_bytes, eph_pub, wrapped)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    suite: Suite
+    stanzas: tuple[Stanza, ...]
+    commitment: bytes
+    payload: bytes  # nonce ‖ ciphertext ‖ tag under the data key
+
+    @property
+    def recipients(self) -> list[bytes]:
+        return [s.recipient for s in self.stanzas]
+
+    def _aad(self, aad: bytes) -> bytes:
+        return _HEADER + bytes([self.suite]) + aad
+
+    def unwrap_key(self, key: PrivateKey) -> bytes:
+        """The data key, if ``key`` is a recipient; DecryptionError otherwise."""
+        me = key.public_key
+        for stanza in self.stanzas:
+            if stanza.recipient != me.address_bytes:
+                continue
+            try:
+                eph = PublicKey.from_bytes(stanza.ephemeral)
+            except InvalidKey:
+                raise DecryptionError() from None
+            wrap = _wrap_key(key.ecdh(eph), stanza.ephemeral, me.compressed)
+            data_key = _open_wrapped(wrap, stanza.wrapped, me.address_bytes)
+            if not hmac.compare_digest(_commitment(data_key), self.commitment):
+                raise DecryptionError()
+            return data_key
+        raise DecryptionError()
+
+    def open(self, key: PrivateKey, aad: bytes = b"") -> bytes:
+        """Algorithm 3: unwrap the data key with ``key``, then decrypt the payload."""
+        return self.open_with_data_key(self.unwrap_key(key), aad)
+
+    def open_with_data_key(self, data_key: bytes, aad: bytes = b"") -> bytes:
+        if not hmac.compare_digest(_commitment(data_key), self.commitment):
+            raise DecryptionError()
+        nonce, body = self.payload[:NONCE_SIZE], self.payload[NONCE_SIZE:]
+        return primitive(self.suite, data_key).decrypt(nonce, body, self._aad(aad))
+
+    def with_recipient(
+        self, holder: PrivateKey, recipient: PublicKey, *, random: Random = os.urandom
+    ) -> Envelope:
+        """Wrap the data key for one more recipient; the payload is not re-encrypted."""
+        if recipient.address_bytes in self.recipients:
+            return self
+        if len(self.stanzas) >= MAX_RECIPIENTS:
+            raise ValueError(f"an envelope has at most {MAX_RECIPIENTS} recipients")
+        data_key = self.unwrap_key(holder)
+        return replace(self, stanzas=(*self.stanzas, _stanza(data_key, recipient, random)))
+
+    def without_recipient(self, address: bytes) -> Envelope:
+        """Drop a stanza.  This cannot take back a data key the recipient already unwrapped."""
+        return replace(self, stanzas=tuple(s for s in self.stanzas if s.recipient != address))
+
+    def to_bytes(self) -> bytes:
+        return b"".join(
+            [
+                _HEADER,
+                bytes([self.suite]),
+                len(self.stanzas).to_bytes(2, "big"),
+                *(s.encode() for s in self.stanzas),
+                self.commitment,
+                self.payload,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        reader = Reader(data, Kind.ENVELOPE, frozenset({VERSION}))
+        try:
+            suite = Suite(reader.u8())
+        except ValueError:
+            raise DecodeError("envelope: unknown AEAD suite", code="unknown_suite") from None
+        count = reader.u16()
+        if count > MAX_RECIPIENTS:
+            raise DecodeError("envelope: too many recipients")
+        stanzas = tuple(
+            Stanza(reader.take(20), reader.take(33), reader.take(_WRAPPED_SIZE))
+            for _ in range(count)
+        )
+        commitment = reader.take(32)
+        payload = reader.rest()
+        if len(payload) < NONCE_SIZE + 16:
+            raise DecodeError("envelope: payload too short")
+        return cls(suite, stanzas, commitment, payload)
+
+
+def _open_wrapped(wrap_key: bytes, wrapped: bytes, recipient: bytes) -> bytes:
+    try:
+        return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, wrapped, recipient)
+    except InvalidTag:
+        raise DecryptionError() from None
+
+
+def seal_for(
+    recipients: Sequence[PublicKey],
+    plaintext: bytes,
+    aad: bytes = b"",
+    *,
+    suite: Suite = DEFAULT_SUITE,
+    random: Random = os.urandom,
+    data_key: bytes | None = None,
+) -> Envelope:
+    """Algorithm 1: encrypt once under a fresh data key, wrap it for every recipient."""
+    if not recipients:
+        raise ValueError("an envelope needs at least one recipient")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise ValueError(f"an envelope has at most {MAX_RECIPIENTS} recipients")
+    key = data_key if data_key is not None else random(KEY_SIZE)
+    suite = Suite(suite)
+    nonce = random(NONCE_SIZE)
+    body = primitive(suite, key).encrypt(nonce, plaintext, _HEADER + bytes([suite]) + aad)
+    unique: dict[bytes, PublicKey] = {r.address_bytes: r for r in recipients}
+    stanzas = tuple(_stanza(key, r, random) for r in unique.values())
+    return Envelope(suite, stanzas, _commitment(key), nonce + body)

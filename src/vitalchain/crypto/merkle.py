@@ -1,0 +1,247 @@
+"""Append-only Merkle log, RFC 9162 section 2.1: hashes, inclusion and consistency proofs.
+
+Leaves hash as SHA-256(0x00 ‖ data) and nodes as SHA-256(0x01 ‖ left ‖ right), so a leaf can
+never pose as a node.  The tree keeps every complete subtree hash, so a root or a proof for
+any earlier size costs O(log n) hashes.  Proof encodings: docs/spec/merkle-proof.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from vitalchain.crypto._encoding import Kind, Reader, header
+from vitalchain.errors import DecodeError, InvalidProof
+
+__all__ = [
+    "EMPTY_ROOT",
+    "ConsistencyProof",
+    "InclusionProof",
+    "MerkleTree",
+    "leaf_hash",
+    "node_hash",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
+VERSION = 1
+MAX_PATH = 64
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """Largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _encode_path(hashes: tuple[bytes, ...]) -> bytes:
+    return bytes([len(hashes)]) + b"".join(hashes)
+
+
+def _decode_path(reader: Reader) -> tuple[bytes, ...]:
+    count = reader.u8()
+    if count > MAX_PATH:
+        raise DecodeError("proof path too long")
+    return tuple(reader.take(32) for _ in range(count))
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    leaf_index: int
+    tree_size: int
+    path: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        return (
+            header(Kind.INCLUSION_PROOF, VERSION)
+            + self.leaf_index.to_bytes(8, "big")
+            + self.tree_size.to_bytes(8, "big")
+            + _encode_path(self.path)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> InclusionProof:
+        reader = Reader(data, Kind.INCLUSION_PROOF, frozenset({VERSION}))
+        proof = cls(reader.u64(), reader.u64(), _decode_path(reader))
+        reader.done()
+        return proof
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    size1: int
+    size2: int
+    path: tuple[bytes, ...]
+
+    def to_bytes(self) -> bytes:
+        return (
+            header(Kind.CONSISTENCY_PROOF, VERSION)
+            + self.size1.to_bytes(8, "big")
+            + self.size2.to_bytes(8, "big")
+            + _encode_path(self.path)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ConsistencyProof:
+        reader = Reader(data, Kind.CONSISTENCY_PROOF, frozenset({VERSION}))
+        proof = cls(reader.u64(), reader.u64(), _decode_path(reader))
+        reader.done()
+        return proof
+
+
+class MerkleTree:
+    """In-memory log of leaf hashes; ``levels[h][i]`` is the complete subtree of 2**h leaves."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, leaf_hashes: list[bytes] | None = None) -> None:
+        self._levels: list[list[bytes]] = [[]]
+        for h in leaf_hashes or ():
+            self.append_hash(h)
+
+    def __len__(self) -> int:
+        return len(self._levels[0])
+
+    def append(self, data: bytes) -> int:
+        return self.append_hash(leaf_hash(data))
+
+    def append_hash(self, digest: bytes) -> int:
+        """Append a leaf hash; returns its index."""
+        if len(digest) != 32:
+            raise ValueError("leaf hashes are 32 bytes")
+        index = len(self._levels[0])
+        self._levels[0].append(digest)
+        level, i = 0, index
+        while i % 2 == 1:
+            parent = node_hash(self._levels[level][i - 1], self._levels[level][i])
+            level += 1
+            if len(self._levels) == level:
+                self._levels.append([])
+            self._levels[level].append(parent)
+            i //= 2
+        return index
+
+    def leaf(self, index: int) -> bytes:
+        return self._levels[0][index]
+
+    def _mth(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            return self._levels[n.bit_length() - 1][lo // n]
+        k = _split(n)
+        return node_hash(self._mth(lo, lo + k), self._mth(lo + k, hi))
+
+    def root(self, size: int | None = None) -> bytes:
+        size = len(self) if size is None else size
+        if not 0 <= size <= len(self):
+            raise ValueError(f"tree has {len(self)} leaves, not {size}")
+        return EMPTY_ROOT if size == 0 else self._mth(0, size)
+
+    def inclusion_proof(self, leaf_index: int, size: int | None = None) -> InclusionProof:
+        size = len(self) if size is None else size
+        if not 0 <= leaf_index < size <= len(self):
+            raise ValueError("leaf index must be below the tree size")
+        path: list[bytes] = []
+        lo, hi, m = 0, size, leaf_index
+        while hi - lo > 1:  # RFC 9162 PATH(m, D[lo:hi]), unrolled from the top
+            k = _split(hi - lo)
+            if m < k:
+                path.append(self._mth(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self._mth(lo, lo + k))
+                lo, m = lo + k, m - k
+        return InclusionProof(leaf_index, size, tuple(reversed(path)))
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        size2 = len(self) if size2 is None else size2
+        if not 0 <= size1 <= size2 <= len(self):
+            raise ValueError("need 0 <= size1 <= size2 <= tree size")
+        if size1 in (0, size2):
+            return ConsistencyProof(size1, size2, ())
+        path: list[bytes] = []
+        lo, hi, m, whole = 0, size2, size1, True
+        while m != hi - lo:  # RFC 9162 SUBPROOF(m, D[lo:hi], whole)
+            k = _split(hi - lo)
+            if m <= k:
+                path.append(self._mth(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self._mth(lo, lo + k))
+                lo, m, whole = lo + k, m - k, False
+        if not whole:
+            path.append(self._mth(lo, hi))
+        return ConsistencyProof(size1, size2, tuple(reversed(path)))
+
+
+def verify_inclusion(leaf: bytes, proof: InclusionProof, root: bytes) -> None:
+    """RFC 9162 2.1.3.2; ``leaf`` is the leaf hash.  Raises InvalidProof."""
+    fn, sn = proof.leaf_index, proof.tree_size - 1
+    if not 0 <= fn <= sn or len(leaf) != 32:
+        raise InvalidProof("inclusion proof: leaf index outside the tree")
+    r = leaf
+    for p in proof.path:
+        if sn == 0 or len(p) != 32:
+            raise InvalidProof("inclusion proof: path too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof("inclusion proof: path too short")
+    if r != root:
+        raise InvalidProof("inclusion proof: root mismatch")
+
+
+def verify_consistency(proof: ConsistencyProof, root1: bytes, root2: bytes) -> None:
+    """RFC 9162 2.1.4.2: the ``size2`` tree extends the ``size1`` tree.  Raises InvalidProof."""
+    first, second, path = proof.size1, proof.size2, list(proof.path)
+    if not 0 <= first <= second:
+        raise InvalidProof("consistency proof: sizes go backwards")
+    if first == second:
+        if path or root1 != root2:
+            raise InvalidProof("consistency proof: equal sizes need equal roots and no path")
+        return
+    if first == 0:
+        if path:
+            raise InvalidProof("consistency proof: empty first tree needs no path")
+        return
+    if not path or any(len(p) != 32 for p in path):
+        raise InvalidProof("consistency proof: malformed path")
+    if first & (first - 1) == 0:
+        path.insert(0, root1)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise InvalidProof("consistency proof: path too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise InvalidProof("consistency proof: path too short")
+    if fr != root1 or sr != root2:
+        raise InvalidProof("consistency proof: root mismatch")

@@ -1,0 +1,3 @@
+def ctr_xor(
+    round_keys: bytes, nonce: bytes, counter: int, data: bytes | memoryview, /
+) -> bytes: ...

@@ -1,0 +1,30 @@
+"""Shared test helpers: official vectors live in tests/vectors/ (see PROVENANCE.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load_vectors(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+@pytest.fixture
+def counter_random() -> Any:
+    """Deterministic stand-in for os.urandom, for tests that pin outputs."""
+    state = {"n": 0}
+
+    def draw(n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            state["n"] += 1
+            out += state["n"].to_bytes(32, "big")
+        return bytes(out[:n])
+
+    return draw
