@@ -1,6 +1,6 @@
 # vitalchain: two commands on a fresh machine (python3, node/npm, apt).
 #   make demo   set up, then run the end-to-end walkthrough
-#   make test   set up, then lint, type-check, Solidity tests and pytest (what CI runs)
+#   make test   set up, then lint, type-check, forge tests and pytest (what CI runs)
 # Set-up is stamp-based: re-running with nothing changed does no work.
 
 SHELL := /bin/bash
@@ -13,7 +13,10 @@ APT_PACKAGES :=
 
 .PHONY: setup apt test lint typecheck pytest demo bench clean
 
-setup: apt $(STAMP)
+# The Solidity toolchain (npm ci from package-lock.json, forge, anvil) and its targets.
+include contracts.mk
+
+setup: apt $(STAMP) $(NODE_STAMP)
 
 apt:
 	@PYTHON=$(PYTHON) scripts/ensure-apt $(APT_PACKAGES)
@@ -33,13 +36,15 @@ typecheck: setup
 pytest: setup
 	$(PY) -m pytest -q
 
-test: lint typecheck pytest
+# The pytest suite includes the anvil integration tests and the artifact recompile check.
+test: lint typecheck contracts-test pytest
 
 demo: setup
 	$(VENV)/bin/vitalchain demo
 
 bench: setup
 	$(PY) benchmarks/crypto.py
+	$(PY) benchmarks/ledger.py
 
-clean:
-	rm -rf $(VENV) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache
+clean: contracts-clean
+	rm -rf $(VENV) node_modules build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from vitalchain.ledger.devnode import run_anvil
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -28,3 +31,13 @@ def counter_random() -> Any:
         return bytes(out[:n])
 
     return draw
+
+
+# --- real services started on a free loopback port ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """A real anvil node (npm's @foundry-rs/anvil) on 127.0.0.1, stopped afterwards."""
+    with run_anvil() as url:
+        yield url

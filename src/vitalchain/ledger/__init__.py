@@ -1,0 +1,59 @@
+"""The ledger: vitalchain's contracts behind one Python interface, on any backend.
+
+- :class:`Ledger`: domain operations (trust groups, keys, consent, anchors, alerts).
+- Backends: :class:`EmbeddedBackend` (eth-tester + py-evm in process, the default) and
+  :class:`RpcBackend` (any JSON-RPC node: Besu/geth in production, anvil in tests).
+- Errors: :mod:`vitalchain.ledger.errors`, decoded from the contracts' custom errors.
+"""
+
+from vitalchain.ledger.backends import ANVIL_DEV_KEY, ChainBackend, EmbeddedBackend, RpcBackend
+from vitalchain.ledger.errors import (
+    AlertError,
+    AnchorError,
+    ConsentError,
+    ContractError,
+    KeyDirectoryError,
+    LedgerError,
+    NotSupported,
+    TransactionFailed,
+    TrustGroupsError,
+)
+from vitalchain.ledger.events import Event, EventIndex
+from vitalchain.ledger.ledger import (
+    Anchor,
+    Consent,
+    ConsentStatus,
+    Deployment,
+    Device,
+    DeviceStatus,
+    Group,
+    Ledger,
+    TxResult,
+)
+
+__all__ = [
+    "ANVIL_DEV_KEY",
+    "AlertError",
+    "Anchor",
+    "AnchorError",
+    "ChainBackend",
+    "Consent",
+    "ConsentError",
+    "ConsentStatus",
+    "ContractError",
+    "Deployment",
+    "Device",
+    "DeviceStatus",
+    "EmbeddedBackend",
+    "Event",
+    "EventIndex",
+    "Group",
+    "KeyDirectoryError",
+    "Ledger",
+    "LedgerError",
+    "NotSupported",
+    "RpcBackend",
+    "TransactionFailed",
+    "TrustGroupsError",
+    "TxResult",
+]

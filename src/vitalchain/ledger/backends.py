@@ -1,0 +1,100 @@
+"""Where the contracts run: an in-process EVM, or any Ethereum JSON-RPC node.
+
+Both backends hand the ledger a ``web3.Web3`` and differ only in what a test or a demo may
+ask of the chain itself: who pays for gas, and whether time can be moved forward.
+"""
+
+from __future__ import annotations
+
+import ast
+from abc import ABC, abstractmethod
+
+from web3 import HTTPProvider, Web3
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from vitalchain.crypto.keys import PrivateKey
+from vitalchain.ledger.errors import NotSupported
+
+__all__ = ["ANVIL_DEV_KEY", "ChainBackend", "EmbeddedBackend", "RpcBackend"]
+
+# anvil's first dev account (from its well-known test mnemonic); worthless outside a dev node.
+ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+
+
+class ChainBackend(ABC):
+    kind: str
+    w3: Web3
+    funder: PrivateKey | None
+    """A key with ether to fund new accounts; None on networks with free gas."""
+
+    @abstractmethod
+    def advance_time(self, seconds: int) -> None:
+        """Mine a block ``seconds`` later than the latest (tests of expiry and staleness)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the chain's resources."""
+
+    def revert_data(self, exc: Exception) -> bytes | None:
+        """The revert payload if ``exc`` is a reverted call, else None (a real failure)."""
+        if isinstance(exc, ContractCustomError | ContractLogicError):
+            data = exc.data
+            if isinstance(data, str) and data.startswith("0x"):
+                return bytes.fromhex(data[2:])
+            return data if isinstance(data, bytes) else b""
+        return None
+
+
+class EmbeddedBackend(ChainBackend):
+    """eth-tester on py-evm, in this process: the default, and it needs no server."""
+
+    kind = "embedded"
+
+    def __init__(self) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3.providers.eth_tester import EthereumTesterProvider
+
+        self._tester = EthereumTester(backend=PyEVMBackend())
+        self.w3 = Web3(EthereumTesterProvider(self._tester))
+        self.funder = PrivateKey(self._tester.backend.account_keys[0].to_bytes())
+
+    def advance_time(self, seconds: int) -> None:
+        latest = self._tester.get_block_by_number("latest")["timestamp"]
+        self._tester.time_travel(int(latest) + seconds)
+
+    def revert_data(self, exc: Exception) -> bytes | None:
+        """eth-tester raises its own TransactionFailed; the payload is in its cause chain."""
+        from eth_tester.exceptions import TransactionFailed
+
+        if not isinstance(exc, TransactionFailed):
+            return super().revert_data(exc)
+        seen: BaseException | None = exc
+        while seen is not None:
+            for arg in seen.args:
+                if isinstance(arg, bytes):
+                    return arg
+                # eth_call keeps only the payload's repr: "execution reverted: b'...'"
+                text = str(arg).removeprefix("execution reverted: ")
+                if text[:2] in ("b'", 'b"'):
+                    value = ast.literal_eval(text)
+                    if isinstance(value, bytes):
+                        return value
+            seen = seen.__cause__ or seen.__context__
+        return b""
+
+
+class RpcBackend(ChainBackend):
+    """Any JSON-RPC node: a Besu/geth proof-of-authority network in production, anvil in tests."""
+
+    kind = "rpc"
+
+    def __init__(self, url: str, funder: PrivateKey | None = None, timeout: float = 30) -> None:
+        self.url = url
+        self.w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        self.funder = funder
+
+    def advance_time(self, seconds: int) -> None:
+        """Only dev nodes (anvil, hardhat) let time move; a real network refuses."""
+        response = self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        if "error" in response:
+            raise NotSupported("this node cannot advance time (not a dev node)")
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]

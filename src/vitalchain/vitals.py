@@ -1,0 +1,95 @@
+"""Vital-sign kinds: the one table of IDs, units, codes and ranges every layer shares.
+
+IDs match the contracts (``uint8 vital``); a consent scope is a bitmask of ``1 << id``.
+On chain, thresholds are ``int32`` fixed-point with two decimals (37.25 °C → 3725).  Units are
+UCUM as FHIR wants them; codes are LOINC.  Like ``errors``, this module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["ALL_VITALS_SCOPE", "SCALE", "Vital", "VitalInfo", "from_fixed", "scope_of", "to_fixed"]
+
+SCALE = 100  # two decimals on chain
+
+
+class Vital(IntEnum):
+    SYSTOLIC_BP = 1
+    DIASTOLIC_BP = 2
+    HEART_RATE = 3
+    SPO2 = 4
+    BODY_TEMPERATURE = 5
+    GLUCOSE = 6
+
+    @property
+    def info(self) -> VitalInfo:
+        return _INFO[self]
+
+    @property
+    def bit(self) -> int:
+        return 1 << int(self)
+
+    @classmethod
+    def parse(cls, name: str) -> Vital:
+        key = name.strip().lower().replace("-", "_")
+        for vital in cls:
+            if key in (vital.name.lower(), vital.info.short):
+                return vital
+        raise ValueError(f"unknown vital {name!r}; choose one of {[v.info.short for v in cls]}")
+
+
+@dataclass(frozen=True, slots=True)
+class VitalInfo:
+    short: str
+    unit: str  # UCUM
+    loinc: str
+    display: str
+    plausible: tuple[float, float]  # physically possible range; outside it a reading is refused
+    normal: tuple[float, float]  # default alert thresholds for adults
+
+
+_INFO = {
+    Vital.SYSTOLIC_BP: VitalInfo(
+        "systolic", "mm[Hg]", "8480-6", "Systolic blood pressure", (40, 300), (90, 140)
+    ),
+    Vital.DIASTOLIC_BP: VitalInfo(
+        "diastolic", "mm[Hg]", "8462-4", "Diastolic blood pressure", (20, 200), (60, 90)
+    ),
+    Vital.HEART_RATE: VitalInfo("heart_rate", "/min", "8867-4", "Heart rate", (20, 300), (50, 110)),
+    Vital.SPO2: VitalInfo(
+        "spo2", "%", "59408-5", "Oxygen saturation by pulse oximetry", (50, 100), (92, 100)
+    ),
+    Vital.BODY_TEMPERATURE: VitalInfo(
+        "temperature", "Cel", "8310-5", "Body temperature", (25, 45), (35.5, 38.0)
+    ),
+    Vital.GLUCOSE: VitalInfo(
+        "glucose", "mg/dL", "2339-0", "Glucose [Mass/volume] in Blood", (10, 1000), (70, 180)
+    ),
+}
+
+
+def scope_of(*vitals: Vital) -> int:
+    """Consent scope bitmask covering ``vitals``."""
+    mask = 0
+    for vital in vitals:
+        mask |= vital.bit
+    return mask
+
+
+ALL_VITALS_SCOPE = scope_of(*Vital)
+
+
+def to_fixed(value: float) -> int:
+    """Round half away from zero to the chain's two-decimal int32."""
+    scaled = math.floor(abs(value) * SCALE + 0.5)
+    fixed = scaled if value >= 0 else -scaled
+    if not -(2**31) <= fixed < 2**31:
+        raise ValueError("value does not fit the on-chain int32 fixed-point range")
+    return fixed
+
+
+def from_fixed(value: int) -> float:
+    return value / SCALE

@@ -1,0 +1,33 @@
+"""The backend-neutral ledger suite on the in-process EVM (eth-tester + py-evm)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ledger_suite import LedgerSuite
+from vitalchain.crypto import PrivateKey
+from vitalchain.ledger import EmbeddedBackend, Ledger
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[tuple[Ledger, PrivateKey]]:
+    admin = PrivateKey.generate()
+    ledger = Ledger.deploy(EmbeddedBackend(), admin)
+    yield ledger, admin
+    ledger.backend.close()
+
+
+@pytest.fixture
+def ledger(deployed: tuple[Ledger, PrivateKey]) -> Ledger:
+    return deployed[0]
+
+
+@pytest.fixture
+def admin(deployed: tuple[Ledger, PrivateKey]) -> PrivateKey:
+    return deployed[1]
+
+
+class TestEmbeddedLedger(LedgerSuite):
+    pass
