@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -9,6 +13,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+gateway_app = typer.Typer(help="Run and operate an edge gateway.", no_args_is_help=True)
+app.add_typer(gateway_app, name="gateway")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    """vitalchain: signed, encrypted vitals; trust groups, consent and anchors on Ethereum."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
 
 
 @app.command()
@@ -19,9 +35,117 @@ def demo() -> None:
     run()
 
 
-@app.callback()
-def main() -> None:
-    """vitalchain: signed, encrypted vitals; trust groups, consent and anchors on Ethereum."""
+@gateway_app.command("run")
+def gateway_run(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the gateway keeps its key and stores.")
+    ] = Path("var/gateway"),
+    host: Annotated[
+        str, typer.Option(help="HTTP listen address (keep it on loopback in dev).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8700,
+    group_id: Annotated[int, typer.Option(min=1, help="This gateway's trust group ID.")] = 1,
+    rpc_url: Annotated[
+        str | None, typer.Option(help="Ethereum JSON-RPC URL; default: in-process chain.")
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(envvar="VITALCHAIN_GATEWAY_ADMIN_TOKEN", help="Bearer token for admin calls."),
+    ] = None,
+    mqtt: Annotated[
+        bool, typer.Option(help="Start mosquitto and accept telemetry over MQTT too.")
+    ] = True,
+    mqtt_port: Annotated[int | None, typer.Option(help="MQTT port (default: a free one).")] = None,
+) -> None:
+    """Run the API Edge: onboarding and telemetry over HTTP (and MQTT)."""
+    from pydantic import SecretStr
+
+    from vitalchain.gateway.runner import serve
+    from vitalchain.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        group_id=group_id,
+        rpc_url=rpc_url,
+        admin_token=SecretStr(admin_token) if admin_token else None,
+        mqtt=mqtt,
+        mqtt_port=mqtt_port,
+    )
+    serve(settings)
+
+
+@app.command()
+def simulate(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL.")] = "http://127.0.0.1:8700",
+    admin_token: Annotated[
+        str, typer.Option(envvar="VITALCHAIN_GATEWAY_ADMIN_TOKEN", help="Gateway admin token.")
+    ] = "",
+    patients: Annotated[int, typer.Option(min=1, max=1000, help="Simulated patients.")] = 2,
+    minutes: Annotated[
+        float, typer.Option(min=0.1, help="Patient time to simulate, in minutes.")
+    ] = 60.0,
+    speedup: Annotated[
+        float, typer.Option(min=1.0, help="Simulated seconds per real second.")
+    ] = 600.0,
+    transport: Annotated[str, typer.Option(help="http or mqtt.")] = "http",
+    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible vitals.")] = None,
+) -> None:
+    """Simulate wearables: enrol, onboard, and stream realistic vitals with abnormal episodes."""
+    import httpx
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from vitalchain.device.client import DeviceError
+    from vitalchain.device.simulator import Simulation
+
+    if transport not in ("http", "mqtt"):
+        raise typer.BadParameter("transport is http or mqtt", param_hint="--transport")
+    if not admin_token:
+        raise typer.BadParameter(
+            "an admin token is needed to enrol devices", param_hint="--admin-token"
+        )
+    console = Console()
+    with httpx.Client(base_url=gateway, timeout=30) as http:
+        sim = Simulation(http, admin_token, patients=patients, seed=seed, speedup=speedup)
+        try:
+            sim.onboard()
+        except (DeviceError, httpx.HTTPError) as exc:
+            console.print(f"[red]onboarding failed: {exc}")
+            raise typer.Exit(1) from None
+        publishers = {}
+        if transport == "mqtt":
+            from vitalchain.device.mqtt import MqttPublisher
+
+            for device in sim.devices:
+                creds = device.client.session.mqtt if device.client.session else None
+                if creds is None:
+                    console.print("[red]the gateway offers no MQTT; use --transport http")
+                    raise typer.Exit(1)
+                publishers[device.client.address] = MqttPublisher(creds)
+                publishers[device.client.address].connect()
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"{len(sim.devices)} devices streaming", total=1.0)
+            stats = sim.run(
+                minutes * 60,
+                publish=(lambda d, m: publishers[d.client.address].publish(m))
+                if publishers
+                else None,
+                progress=lambda f: bar.update(task, completed=f),
+            )
+        for publisher in publishers.values():
+            publisher.close()
+    table = Table("messages", "readings accepted", "refused", "patient time", "wall time")
+    table.add_row(
+        str(stats.sent_messages),
+        str(stats.accepted_readings),
+        ", ".join(f"{k}: {v}" for k, v in stats.refused.items()) or "0",
+        f"{stats.simulated_s / 60:.0f} min",
+        f"{stats.wall_s:.1f} s",
+    )
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,9 @@ class EventIndex:
     def all(self) -> Iterable[Event]:
         self.sync()
         return tuple(self._events)
+
+    def since(self, cursor: int) -> tuple[list[Event], int]:
+        """Events after position ``cursor``, and the cursor to pass next time (followers)."""
+        self.sync()
+        with self._lock:
+            return self._events[cursor:], len(self._events)

@@ -348,6 +348,9 @@ class Ledger:
     def device_public_key(self, address: str) -> PublicKey:
         return PublicKey.from_bytes(bytes(self._call("TrustGroups", "devicePublicKey", address)))
 
+    def object_id_taken(self, object_id: int) -> bool:
+        return bool(self._call("TrustGroups", "objectIdTaken", object_id))
+
     def devices_of(self, group_id: int, offset: int = 0, limit: int = 10_000) -> list[str]:
         return list(self._call("TrustGroups", "devicesOf", group_id, offset, limit))
 

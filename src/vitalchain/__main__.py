@@ -1,0 +1,5 @@
+"""``python -m vitalchain`` is the ``vitalchain`` command."""
+
+from vitalchain.cli import app
+
+app()

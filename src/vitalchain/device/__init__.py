@@ -1,0 +1,1 @@
+"""Simulated devices: wearables that onboard through a gateway and stream vitals."""

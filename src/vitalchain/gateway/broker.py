@@ -1,0 +1,674 @@
+"""The MQTT broker side of the gateway: topics, a managed mosquitto, and dynsec administration.
+
+Devices publish telemetry to a mosquitto broker and the gateway subscribes (docs/spec/mqtt.md).
+The broker's dynamic-security plugin stops a device from publishing as another: every client
+gets one role that grants exactly its own topics, and the default policy denies the rest. The
+gateway manages those roles over MQTT (``$CONTROL/dynamic-security/v1``) as the dynsec admin, so
+a broker run by someone else is managed exactly like the one :class:`Mosquitto` starts here.
+
+Findings about mosquitto 2.0.11 that shaped this module:
+
+- ``deleteClient``, ``setClientPassword``, ``modifyClient`` and ``addClientRole`` disconnect
+  the client's live connections (MQTT v5 reason 0x98 "administrative action").
+- Deleting a role while a client still holds it corrupts the plugin's state: ``getClient``
+  then says "Internal error" and a later command can crash the broker
+  (eclipse-mosquitto/mosquitto#2660). We always delete the client first.
+- Any username without a bound client id may connect with another client's id and so kick it
+  off (session takeover). Every client we create is bound to ``client id == username``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from vitalchain.crypto import is_checksum_address
+from vitalchain.errors import VitalchainError
+
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MESSAGE_SIZE_LIMIT",
+    "TOPIC_PREFIX",
+    "BrokerAdmin",
+    "BrokerEndpoint",
+    "BrokerError",
+    "DeviceCredentials",
+    "Mosquitto",
+    "ack_topic",
+    "find_dynsec_plugin",
+    "find_mosquitto",
+    "parse_telemetry_topic",
+    "telemetry_topic",
+]
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX: Final = "vitalchain/v1"
+CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC: Final = "$CONTROL/dynamic-security/v1/response"
+ADMIN_USERNAME: Final = "vitalchain-admin"
+MESSAGE_SIZE_LIMIT: Final = 64 * 1024  # the data message limit of docs/spec/telemetry.md
+# A whole MQTT packet: the 64 KiB payload plus room for the fixed header, topic and properties.
+MAX_PACKET_SIZE: Final = MESSAGE_SIZE_LIMIT + 1024
+
+# Publish and subscribe only where a role grants it; receiving needs a grant too, so a
+# subscription that slipped through still delivers nothing. Unsubscribing is harmless.
+_DEFAULT_ACL_ACCESS: Final[dict[str, bool]] = {
+    "publishClientSend": False,
+    "publishClientReceive": False,
+    "subscribe": False,
+    "unsubscribe": True,
+}
+
+
+_GROUP_RE: Final = re.compile(r"0|[1-9][0-9]*")  # canonical decimal, so topics round-trip
+_RUNNING_RE: Final = re.compile(r"mosquitto version \S+ running")  # logged once listening
+
+
+class BrokerError(VitalchainError):
+    """The broker refused, failed or did not answer; the message never contains a secret."""
+
+    code = "broker_error"
+
+
+# --- topics ------------------------------------------------------------------------------------
+
+
+def _check_group(group_id: int) -> None:
+    if isinstance(group_id, bool) or not isinstance(group_id, int) or group_id < 0:
+        raise ValueError(f"group id must be a non-negative int, not {group_id!r}")
+
+
+def _check_device(device: str) -> None:
+    # ACL topics and dynsec usernames are case-sensitive: one spelling per device, EIP-55.
+    if not isinstance(device, str) or not is_checksum_address(device):
+        raise ValueError(f"device must be an EIP-55 checksummed address, not {device!r}")
+
+
+def telemetry_topic(group_id: int, device: str) -> str:
+    """The only topic ``device`` may publish to."""
+    _check_group(group_id)
+    _check_device(device)
+    return f"{TOPIC_PREFIX}/{group_id}/{device}/telemetry"
+
+
+def ack_topic(group_id: int, device: str) -> str:
+    """Where the group's gateway answers ``device``; only that device may read it."""
+    _check_group(group_id)
+    _check_device(device)
+    return f"{TOPIC_PREFIX}/{group_id}/{device}/ack"
+
+
+def parse_telemetry_topic(topic: str) -> tuple[int, str]:
+    """``(group_id, device)`` of a telemetry topic; ValueError for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[4] != "telemetry":
+        raise ValueError(f"not a telemetry topic: {topic!r}")
+    group, device = parts[2], parts[3]
+    if not _GROUP_RE.fullmatch(group):
+        raise ValueError(f"not a telemetry topic (group): {topic!r}")
+    try:
+        _check_device(device)
+    except ValueError:
+        raise ValueError(f"not a telemetry topic (device): {topic!r}") from None
+    return int(group), device
+
+
+def _gateway_role(group_id: int) -> str:
+    return f"gateway-{group_id}"
+
+
+def _device_role(device: str) -> str:
+    return f"device-{device}"
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    """What a device needs to reach the broker; handed over inside the encrypted onboarding."""
+
+    username: str
+    password: str = field(repr=False)
+    telemetry_topic: str
+    ack_topic: str
+
+    @property
+    def client_id(self) -> str:
+        """The broker accepts this username only with this MQTT client id."""
+        return self.username
+
+
+# --- a managed mosquitto -----------------------------------------------------------------------
+
+
+def find_mosquitto() -> Path | None:
+    """Debian's /usr/sbin/mosquitto (sbin is often not on a user's PATH), else PATH."""
+    debian = Path("/usr/sbin/mosquitto")
+    if debian.is_file() and os.access(debian, os.X_OK):
+        return debian
+    found = shutil.which("mosquitto")
+    return Path(found) if found else None
+
+
+def find_dynsec_plugin() -> Path | None:
+    """mosquitto_dynamic_security.so in the usual Debian, multiarch and /usr/local places."""
+    candidates = [
+        *sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")),
+        Path("/usr/lib/mosquitto_dynamic_security.so"),
+        Path("/usr/local/lib/mosquitto_dynamic_security.so"),
+    ]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """A managed mosquitto process with the dynamic-security plugin, for dev, demo and tests.
+
+    Loopback only, no anonymous access, no persistence: a fresh dynsec config (one admin with a
+    random password, default deny) is written on every start.
+    """
+
+    START_TIMEOUT: Final = 10.0
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self._fixed_port = port
+        self.endpoint = BrokerEndpoint("127.0.0.1", port or _free_port())
+        self._admin: tuple[str, str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        """``(username, password)`` of the dynsec admin; exists once :meth:`start` ran."""
+        if self._admin is None:
+            raise BrokerError("mosquitto has not been started", code="broker_not_started")
+        return self._admin
+
+    @property
+    def conf_path(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    @property
+    def dynsec_path(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "mosquitto.log"
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise BrokerError("mosquitto is already running", code="broker_running")
+        binary, ctrl, plugin = self._tools()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        password = secrets.token_urlsafe(24)
+        self._init_dynsec(ctrl, password)
+        # A port picked by us can be taken between picking and binding: pick again, twice.
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            self._write_conf(plugin)
+            try:
+                self._spawn(binary)
+            except BrokerError:
+                if attempt + 1 == attempts or "Address already in use" not in self._log_tail():
+                    raise
+                self.endpoint = BrokerEndpoint("127.0.0.1", _free_port())
+            else:
+                break
+        self._admin = (ADMIN_USERNAME, password)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _tools(self) -> tuple[Path, Path, Path]:
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerError("mosquitto not found (apt install mosquitto)", code="broker_missing")
+        ctrl_found = shutil.which("mosquitto_ctrl") or shutil.which(
+            "mosquitto_ctrl", path=str(binary.parent.parent / "bin")
+        )
+        if ctrl_found is None:
+            raise BrokerError(
+                "mosquitto_ctrl not found (apt install mosquitto-clients)", code="broker_missing"
+            )
+        plugin = find_dynsec_plugin()
+        if plugin is None:
+            raise BrokerError("mosquitto_dynamic_security.so not found", code="broker_missing")
+        return binary, Path(ctrl_found), plugin
+
+    def _init_dynsec(self, ctrl: Path, password: str) -> None:
+        """``mosquitto_ctrl dynsec init``, password on stdin (never in argv), then default deny."""
+        self.dynsec_path.unlink(missing_ok=True)
+        done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            [str(ctrl), "dynsec", "init", str(self.dynsec_path), ADMIN_USERNAME],
+            input=f"{password}\n{password}\n".encode(),
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        if done.returncode != 0 or not self.dynsec_path.exists():
+            raise BrokerError(
+                f"mosquitto_ctrl dynsec init failed ({done.returncode}): "
+                f"{done.stderr.decode(errors='replace').strip()}",
+                code="broker_start_failed",
+            )
+        config = json.loads(self.dynsec_path.read_text())
+        # init leaves publishClientReceive open; receiving needs a grant too (docs/spec/mqtt.md).
+        config["defaultACLAccess"] = _DEFAULT_ACL_ACCESS
+        self.dynsec_path.write_text(json.dumps(config, indent=1))
+        self.dynsec_path.chmod(0o600)  # password hashes
+
+    def _write_conf(self, plugin: Path) -> None:
+        # Run as whoever we are: as root, mosquitto would otherwise switch to the `mosquitto`
+        # user and could not write the dynsec file in a private temp dir.
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        self.conf_path.write_text(
+            "# written by vitalchain.gateway.broker on every start; edits are lost\n"
+            "per_listener_settings false\n"
+            "allow_anonymous false\n"
+            f"listener {self.endpoint.port} {self.endpoint.host}\n"
+            "persistence false\n"
+            "retain_available false\n"
+            f"max_packet_size {MAX_PACKET_SIZE}\n"
+            f"user {user}\n"
+            f"plugin {plugin}\n"
+            f"plugin_opt_config_file {self.dynsec_path}\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        )
+
+    def _spawn(self, binary: Path) -> None:
+        with self.log_path.open("wb") as log_file:
+            proc = subprocess.Popen(  # noqa: S603 - our binary, fixed arguments
+                [str(binary), "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"mosquitto exited with code {proc.returncode}: {self._log_tail()}",
+                    code="broker_start_failed",
+                )
+            # The port alone could be another process's: wait for our broker to say it runs.
+            if _RUNNING_RE.search(self._log_tail()) and self._accepts():
+                self._proc = proc
+                return
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        raise BrokerError(
+            f"mosquitto not listening on {self.endpoint.host}:{self.endpoint.port} after "
+            f"{self.START_TIMEOUT}s: {self._log_tail()}",
+            code="broker_start_failed",
+        )
+
+    def _accepts(self) -> bool:
+        with contextlib.closing(socket.socket()) as s:
+            return s.connect_ex((self.endpoint.host, self.endpoint.port)) == 0
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:].strip()
+        except OSError:
+            return ""
+
+
+# --- dynsec administration ---------------------------------------------------------------------
+
+
+def _acl(acltype: str, topic: str) -> dict[str, object]:
+    return {"acltype": acltype, "topic": topic, "allow": True}
+
+
+@dataclass
+class _Pending:
+    size: int
+    responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class BrokerAdmin:
+    """Manages credentials and ACLs through $CONTROL/dynamic-security/v1 as the dynsec admin.
+
+    Commands go as one JSON batch per call; each carries ``correlationData`` so responses are
+    matched even when several admins share the broadcast response topic.
+    """
+
+    def __init__(
+        self, endpoint: BrokerEndpoint, username: str, password: str, timeout: float = 10
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._username = username
+        self._cond = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._failed_pubacks: dict[int, ReasonCode] = {}
+        self._ready = False
+        self._refused: str | None = None
+        self._sub_mid: int | None = None
+        self._policy_set = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"vitalchain-admin-{secrets.token_hex(6)}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        try:
+            self._client.connect(endpoint.host, endpoint.port, keepalive=30)
+        except OSError as e:
+            raise BrokerError(
+                f"cannot reach the broker at {endpoint.host}:{endpoint.port}: {e}",
+                code="broker_unavailable",
+            ) from e
+        self._client.loop_start()
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._ready or self._refused is not None, timeout)
+            refused = self._refused
+        if not ok or refused is not None:
+            self.close()
+            raise BrokerError(
+                f"dynsec admin could not connect: {refused or f'no answer within {timeout}s'}",
+                code="broker_unavailable",
+            )
+
+    # -- public operations --
+
+    def ensure_gateway(self, group_id: int, username: str, password: str) -> None:
+        """Create or update the gateway client of ``group_id``; idempotent.
+
+        Updating an existing client resets its password and so disconnects a live session of
+        it: call this before the gateway connects.
+        """
+        _check_group(group_id)
+        if not username or not password:
+            raise ValueError("gateway username and password must be non-empty")
+        if username == self._username:
+            raise ValueError("a gateway cannot use the dynsec admin's username")
+        self._ensure_policy()
+        role = _gateway_role(group_id)
+        telemetry = f"{TOPIC_PREFIX}/{group_id}/+/telemetry"
+        acls = [
+            _acl("subscribePattern", telemetry),
+            _acl("publishClientReceive", telemetry),
+            _acl("publishClientSend", f"{TOPIC_PREFIX}/{group_id}/+/ack"),
+        ]
+        client = {
+            "username": username,
+            "password": password,
+            "clientid": username,
+            "roles": [{"rolename": role}],
+        }
+        created = self._run(
+            [
+                {"command": "createRole", "rolename": role, "acls": acls},
+                {"command": "modifyRole", "rolename": role, "acls": acls},
+                {"command": "createClient", **client},
+            ],
+            tolerate=[{"Role already exists"}, set(), {"Client already exists"}],
+        )
+        if created[2].get("error") == "Client already exists":
+            self._run([{"command": "modifyClient", **client}])
+        log.info("broker: gateway client %s ready for group %d", username, group_id)
+
+    def add_device(self, group_id: int, device: str) -> DeviceCredentials:
+        """(Re)create ``device``'s client with a fresh password; an old session is cut off."""
+        creds = DeviceCredentials(
+            username=device,
+            password=secrets.token_urlsafe(24),
+            telemetry_topic=telemetry_topic(group_id, device),
+            ack_topic=ack_topic(group_id, device),
+        )
+        self._ensure_policy()
+        role = _device_role(device)
+        acls = [
+            _acl("publishClientSend", creds.telemetry_topic),
+            _acl("subscribeLiteral", creds.ack_topic),
+            _acl("publishClientReceive", creds.ack_topic),
+        ]
+        # Client before role, always: deleting a role still held crashes 2.0.11 (#2660).
+        self._run(
+            [
+                {"command": "deleteClient", "username": device},
+                {"command": "deleteRole", "rolename": role},
+                {"command": "createRole", "rolename": role, "acls": acls},
+                {
+                    "command": "createClient",
+                    "username": device,
+                    "password": creds.password,
+                    "clientid": creds.client_id,
+                    "roles": [{"rolename": role}],
+                },
+            ],
+            tolerate=[{"Client not found"}, {"Role not found"}, set(), set()],
+        )
+        log.info("broker: device %s may publish to %s", device, creds.telemetry_topic)
+        return creds
+
+    def remove_device(self, device: str) -> None:
+        """Delete ``device``'s client and role; the broker disconnects a live session at once.
+
+        Idempotent: removing an unknown device is not an error.
+        """
+        _check_device(device)
+        self._run(
+            [
+                {"command": "deleteClient", "username": device},
+                {"command": "deleteRole", "rolename": _device_role(device)},
+            ],
+            tolerate=[{"Client not found"}, {"Role not found"}],
+        )
+        log.info("broker: device %s removed", device)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- commands --
+
+    def _ensure_policy(self) -> None:
+        """Default deny, set over MQTT so a broker we did not start ends up the same."""
+        if self._policy_set:
+            return
+        acls = [{"acltype": k, "allow": v} for k, v in _DEFAULT_ACL_ACCESS.items()]
+        self._run([{"command": "setDefaultACLAccess", "acls": acls}])
+        self._policy_set = True
+
+    def _run(
+        self,
+        commands: Sequence[Mapping[str, object]],
+        tolerate: Sequence[set[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Send one batch, wait for every response, raise on an error not tolerated."""
+        request = secrets.token_hex(8)
+        batch = [{**c, "correlationData": f"{request}:{i}"} for i, c in enumerate(commands)]
+        pending = _Pending(size=len(batch))
+        with self._cond:
+            if not self._ready:
+                raise BrokerError("dynsec admin is not connected", code="broker_unavailable")
+            self._pending[request] = pending
+        try:
+            # Never publish under our lock: paho calls on_publish holding its own.
+            info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise BrokerError(
+                    f"could not send dynsec command: {mqtt.error_string(info.rc)}",
+                    code="broker_unavailable",
+                )
+            with self._cond:
+                ok = self._cond.wait_for(
+                    lambda: (
+                        len(pending.responses) == pending.size
+                        or info.mid in self._failed_pubacks
+                        or not self._ready
+                    ),
+                    self.timeout,
+                )
+                refused = self._failed_pubacks.pop(info.mid, None)
+                ready = self._ready
+        finally:
+            with self._cond:
+                self._pending.pop(request, None)
+        names = ", ".join(str(c["command"]) for c in commands)
+        if refused is not None:
+            raise BrokerError(f"broker refused dynsec command ({names}): {refused}")
+        if not ok or len(pending.responses) != pending.size:
+            why = "lost the connection" if not ready else f"no response within {self.timeout}s"
+            raise BrokerError(f"dynsec {why} ({names})", code="broker_unavailable")
+        responses = [pending.responses[i] for i in range(pending.size)]
+        allowed = tolerate or [set() for _ in commands]
+        for response, ok_errors in zip(responses, allowed, strict=True):
+            error = response.get("error")
+            if error is not None and error not in ok_errors:
+                raise BrokerError(f"dynsec {response.get('command')}: {error}")
+        return responses
+
+    # -- paho callbacks (network thread) --
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            with self._cond:
+                self._refused = str(reason)
+                self._cond.notify_all()
+            client.disconnect()  # stop paho retrying with credentials that do not work
+            return
+        result, mid = client.subscribe(RESPONSE_TOPIC, qos=1)
+        with self._cond:
+            self._sub_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            if mid != self._sub_mid:
+                return
+            if any(r.is_failure for r in reasons):
+                self._refused = f"subscribe to {RESPONSE_TOPIC}: {reasons[0]}"
+            else:
+                self._ready = True
+            self._cond.notify_all()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._cond:
+            self._ready = False
+            self._cond.notify_all()
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            with self._cond:
+                self._failed_pubacks[mid] = reason
+                self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(message.payload)
+            responses = body["responses"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("broker: ignoring a malformed dynsec response")
+            return
+        with self._cond:
+            for response in responses if isinstance(responses, list) else []:
+                if not isinstance(response, dict):
+                    continue
+                request, _, index = str(response.get("correlationData", "")).partition(":")
+                pending = self._pending.get(request)
+                if pending is not None and index.isdigit() and int(index) < pending.size:
+                    pending.responses[int(index)] = response
+            self._cond.notify_all()

@@ -1,0 +1,74 @@
+"""Shared set-up for gateway tests: a real gateway app over a chain, and onboarded devices."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from vitalchain.crypto import PrivateKey
+from vitalchain.device.client import DeviceClient
+from vitalchain.gateway.app import create_app
+from vitalchain.gateway.service import Gateway
+from vitalchain.gateway.settings import GatewaySettings
+from vitalchain.ledger import Ledger
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+_ids = itertools.count(5_000_000)
+
+
+def next_id() -> int:
+    return next(_ids)
+
+
+@dataclass
+class Harness:
+    gateway: Gateway
+    client: TestClient
+    ledger: Ledger
+
+    def enrol(self, patient: str | None = None, ttl: int = 900) -> str:
+        patient = patient or PrivateKey.generate().address
+        r = self.client.post(
+            "/v1/enrolments",
+            json={"v": 1, "patient": patient, "label": "test device", "ttl_seconds": ttl},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["pairing_code"])
+
+    def device(self, **kwargs: object) -> DeviceClient:
+        return DeviceClient(PrivateKey.generate(), next_id(), http=self.client, **kwargs)  # type: ignore[arg-type]
+
+    def onboarded(self, patient: str | None = None, **kwargs: object) -> DeviceClient:
+        device = self.device(**kwargs)
+        device.onboard(self.enrol(patient))
+        return device
+
+
+def make_harness(
+    ledger: Ledger, data_dir: Path, group_id: int, **overrides: object
+) -> Iterator[Harness]:
+    settings = GatewaySettings(
+        data_dir=data_dir,
+        group_id=group_id,
+        master_object_id=next_id(),
+        admin_token=SecretStr(ADMIN_TOKEN),
+        mqtt=False,
+        **overrides,  # type: ignore[arg-type]
+    )
+    gateway = Gateway(settings, PrivateKey.generate(), ledger)
+    gateway.start()
+    with TestClient(create_app(gateway)) as client:
+        yield Harness(gateway, client, ledger)
+    gateway.close()
+
+
+def error_code(response: object) -> str:
+    body = json.loads(response.text)  # type: ignore[attr-defined]
+    return str(body["error"]["code"])
