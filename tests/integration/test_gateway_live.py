@@ -20,6 +20,7 @@ from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.runner import RunningGateway, running_gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, DeviceStatus, EmbeddedBackend, Ledger, RpcBackend
+from vitalchain.ledger.devnode import free_port
 from vitalchain.vitals import Vital
 
 
@@ -129,3 +130,29 @@ def test_chain_refusal_on_anvil(anvil_harness: Harness, tmp_path: Path) -> None:
         "/v1/sessions", json={"v": 1, "device_key": "02" + "11" * 32, "object_id": 1}
     )
     assert error_code(r) in ("invalid_key", "object_id_taken")
+
+
+def test_device_mqtt_credentials_survive_a_gateway_restart(tmp_path: Path) -> None:
+    settings = GatewaySettings(
+        data_dir=tmp_path / "gw",
+        group_id=next_id(),
+        master_object_id=next_id(),
+        admin_token=SecretStr(ADMIN_TOKEN),
+        mqtt=True,
+        mqtt_port=free_port(),  # deployments pin the broker's port
+    )
+    ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
+    with (
+        running_gateway(settings, ledger=ledger) as running,
+        TestClient(create_app(running.gateway)) as client,
+    ):
+        device = onboard(client)
+        assert device.session is not None
+        creds = device.session.mqtt
+        assert creds is not None
+    # gateway and broker are gone; start them again on the same data directory
+    with running_gateway(settings, ledger=ledger) as running:
+        assert running.broker is not None
+        assert running.broker.endpoint.port == creds.port
+        with MqttPublisher(creds) as mqtt:  # the very credentials issued before the restart
+            assert mqtt.publish(device.prepare([(Vital.SPO2, 97)]))["accepted"] == 1

@@ -96,14 +96,20 @@ class MqttPublisher:
         if event is not None:
             event.set()
 
-    def publish_many(self, messages: Sequence[bytes]) -> list[dict[str, Any]]:
-        """Publish at QoS 1, then wait for every acknowledgement; refusals come back as acks."""
+    def publish_many(self, messages: Sequence[bytes], *, window: int = 64) -> list[dict[str, Any]]:
+        """Publish at QoS 1 with at most ``window`` awaiting acknowledgement, in order.
+
+        The window is back-pressure: a device never runs further ahead of the gateway than
+        that, however fast it produces.  Refusals come back as acknowledgements too.
+        """
         ids = [hashlib.sha256(m).hexdigest() for m in messages]
-        events = []
+        events: list[threading.Event] = []
         with self._lock:
             for message_id in ids:
                 events.append(self._pending.setdefault(message_id, threading.Event()))
-        for message in messages:
+        for i, message in enumerate(messages):
+            if i >= window and not events[i - window].wait(self._timeout):
+                raise DeviceError("no acknowledgement from the gateway", code="ack_timeout")
             info = self._client.publish(self._creds.telemetry_topic, message, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise DeviceError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -27,7 +28,8 @@ _TELEMETRY_BODY = {
 }
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    """Async on purpose: a sync dependency would cost every request a threadpool hop."""
     gateway: Gateway = request.app.state.gateway
     return gateway
 
@@ -157,7 +159,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         ):
             raise GatewayError(413, "message_too_large", "data message too large")
         data = await request.body()
-        ack = await run_in_threadpool(gw.ingest, data)
+        # The checks run here on the event loop (about 0.2 ms of CPU); only the durable commit
+        # is waited for, as a future the store's writer thread resolves: no threadpool hop.
+        ack = await asyncio.wrap_future(gw.ingest_core.submit(data))
         return ack.to_json()
 
     @app.post(

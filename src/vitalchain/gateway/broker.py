@@ -20,6 +20,7 @@ Findings about mosquitto 2.0.11 that shaped this module:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -101,8 +102,14 @@ def _check_group(group_id: int) -> None:
 
 def _check_device(device: str) -> None:
     # ACL topics and dynsec usernames are case-sensitive: one spelling per device, EIP-55.
-    if not isinstance(device, str) or not is_checksum_address(device):
+    if not isinstance(device, str) or not _is_checksummed(device):
         raise ValueError(f"device must be an EIP-55 checksummed address, not {device!r}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_checksummed(device: str) -> bool:
+    """Cached: every telemetry topic is checked, and a keccak per message adds up."""
+    return is_checksum_address(device)
 
 
 def telemetry_topic(group_id: int, device: str) -> str:
@@ -197,8 +204,9 @@ def _free_port() -> int:
 class Mosquitto:
     """A managed mosquitto process with the dynamic-security plugin, for dev, demo and tests.
 
-    Loopback only, no anonymous access, no persistence: a fresh dynsec config (one admin with a
-    random password, default deny) is written on every start.
+    Loopback only, no anonymous access, no message persistence.  The dynsec config (one admin
+    with a random password, default deny, and every client the gateway adds) is created on the
+    first start in ``data_dir`` and kept, so device credentials survive restarts.
     """
 
     START_TIMEOUT: Final = 10.0
@@ -235,8 +243,7 @@ class Mosquitto:
         binary, ctrl, plugin = self._tools()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        password = secrets.token_urlsafe(24)
-        self._init_dynsec(ctrl, password)
+        password = self._admin_password(ctrl)
         # A port picked by us can be taken between picking and binding: pick again, twice.
         attempts = 1 if self._fixed_port else 3
         for attempt in range(attempts):
@@ -290,6 +297,22 @@ class Mosquitto:
             raise BrokerError("mosquitto_dynamic_security.so not found", code="broker_missing")
         return binary, Path(ctrl_found), plugin
 
+    @property
+    def _secret_path(self) -> Path:
+        return self.data_dir / "admin.secret"
+
+    def _admin_password(self, ctrl: Path) -> str:
+        """Keep the dynsec config across restarts, as a real broker does: clients made by
+        the gateway (devices' credentials) must survive a restart of gateway and broker."""
+        if self.dynsec_path.exists() and self._secret_path.exists():
+            return self._secret_path.read_text().strip()
+        password = secrets.token_urlsafe(24)
+        self._init_dynsec(ctrl, password)
+        fd = os.open(self._secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        return password
+
     def _init_dynsec(self, ctrl: Path, password: str) -> None:
         """``mosquitto_ctrl dynsec init``, password on stdin (never in argv), then default deny."""
         self.dynsec_path.unlink(missing_ok=True)
@@ -324,6 +347,12 @@ class Mosquitto:
             "persistence false\n"
             "retain_available false\n"
             f"max_packet_size {MAX_PACKET_SIZE}\n"
+            # Nagle plus delayed ACKs would hold every small publish ~40 ms.
+            "set_tcp_nodelay true\n"
+            # The gateway's subscription carries every device of the group: let its queue and
+            # in-flight window grow past the defaults (1000 and 20), or bursts are dropped.
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 1000\n"
             f"user {user}\n"
             f"plugin {plugin}\n"
             f"plugin_opt_config_file {self.dynsec_path}\n"

@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -151,6 +152,42 @@ class IngestCore:
         return lock
 
     def ingest(self, data: bytes, *, topic_device: str | None = None) -> Ack:
+        """Check, store durably, acknowledge: the blocking form of :meth:`submit`."""
+        return self.submit(data, topic_device=topic_device).result()
+
+    def submit(self, data: bytes, *, topic_device: str | None = None) -> Future[Ack]:
+        """Run every check now (a refusal raises here); the future resolves once stored.
+
+        The device's replay window moves on at submission, so its next message can be checked
+        while this one is still being committed: that is what lets MQTT pipeline.
+        """
+        message = self._check(data, topic_device)
+        device, first, last = message.device, message.readings[0].seq, message.readings[-1].seq
+        with self._lock_for(device):
+            previous = self._last_seq.get(device, -1)
+            if first <= previous:
+                raise _refuse(409, "replayed", "sequence number already seen")
+            self._last_seq[device] = last
+            stored = self._store.submit(message)
+        acked: Future[Ack] = Future()
+
+        def settle(done: Future[int]) -> None:
+            error = done.exception()
+            if error is None:
+                acked.set_result(Ack(len(message.readings), last, message.message_id))
+                return
+            with self._lock_for(device):
+                if self._last_seq.get(device) == last:
+                    self._last_seq[device] = previous  # not stored: the device may send it again
+            if isinstance(error, DuplicateReading):
+                acked.set_exception(_refuse(409, "replayed", "reading already stored"))
+            else:
+                acked.set_exception(_refuse(503, "store_unavailable", "the store could not write"))
+
+        stored.add_done_callback(settle)
+        return acked
+
+    def _check(self, data: bytes, topic_device: str | None) -> Message:
         if len(data) > self._max_bytes:
             raise _refuse(
                 413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
@@ -214,7 +251,7 @@ class IngestCore:
                 raise _refuse(
                     422, "implausible_value", f"{info.short} {reading.value} is not plausible"
                 )
-        message = Message(
+        return Message(
             hashlib.sha256(data).digest(),
             session.device,
             session.group_id,
@@ -224,13 +261,3 @@ class IngestCore:
             raw_sig,
             tuple(readings),
         )
-        # Check and store under the device's lock, so two copies of a message cannot both pass.
-        with self._lock_for(session.device):
-            if seqs[0] <= self._last_seq.get(session.device, -1):
-                raise _refuse(409, "replayed", "sequence number already seen")
-            try:
-                self._store.append(message)
-            except DuplicateReading:
-                raise _refuse(409, "replayed", "reading already stored") from None
-            self._last_seq[session.device] = seqs[-1]
-        return Ack(len(readings), seqs[-1], message.message_id)

@@ -13,6 +13,8 @@ import json
 import logging
 import queue
 import threading
+from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.broker import BrokerEndpoint, ack_topic, parse_telemetry_topic
 from vitalchain.gateway.errors import GatewayError
+from vitalchain.gateway.ingest import Ack
 from vitalchain.gateway.service import Gateway
 
 __all__ = ["MqttBridge"]
@@ -97,7 +100,10 @@ class MqttBridge:
         if reason.is_failure:
             log.error("gateway could not connect to the broker: %s", reason)
             return
-        client.subscribe(self._topic, qos=1)
+        # QoS 0 on the broker-to-gateway hop, on purpose: a device counts a message delivered
+        # only when the application ack arrives, sent after the durable commit, and resends
+        # otherwise (the end-to-end argument).  Per-hop PUBACKs would add work, not safety.
+        client.subscribe(self._topic, qos=0)
 
     def _on_subscribe(
         self,
@@ -117,6 +123,9 @@ class MqttBridge:
         self._queues[hash(topic) % len(self._queues)].put((topic, bytes(message.payload)))
 
     def _work(self, inbox: queue.Queue[tuple[str, bytes] | None]) -> None:
+        """Check each message and hand it to the store without waiting for the commit: the
+        acknowledgement is published from the store's completion, so a device's messages
+        pipeline through one fsync after another instead of one each."""
         while True:
             item = inbox.get()
             if item is None:
@@ -127,23 +136,44 @@ class MqttBridge:
             except ValueError:
                 continue  # the broker ACL makes this unreachable; never trust it blindly
             try:
-                ack = self._gateway.ingest(payload, topic_device=device).to_json()
-                counter = "acknowledged"
+                pending = self._gateway.ingest_core.submit(payload, topic_device=device)
             except VitalchainError as exc:
-                ack = {
-                    "v": 1,
-                    "error": {"code": exc.code, "message": exc.message},
-                    "message_id": hashlib.sha256(payload).hexdigest(),
-                }
-                counter = "refused"
-            except Exception:
+                self._reply(group_id, device, payload, error=exc)
+            except Exception as exc:
                 log.exception("unexpected error while ingesting an MQTT message")
-                ack = {
-                    "v": 1,
-                    "error": {"code": "internal_error", "message": "internal error"},
-                    "message_id": hashlib.sha256(payload).hexdigest(),
-                }
-                counter = "refused"
-            with self._counter_lock:
-                setattr(self, counter, getattr(self, counter) + 1)
-            self._client.publish(ack_topic(group_id, device), json.dumps(ack), qos=1)
+                self._reply(group_id, device, payload, error=exc)
+            else:
+                pending.add_done_callback(partial(self._settled, group_id, device, payload))
+
+    def _settled(self, group_id: int, device: str, payload: bytes, done: Future[Ack]) -> None:
+        error = done.exception()
+        if error is None:
+            self._reply(group_id, device, payload, ack=done.result())
+        else:
+            self._reply(group_id, device, payload, error=error)
+
+    def _reply(
+        self,
+        group_id: int,
+        device: str,
+        payload: bytes,
+        *,
+        ack: Ack | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if ack is not None:
+            body = ack.to_json()
+            counter = "acknowledged"
+        else:
+            code, text = "internal_error", "internal error"
+            if isinstance(error, VitalchainError):
+                code, text = error.code, error.message
+            body = {
+                "v": 1,
+                "error": {"code": code, "message": text},
+                "message_id": hashlib.sha256(payload).hexdigest(),
+            }
+            counter = "refused"
+        with self._counter_lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+        self._client.publish(ack_topic(group_id, device), json.dumps(body), qos=0)

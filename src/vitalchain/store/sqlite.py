@@ -75,11 +75,15 @@ class SqliteStore:
 
     def append(self, message: Message) -> int:
         """Store ``message`` durably; returns its row id.  A stored (device, seq) raises."""
+        return self.submit(message).result()
+
+    def submit(self, message: Message) -> Future[int]:
+        """Queue ``message``; the future resolves once it is committed (or refused)."""
         if self._closed:
             raise StoreError("store is closed")
         done: Future[int] = Future()
         self._queue.put((message, done))
-        return done.result()
+        return done
 
     def _run(self) -> None:
         while True:
@@ -99,33 +103,48 @@ class SqliteStore:
             self._commit(jobs)
 
     def _commit(self, jobs: list[_Job]) -> None:
-        """One transaction for the batch; a message that conflicts is refused on its own."""
-        cur = self._writer.cursor()
-        results: list[tuple[Future[int], int | BaseException]] = []
+        """One transaction and one fsync for the batch.
+
+        Conflicts are rare (ingest refuses replays before they get here), so the batch is tried
+        whole; only if it hits one is it redone with a savepoint per message, so that the
+        conflicting message alone is refused.
+        """
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            for message, done in jobs:
-                cur.execute("SAVEPOINT m")
-                try:
-                    results.append((done, self._insert(cur, message)))
-                    cur.execute("RELEASE m")
-                except sqlite3.IntegrityError:
-                    cur.execute("ROLLBACK TO m")
-                    cur.execute("RELEASE m")
-                    results.append((done, DuplicateReading("reading or message already stored")))
-            cur.execute("COMMIT")
+            try:
+                outcomes: list[int | BaseException] = self._write(jobs, isolate=False)
+            except sqlite3.IntegrityError:
+                outcomes = self._write(jobs, isolate=True)
         except BaseException as exc:  # the whole batch failed: fail every caller
-            if self._writer.in_transaction:
-                cur.execute("ROLLBACK")
             for _, done in jobs:
-                if not done.done():
-                    done.set_exception(StoreError(f"store write failed: {exc}"))
+                done.set_exception(StoreError(f"store write failed: {exc}"))
             return
-        for done, outcome in results:
+        for (_, done), outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 done.set_exception(outcome)
             else:
                 done.set_result(outcome)
+
+    def _write(self, jobs: list[_Job], *, isolate: bool) -> list[int | BaseException]:
+        cur = self._writer.cursor()
+        outcomes: list[int | BaseException] = []
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for message, _ in jobs:
+                if not isolate:
+                    outcomes.append(self._insert(cur, message))
+                    continue
+                cur.execute("SAVEPOINT m")
+                try:
+                    outcomes.append(self._insert(cur, message))
+                except sqlite3.IntegrityError:
+                    cur.execute("ROLLBACK TO m")
+                    outcomes.append(DuplicateReading("reading or message already stored"))
+                cur.execute("RELEASE m")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return outcomes
 
     @staticmethod
     def _insert(cur: sqlite3.Cursor, m: Message) -> int:
