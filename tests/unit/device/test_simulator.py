@@ -1,0 +1,50 @@
+"""The simulator onboards its wearables and streams accepted readings; the CLI checks input."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from tests.gateway_fixtures import ADMIN_TOKEN, Harness
+from vitalchain.cli import app
+from vitalchain.device.simulator import Simulation
+from vitalchain.device.vitals import DeviceKind
+
+
+def test_simulation_streams_accepted_readings(harness: Harness) -> None:
+    sim = Simulation(
+        harness.client,
+        ADMIN_TOKEN,
+        patients=2,
+        kinds=(DeviceKind.PULSE_OXIMETER, DeviceKind.BP_CUFF),
+        seed=7,
+        # Oximeters report every 4 s of patient time: at 160x that is 40 messages/s per
+        # device, under the gateway's 50/s rate limit (a faster clock is refused, rightly).
+        speedup=160,
+    )
+    sim.onboard()
+    before = harness.gateway.store.count_readings()
+    stats = sim.run(8 * 60)
+    assert stats.refused == {}
+    assert stats.sent_messages > 10
+    # oximeters report SpO2 + heart rate, cuffs systolic + diastolic: two readings a message
+    assert stats.accepted_readings == 2 * stats.sent_messages
+    assert harness.gateway.store.count_readings() == before + stats.accepted_readings
+    patients = {m.message.patient for m in harness.gateway.store.messages(limit=10_000)}
+    assert set(sim.patients) <= patients
+
+
+def test_simulate_cli_refuses_bad_arguments() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "--transport", "carrier-pigeon", "--admin-token", "x"])
+    assert result.exit_code == 2
+    assert "transport" in result.output
+    result = runner.invoke(app, ["simulate"])
+    assert result.exit_code == 2
+    assert "admin token" in result.output
+    result = runner.invoke(app, ["simulate", "--patients", "0", "--admin-token", "x"])
+    assert result.exit_code == 2
+    result = runner.invoke(
+        app, ["simulate", "--gateway", "http://127.0.0.1:9", "--admin-token", "x"]
+    )
+    assert result.exit_code == 1
+    assert "onboarding failed" in result.output
