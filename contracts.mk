@@ -78,7 +78,7 @@ docs/gas-report.md: $(CONTRACT_TOOLCHAIN) $(CONTRACT_SOURCES) $(CONTRACT_TESTS)
 	  echo; \
 	  echo 'Measured by `contracts/test/Gas.t.sol`, each call in a fresh transaction with cold storage, as a'; \
 	  echo 'real transaction sees it (the figures match anvil receipts). The test fails if `associate`'; \
-	  echo 'exceeds 150,000 or a steady-state `anchor` exceeds 60,000, or if an anchor of 100,000 blocks'; \
+	  echo 'exceeds 150,000 or a steady-state `anchor` exceeds 50,000, or if an anchor of 100,000 blocks'; \
 	  echo 'costs more than an anchor of one block beyond its extra calldata bytes.'; \
 	  echo; \
 	  echo '| Operation | Gas |'; \

@@ -177,8 +177,11 @@ def collect(out_dir: Path) -> dict[str, str]:
 
 
 def export() -> int:
-    build(CONTRACTS / "out", CONTRACTS / "cache")
-    files = collect(CONTRACTS / "out")
+    # A private build directory: exporting into contracts/out with `--skip test` would leave a
+    # cache that makes the next `forge test` skip changed test suites.
+    with tempfile.TemporaryDirectory(prefix="vitalchain-artifacts-") as tmp:
+        build(Path(tmp) / "out", Path(tmp) / "cache")
+        files = collect(Path(tmp) / "out")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     stale = {p.name for p in ARTIFACTS.glob("*.json")} - set(files)
     for name in sorted(stale):

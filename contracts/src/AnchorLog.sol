@@ -7,11 +7,12 @@ import {ITrustGroups} from "./interfaces/ITrustGroups.sol";
 /**
  * @title AnchorLog
  * @notice Anchors of each group's block log. An anchor costs the same whatever the number of
- * blocks it covers: one packed slot per group is updated and one root slot is written.
+ * blocks it covers: it overwrites the group's three slots (packed sizes, latest root, history
+ * hash) and emits one event. No storage is created per anchor.
  *
- * History: `rootAt(groupId, treeSize)` keeps every anchored root; the ordered list of anchors
- * (index → root, size, time) is the `Anchored` event log. Keeping an on-chain index → anchor
- * array as well would cost a second fresh slot (22.1k gas) per anchor and break the 60k budget.
+ * History: the ordered list of anchors (index → root, size, range) is the `Anchored` event log;
+ * {anchorHistory} commits to all of it with a hash chain, so a verifier can check with one view
+ * call that the events it was given are complete and unaltered.
  */
 contract AnchorLog is IAnchorLog {
     /// @dev One storage slot (3 × 64 bits).
@@ -21,10 +22,16 @@ contract AnchorLog is IAnchorLog {
         uint64 timestamp;
     }
 
+    /// @dev Three storage slots per group, all overwritten by each anchor.
+    struct GroupAnchors {
+        Latest latest;
+        bytes32 latestRoot;
+        bytes32 history;
+    }
+
     ITrustGroups private immutable _trustGroups;
 
-    mapping(uint64 groupId => Latest) private _latest;
-    mapping(uint64 groupId => mapping(uint64 treeSize => bytes32 root)) private _roots;
+    mapping(uint64 groupId => GroupAnchors) private _anchors;
 
     /// @notice Only the group's current master may anchor.
     error AnchorLog__NotMaster(uint64 groupId, address caller);
@@ -32,7 +39,7 @@ contract AnchorLog is IAnchorLog {
     error AnchorLog__SizeNotGrowing(uint64 previous, uint64 given);
     /// @notice The range must be exactly [previous size, treeSize - 1].
     error AnchorLog__InvalidRange(uint64 expectedFirst, uint64 expectedLast, uint64 firstBlock, uint64 lastBlock);
-    /// @notice The root must be non-zero (zero means "no anchor" in {rootAt}).
+    /// @notice The root must be non-zero (a zero root in {latestAnchor} means "no anchor yet").
     error AnchorLog__ZeroRoot();
     /// @notice The TrustGroups address must be non-zero.
     error AnchorLog__ZeroAddress();
@@ -46,7 +53,8 @@ contract AnchorLog is IAnchorLog {
     function anchor(uint64 groupId, bytes32 root, uint64 treeSize, uint64 firstBlock, uint64 lastBlock) external {
         if (_trustGroups.masterOf(groupId) != msg.sender) revert AnchorLog__NotMaster(groupId, msg.sender);
         if (root == bytes32(0)) revert AnchorLog__ZeroRoot();
-        Latest storage latest = _latest[groupId];
+        GroupAnchors storage anchors = _anchors[groupId];
+        Latest memory latest = anchors.latest;
         uint64 previous = latest.treeSize;
         if (treeSize <= previous) revert AnchorLog__SizeNotGrowing(previous, treeSize);
         // treeSize > previous >= 0, so treeSize - 1 cannot underflow.
@@ -54,8 +62,9 @@ contract AnchorLog is IAnchorLog {
             revert AnchorLog__InvalidRange(previous, treeSize - 1, firstBlock, lastBlock);
         }
         uint64 index = latest.anchorCount;
-        _latest[groupId] = Latest({treeSize: treeSize, anchorCount: index + 1, timestamp: uint64(block.timestamp)});
-        _roots[groupId][treeSize] = root;
+        anchors.latest = Latest({treeSize: treeSize, anchorCount: index + 1, timestamp: uint64(block.timestamp)});
+        anchors.latestRoot = root;
+        anchors.history = keccak256(abi.encodePacked(anchors.history, root, treeSize));
         emit Anchored(groupId, index, root, treeSize, firstBlock, lastBlock);
     }
 
@@ -65,13 +74,14 @@ contract AnchorLog is IAnchorLog {
         view
         returns (bytes32 root, uint64 treeSize, uint64 anchorCount, uint64 timestamp)
     {
-        Latest memory latest = _latest[groupId];
-        return (_roots[groupId][latest.treeSize], latest.treeSize, latest.anchorCount, latest.timestamp);
+        GroupAnchors storage anchors = _anchors[groupId];
+        Latest memory latest = anchors.latest;
+        return (anchors.latestRoot, latest.treeSize, latest.anchorCount, latest.timestamp);
     }
 
     /// @inheritdoc IAnchorLog
-    function rootAt(uint64 groupId, uint64 treeSize) external view returns (bytes32) {
-        return _roots[groupId][treeSize];
+    function anchorHistory(uint64 groupId) external view returns (bytes32) {
+        return _anchors[groupId].history;
     }
 
     /// @inheritdoc IAnchorLog

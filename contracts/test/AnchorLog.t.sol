@@ -17,6 +17,9 @@ contract AnchorLogTest is TrustGroupsFixture {
     AnchorLog internal log;
     bytes32 internal constant ROOT1 = keccak256("root of 10 blocks");
     bytes32 internal constant ROOT2 = keccak256("root of 25 blocks");
+    /// @dev History after (0x11…11, 10) then (0x22…22, 25): the vector of docs/spec/anchor.md.
+    bytes32 internal constant H1 = 0x0f48222567b6118b9450dcd4b8ee5b9edcd1cf8b1c4599c23d3f9cef660a6ddf;
+    bytes32 internal constant H2 = 0x10c49ae87d8cb34755043ea0d1f7fc9025013f25f8708e3f70c50f684434dfeb;
 
     function setUp() public {
         setUpGroups();
@@ -24,6 +27,10 @@ contract AnchorLogTest is TrustGroupsFixture {
         createGroupAs(OTHER_MASTER_KEY, OTHER_GID, OTHER_MASTER_OID);
         log = new AnchorLog(address(groups));
         vm.warp(1_700_000_000);
+    }
+
+    function historyOf(bytes32 previous, bytes32 root, uint64 size) internal pure returns (bytes32) {
+        return keccak256(abi.encodePacked(previous, root, size));
     }
 
     function anchorAs(address who, uint64 groupId, bytes32 root, uint64 size, uint64 first, uint64 last) internal {
@@ -50,24 +57,48 @@ contract AnchorLogTest is TrustGroupsFixture {
         vm.assertEq(uint256(size), 25, "size 2");
         vm.assertEq(uint256(count), 2, "count 2");
         vm.assertEq(uint256(ts), 1_700_000_600, "timestamp 2");
-        vm.assertEq(log.rootAt(GID, 10), ROOT1, "history kept");
-        vm.assertEq(log.rootAt(GID, 25), ROOT2, "rootAt latest");
-        vm.assertEq(log.rootAt(GID, 11), bytes32(0), "no anchor at 11");
+        bytes32 history = historyOf(historyOf(bytes32(0), ROOT1, 10), ROOT2, 25);
+        vm.assertEq(log.anchorHistory(GID), history, "history");
         vm.assertEq(log.trustGroups(), address(groups), "trustGroups");
     }
 
     function test_Anchor_GroupsAreIndependent() public {
         anchorAs(master, GID, ROOT1, 10, 0, 9);
         anchorAs(otherMaster, OTHER_GID, ROOT2, 3, 0, 2);
-        vm.assertEq(log.rootAt(OTHER_GID, 10), bytes32(0), "other group");
-        (, uint64 size,,) = log.latestAnchor(OTHER_GID);
+        (bytes32 root, uint64 size,,) = log.latestAnchor(OTHER_GID);
+        vm.assertEq(root, ROOT2, "own root");
         vm.assertEq(uint256(size), 3, "own size");
+        vm.assertEq(log.anchorHistory(GID), historyOf(bytes32(0), ROOT1, 10), "own history");
+        vm.assertEq(log.anchorHistory(OTHER_GID), historyOf(bytes32(0), ROOT2, 3), "other history");
     }
 
     function test_LatestAnchor_NoneIsZero() public view {
         (bytes32 root, uint64 size, uint64 count, uint64 ts) = log.latestAnchor(GID);
         vm.assertEq(root, bytes32(0), "root");
         vm.assertEq(uint256(size) + uint256(count) + uint256(ts), 0, "zeros");
+        vm.assertEq(log.anchorHistory(GID), bytes32(0), "history");
+    }
+
+    /// @dev The history test vector of docs/spec/anchor.md.
+    function test_AnchorHistory_SpecVector() public {
+        bytes32 rootA = 0x1111111111111111111111111111111111111111111111111111111111111111;
+        bytes32 rootB = 0x2222222222222222222222222222222222222222222222222222222222222222;
+        // The packed preimage is 72 bytes: previous history, root, treeSize as 8 big-endian bytes.
+        vm.assertEq(abi.encodePacked(bytes32(0), rootA, uint64(10)).length, 72, "preimage length");
+        vm.assertEq(historyOf(bytes32(0), rootA, 10), H1, "vector h1");
+        vm.assertEq(historyOf(H1, rootB, 25), H2, "vector h2");
+        anchorAs(master, GID, rootA, 10, 0, 9);
+        vm.assertEq(log.anchorHistory(GID), H1, "history after anchor 1");
+        anchorAs(master, GID, rootB, 25, 10, 24);
+        vm.assertEq(log.anchorHistory(GID), H2, "history after anchor 2");
+    }
+
+    function test_AnchorHistory_RevertedAnchorLeavesItUnchanged() public {
+        anchorAs(master, GID, ROOT1, 10, 0, 9);
+        bytes32 before = log.anchorHistory(GID);
+        vm.expectRevert(abi.encodeWithSelector(AnchorLog.AnchorLog__SizeNotGrowing.selector, 10, 10));
+        anchorAs(master, GID, ROOT2, 10, 10, 9);
+        vm.assertEq(log.anchorHistory(GID), before, "unchanged");
     }
 
     function test_RevertWhen_Anchor_Shrinking() public {
@@ -161,7 +192,9 @@ contract AnchorLogTest is TrustGroupsFixture {
             uint64 size = previous + step;
             bytes32 root = keccak256(abi.encode(i, size));
             anchorAs(master, GID, root, size, previous, size - 1);
-            vm.assertEq(log.rootAt(GID, size), root, "rootAt");
+            (bytes32 latestRoot, uint64 latestSize,,) = log.latestAnchor(GID);
+            vm.assertEq(latestRoot, root, "latest root");
+            vm.assertEq(uint256(latestSize), size, "latest size");
             previous = size;
         }
         (, uint64 latest, uint64 count,) = log.latestAnchor(GID);
@@ -192,6 +225,29 @@ contract AnchorLogTest is TrustGroupsFixture {
         vm.assume(groupId != 0 && groupId != GID && groupId != OTHER_GID);
         createGroupAs(NEW_MASTER_KEY, groupId, 77);
         anchorAs(vm.addr(NEW_MASTER_KEY), groupId, ROOT1, 1, 0, 0);
-        vm.assertEq(log.rootAt(groupId, 1), ROOT1, "root");
+        (bytes32 root,,,) = log.latestAnchor(groupId);
+        vm.assertEq(root, ROOT1, "root");
+        vm.assertEq(log.anchorHistory(groupId), historyOf(bytes32(0), ROOT1, 1), "history");
+    }
+
+    /// @dev Replays 1..32 anchors with arbitrary roots and growing sizes and checks
+    /// {anchorHistory} against the chain recomputed here, as a verifier would from the events.
+    function testFuzz_AnchorHistory_MatchesReplayedChain(uint8 n, uint256 seed) public {
+        n = uint8(bound(n, 1, 32));
+        bytes32 expected = bytes32(0);
+        uint64 previous = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            bytes32 root = keccak256(abi.encode(seed, i));
+            uint64 step = uint64(bound(uint256(keccak256(abi.encode(root))), 1, 1_000_000));
+            uint64 size = previous + step;
+            anchorAs(master, GID, root, size, previous, size - 1);
+            expected = keccak256(abi.encodePacked(expected, root, size));
+            previous = size;
+        }
+        vm.assertEq(log.anchorHistory(GID), expected, "history");
+        (, uint64 latest, uint64 count,) = log.latestAnchor(GID);
+        vm.assertEq(uint256(latest), previous, "latest size");
+        vm.assertEq(uint256(count), n, "count");
+        vm.assertEq(log.anchorHistory(OTHER_GID), bytes32(0), "other group untouched");
     }
 }

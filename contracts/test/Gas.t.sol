@@ -16,7 +16,7 @@ import {TrustGroupsFixture} from "./utils/Fixtures.sol";
  */
 contract GasTest is TrustGroupsFixture {
     uint256 internal constant ASSOCIATE_BUDGET = 150_000;
-    uint256 internal constant ANCHOR_BUDGET = 60_000;
+    uint256 internal constant ANCHOR_BUDGET = 50_000;
     bytes32 internal constant LOCATOR = keccak256("store locator");
     address internal constant PATIENT = address(0x9A71E47);
     address internal constant PROVIDER = address(0xD0C);

@@ -60,8 +60,8 @@ def gateway_run(
     """Run the API Edge: onboarding and telemetry over HTTP (and MQTT)."""
     from pydantic import SecretStr
 
-    from vitalchain.gateway.runner import serve
     from vitalchain.gateway.settings import GatewaySettings
+    from vitalchain.node import serve
 
     settings = GatewaySettings(
         data_dir=data_dir,
@@ -146,6 +146,63 @@ def simulate(
         f"{stats.wall_s:.1f} s",
     )
     console.print(table)
+
+
+@app.command()
+def verify(
+    patient: Annotated[str, typer.Option(help="The patient's address (0x…).")],
+    group_id: Annotated[
+        int, typer.Option(min=1, help="The trust group whose log holds the blocks.")
+    ],
+    key_file: Annotated[
+        Path, typer.Option("--key", help="File with your hex private key (patient or provider).")
+    ],
+    store: Annotated[str, typer.Option(help="Store (gateway) base URL.")] = "http://127.0.0.1:8700",
+    rpc_url: Annotated[
+        str, typer.Option(help="Ethereum JSON-RPC URL of the chain.")
+    ] = "http://127.0.0.1:8545",
+    deployment: Annotated[Path, typer.Option(help="deployment.json naming the contracts.")] = Path(
+        "var/gateway/deployment.json"
+    ),
+    block: Annotated[int | None, typer.Option(min=1, help="Verify only this block number.")] = None,
+) -> None:
+    """Verify a patient's blocks against the chain: signatures, inclusion, consistency, gaps.
+
+    Exit codes: 0 verified; 1 a check failed (named in the output); 2 bad arguments;
+    3 could not verify (access refused, store or chain unreachable).
+    """
+    import httpx
+
+    from vitalchain.care.cli_verify import EXIT_UNABLE, run_verify
+    from vitalchain.crypto.keys import PrivateKey
+    from vitalchain.errors import VitalchainError
+    from vitalchain.ledger import Deployment, Ledger, RpcBackend
+
+    try:
+        key = PrivateKey(bytes.fromhex(key_file.read_text().strip().removeprefix("0x")))
+    except (OSError, ValueError, VitalchainError) as exc:
+        raise typer.BadParameter(f"cannot read a private key: {exc}", param_hint="--key") from None
+    if not patient.startswith("0x") or len(patient) != 42:
+        raise typer.BadParameter(
+            "a patient is a 0x-prefixed 20-byte address", param_hint="--patient"
+        )
+    try:
+        ledger = Ledger(RpcBackend(rpc_url), Deployment.load(deployment))
+    except (OSError, VitalchainError) as exc:
+        typer.echo(f"cannot reach the chain or read the deployment: {exc}", err=True)
+        raise typer.Exit(EXIT_UNABLE) from None
+    from vitalchain.crypto.keys import to_checksum_address
+
+    with httpx.Client(base_url=store, timeout=30) as http:
+        _, code = run_verify(
+            ledger,
+            http,
+            key,
+            group_id,
+            to_checksum_address(bytes.fromhex(patient[2:])),
+            number=block,
+        )
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

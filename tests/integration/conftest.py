@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from vitalchain.gateway.broker import Mosquitto
+from vitalchain.store.errors import StoreError
+from vitalchain.store.pgserver import LocalPostgres
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +19,25 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """
     with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL (Debian's ``postgresql``) of our own: initdb, 127.0.0.1 only, stopped
+    afterwards.  ``.dsn`` is its ``vitalchain`` database, ``.admin_dsn`` the maintenance one.
+
+    As root, initdb and the server run as the ``postgres`` user; the superuser has a random
+    password, since this throwaway cluster listens on loopback only.
+    """
+    server = LocalPostgres()
+    error = None
+    try:
+        server.start()  # cleans up after itself if it fails
+    except StoreError as exc:  # e.g. the `postgresql` package is missing: say so, no traceback
+        error = str(exc)
+    if error is not None:
+        pytest.fail(f"cannot start PostgreSQL: {error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,10 +17,10 @@ from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.runner import RunningGateway, running_gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, DeviceStatus, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger.devnode import free_port
+from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.vitals import Vital
 
 

@@ -37,8 +37,14 @@ interface IAnchorLog {
         view
         returns (bytes32 root, uint64 treeSize, uint64 anchorCount, uint64 timestamp);
 
-    /// @notice The root anchored for exactly `treeSize` blocks of `groupId`, or zero if none.
-    function rootAt(uint64 groupId, uint64 treeSize) external view returns (bytes32);
+    /**
+     * @notice Hash chain over every anchor of `groupId`, in order; zero if there is none.
+     * With `h_0 = bytes32(0)`, the `i`-th anchor (0-based) with `root` and `treeSize` gives
+     * `h_{i+1} = keccak256(abi.encodePacked(h_i, root, treeSize))`: 32 + 32 + 8 bytes, `treeSize`
+     * as a big-endian uint64. Recomputed from the `Anchored` events in `index` order, it must
+     * equal this value for the event list to be complete and unaltered.
+     */
+    function anchorHistory(uint64 groupId) external view returns (bytes32);
 
     /// @notice The TrustGroups contract that says who a group's master is.
     function trustGroups() external view returns (address);

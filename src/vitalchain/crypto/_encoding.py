@@ -21,6 +21,8 @@ class Kind(bytes, Enum):
     RING_SIGNATURE = b"r"
     INCLUSION_PROOF = b"i"
     CONSISTENCY_PROOF = b"c"
+    BLOCK = b"b"
+    MESSAGE = b"m"
 
 
 def header(kind: Kind, version: int) -> bytes:

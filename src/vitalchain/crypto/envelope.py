@@ -26,7 +26,7 @@ from vitalchain.crypto.keys import PrivateKey, PublicKey
 from vitalchain.crypto.primitives.aead import hkdf_sha256
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey
 
-__all__ = ["Envelope", "Stanza", "seal_for"]
+__all__ = ["Envelope", "Stanza", "key_commitment", "seal_for"]
 
 VERSION = 1
 _HEADER = header(Kind.ENVELOPE, VERSION)
@@ -48,12 +48,19 @@ class Stanza:
     def encode(self) -> bytes:
         return self.recipient + self.ephemeral + self.wrapped
 
+    @classmethod
+    def decode(cls, data: bytes) -> Stanza:
+        if len(data) != 20 + 33 + _WRAPPED_SIZE:
+            raise DecodeError("stanza: wrong length")
+        return cls(data[:20], data[20:53], data[53:])
+
 
 def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
     return hkdf_sha256(shared, 32, salt=ephemeral + recipient, info=_WRAP_INFO)
 
 
-def _commitment(data_key: bytes) -> bytes:
+def key_commitment(data_key: bytes) -> bytes:
+    """HMAC-SHA256 commitment to a data key (envelope.md): one key per payload, provably."""
     return hmac.new(data_key, _COMMIT_INFO, hashlib.sha256).digest()
 
 
@@ -91,7 +98,7 @@ class Envelope:
                 raise DecryptionError() from None
             wrap = _wrap_key(key.ecdh(eph), stanza.ephemeral, me.compressed)
             data_key = _open_wrapped(wrap, stanza.wrapped, me.address_bytes)
-            if not hmac.compare_digest(_commitment(data_key), self.commitment):
+            if not hmac.compare_digest(key_commitment(data_key), self.commitment):
                 raise DecryptionError()
             return data_key
         raise DecryptionError()
@@ -101,7 +108,7 @@ class Envelope:
         return self.open_with_data_key(self.unwrap_key(key), aad)
 
     def open_with_data_key(self, data_key: bytes, aad: bytes = b"") -> bytes:
-        if not hmac.compare_digest(_commitment(data_key), self.commitment):
+        if not hmac.compare_digest(key_commitment(data_key), self.commitment):
             raise DecryptionError()
         nonce, body = self.payload[:NONCE_SIZE], self.payload[NONCE_SIZE:]
         return primitive(self.suite, data_key).decrypt(nonce, body, self._aad(aad))
@@ -181,4 +188,4 @@ def seal_for(
     body = primitive(suite, key).encrypt(nonce, plaintext, _HEADER + bytes([suite]) + aad)
     unique: dict[bytes, PublicKey] = {r.address_bytes: r for r in recipients}
     stanzas = tuple(_stanza(key, r, random) for r in unique.values())
-    return Envelope(suite, stanzas, _commitment(key), nonce + body)
+    return Envelope(suite, stanzas, key_commitment(key), nonce + body)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -23,7 +25,8 @@ from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.ledger.ledger import DeviceStatus
-from vitalchain.store import MAX_SEQ, DuplicateReading, Message, Reading, SqliteStore
+from vitalchain.store import MAX_SEQ, DuplicateReading, Message, Reading
+from vitalchain.store.base import Store
 from vitalchain.vitals import Vital
 
 __all__ = ["MESSAGE_HEADER", "READING_CONTEXT", "Ack", "IngestCore", "LiveSession"]
@@ -118,7 +121,7 @@ def _parse_payload(
 class IngestCore:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         registry: DeviceRegistry,
         rate: RateLimiter,
         now_ms: Callable[[], int],
@@ -138,6 +141,35 @@ class IngestCore:
         self._last_seq: dict[str, int] = store.last_seqs()
         self._device_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._listeners: list[Callable[[Message], None]] = []
+        self._stored: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+
+    def on_stored(self, listener: Callable[[Message], None]) -> None:
+        """Call ``listener`` with each message after it is stored, off the ingest path.
+
+        Listeners (the threshold check, later the alert engine) run on one dispatcher thread,
+        so a slow one delays its successors but never an acknowledgement.
+        """
+        self._listeners.append(listener)
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="stored-dispatch", daemon=True
+            )
+            self._dispatcher.start()
+
+    def _dispatch(self) -> None:
+        while (message := self._stored.get()) is not None:
+            for listener in self._listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    logging.getLogger(__name__).exception("a stored-message listener failed")
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            self._stored.put(None)
+            self._dispatcher.join(timeout=10)
 
     def add_session(self, session: LiveSession) -> None:
         self._sessions = {
@@ -175,6 +207,8 @@ class IngestCore:
             error = done.exception()
             if error is None:
                 acked.set_result(Ack(len(message.readings), last, message.message_id))
+                if self._listeners:
+                    self._stored.put(message)
                 return
             with self._lock_for(device):
                 if self._last_seq.get(device) == last:

@@ -31,6 +31,7 @@ from vitalchain.gateway.state import GatewayState, Session, SessionState
 from vitalchain.ledger import ContractError, Ledger, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.store import SqliteStore
+from vitalchain.store.base import Store
 
 __all__ = ["CredentialIssuer", "Gateway", "normalize_code"]
 
@@ -84,7 +85,7 @@ class Gateway:
         master: PrivateKey,
         ledger: Ledger,
         *,
-        store: SqliteStore | None = None,
+        store: Store | None = None,
         state: GatewayState | None = None,
         credentials: CredentialIssuer | None = None,
         mqtt: MqttInfo | None = None,
@@ -97,7 +98,7 @@ class Gateway:
         self.group_id = settings.group_id
         self.clock = clock
         self.random = random
-        self.store = store or SqliteStore(settings.data_dir / "store.db")
+        self.store: Store = store or SqliteStore(settings.data_dir / "store.db")
         self.state = state or GatewayState(settings.data_dir / "gateway.db")
         self.credentials = credentials
         self.mqtt = mqtt
@@ -138,6 +139,7 @@ class Gateway:
 
     def close(self) -> None:
         self.registry.stop()
+        self.ingest_core.close()
         self.store.close()
         self.state.close()
 

@@ -22,6 +22,7 @@ class GatewaySettings(BaseSettings):
     master_object_id: int = Field(1, ge=0, lt=2**64)
     admin_token: SecretStr | None = None
     rpc_url: str | None = None  # None: the embedded in-process chain
+    store_dsn: str | None = None  # a PostgreSQL DSN; None: SQLite and block files in data_dir
     clock_skew_s: int = Field(300, ge=1)
     session_ttl_s: int = Field(900, ge=10)
     pairing_ttl_default_s: int = 900

@@ -37,6 +37,7 @@ __all__ = [
     "Group",
     "Ledger",
     "TxResult",
+    "history_hash",
 ]
 
 FUNDING_WEI = 10 * 10**18
@@ -425,8 +426,15 @@ class Ledger:
         return None if count == 0 else Anchor(bytes(root), size, count, ts)
 
     def root_at(self, group_id: int, tree_size: int) -> bytes | None:
-        root = bytes(self._call("AnchorLog", "rootAt", group_id, tree_size))
-        return None if root == bytes(32) else root
+        """The root anchored for exactly ``tree_size`` blocks, from the ``Anchored`` events."""
+        for anchor in self.anchors(group_id):
+            if anchor.tree_size == tree_size:
+                return anchor.root
+        return None
+
+    def anchor_history(self, group_id: int) -> bytes:
+        """The contract's hash chain over every anchor of the group (docs/spec/anchor.md)."""
+        return bytes(self._call("AnchorLog", "anchorHistory", group_id))
 
     def anchors(self, group_id: int) -> list[Anchor]:
         """Every anchor of ``group_id`` in order, from the event index."""
@@ -475,6 +483,14 @@ def _raise_if_unfunded(exc: Exception, address: str) -> None:
         raise LedgerError(
             f"{address} has too little ether to pay for gas", code="insufficient_funds"
         ) from None
+
+
+def history_hash(anchors: list[Anchor]) -> bytes:
+    """Recompute ``anchorHistory`` from the events: h' = keccak256(h ‖ root ‖ uint64 size)."""
+    h = bytes(32)
+    for anchor in anchors:
+        h = keccak256(h + anchor.root + anchor.tree_size.to_bytes(8, "big"))
+    return h
 
 
 class _Sender:

@@ -8,12 +8,16 @@ concurrent callers share one fsync; each caller still waits for its own commit.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+from vitalchain.crypto.envelope import Stanza
+from vitalchain.store.base import AnchorRecord, PendingPatient
+from vitalchain.store.blocks import Block
 from vitalchain.store.errors import DuplicateReading, StoreError
 from vitalchain.store.model import Message, Reading, StoredMessage
 from vitalchain.vitals import Vital
@@ -44,6 +48,40 @@ CREATE TABLE IF NOT EXISTS readings (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_by_patient ON readings (patient, t);
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id);
+CREATE INDEX IF NOT EXISTS readings_by_message ON readings (message);
+CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (group_id, patient, id) WHERE block_id IS NULL;
+CREATE TABLE IF NOT EXISTS blocks (
+    id          INTEGER PRIMARY KEY,
+    group_id    INTEGER NOT NULL,
+    patient     TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    leaf_index  INTEGER NOT NULL,
+    block_hash  BLOB NOT NULL UNIQUE,
+    leaf        BLOB NOT NULL,
+    file        TEXT NOT NULL,
+    UNIQUE (group_id, patient, number),
+    UNIQUE (group_id, leaf_index)
+);
+CREATE TABLE IF NOT EXISTS key_ring (
+    block_id  INTEGER NOT NULL REFERENCES blocks(id),
+    recipient BLOB NOT NULL,
+    stanza    BLOB NOT NULL,
+    PRIMARY KEY (block_id, recipient)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchors (
+    group_id    INTEGER NOT NULL,
+    tree_size   INTEGER NOT NULL,
+    root        BLOB NOT NULL,
+    tx_hash     BLOB NOT NULL,
+    anchored_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, tree_size)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce      BLOB PRIMARY KEY,
+    subject    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) WITHOUT ROWID;
 """
 
 _BATCH = 256
@@ -58,14 +96,36 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _fits(*numbers: int) -> bool:
+    """Positions past SQL's BIGINT cannot exist: asking for one is a miss, not a crash."""
+    return all(0 <= n < 2**63 for n in numbers)
+
+
+# Oldest unsealed messages (each has >= 1 reading, so at most max_readings of them) while the
+# readings before each one are fewer than max_readings.
+_UNSEALED = (
+    "SELECT id FROM (SELECT id, SUM(n) OVER (ORDER BY id) - n AS before FROM ("
+    "SELECT m.id, (SELECT COUNT(*) FROM readings r WHERE r.message = m.id) AS n FROM messages m "
+    "WHERE m.group_id = ? AND m.patient = ? AND m.block_id IS NULL ORDER BY m.id LIMIT ?"
+    ") AS oldest) AS counted WHERE before < ? ORDER BY id"
+)
+
+
 class SqliteStore:
+    """SQLite for metadata and readings, one file per sealed block (``blocks/<group>/<leaf>``)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.block_dir = path.parent / "blocks"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(path)
         self._read_lock = threading.Lock()
+        # Writes other than ingest (blocks, anchors, nonces) are rare; they take their own
+        # connection and SQLite serialises them with the ingest writer.
+        self._admin = _connect(path)
+        self._admin_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -180,6 +240,7 @@ class SqliteStore:
         self._thread.join(timeout=30)
         self._writer.close()
         self._reader.close()
+        self._admin.close()
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -196,40 +257,247 @@ class SqliteStore:
     def messages(
         self, *, device: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[StoredMessage]:
-        query = (
-            "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
-            "FROM messages WHERE id > ?"
-        )
+        query = "SELECT id FROM messages WHERE id > ?"
         args: list[object] = [after_id]
         if device is not None:
             query += " AND device = ?"
             args.append(device)
-        query += " ORDER BY id LIMIT ?"
-        args.append(limit)
         with self._read_lock:
-            rows = self._reader.execute(query, args).fetchall()
-            out = []
-            for row in rows:
+            ids = [
+                int(i)
+                for (i,) in self._reader.execute(query + " ORDER BY id LIMIT ?", [*args, limit])
+            ]
+        return self._messages_by_id(ids)
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def pending_patients(self) -> list[PendingPatient]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT m.group_id, m.patient, COUNT(r.seq), MIN(m.received_at) FROM messages m "
+                "JOIN readings r ON r.message = m.id WHERE m.block_id IS NULL "
+                "GROUP BY m.group_id, m.patient"
+            ).fetchall()
+        return [PendingPatient(int(g), p, int(n), int(t)) for g, p, n, t in rows]
+
+    def unsealed(
+        self, group_id: int, patient: str, max_readings: int = 10_000
+    ) -> list[StoredMessage]:
+        # Counting readings in SQL keeps a long backlog from being decoded on every seal.
+        with self._read_lock:
+            ids = [
+                int(i)
+                for (i,) in self._reader.execute(
+                    _UNSEALED, (group_id, patient, max_readings, max_readings)
+                )
+            ]
+        return self._messages_by_id(ids)
+
+    def _messages_by_id(self, ids: list[int]) -> list[StoredMessage]:
+        out = []
+        with self._read_lock:
+            for message_id in ids:
+                row = self._reader.execute(
+                    "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
+                    "FROM messages WHERE id = ?",
+                    (message_id,),
+                ).fetchone()
                 readings = tuple(
                     Reading(int(seq), Vital(vital), float(value), int(t))
                     for seq, vital, value, t in self._reader.execute(
                         "SELECT seq, vital, value, t FROM readings WHERE message = ? ORDER BY seq",
-                        (row[0],),
+                        (message_id,),
                     )
                 )
                 out.append(
                     StoredMessage(
                         int(row[0]),
-                        Message(
-                            bytes(row[1]),
-                            row[2],
-                            int(row[3]),
-                            row[4],
-                            int(row[5]),
-                            bytes(row[6]),
-                            bytes(row[7]),
-                            readings,
-                        ),
+                        Message(bytes(row[1]), row[2], int(row[3]), row[4], int(row[5]), bytes(row[6]),
+                                bytes(row[7]), readings),
                     )
+                )  # fmt: skip
+        return out
+
+    def last_block(self, group_id: int, patient: str) -> Block | None:
+        return self._one_block(
+            "SELECT file FROM blocks WHERE group_id = ? AND patient = ? ORDER BY number DESC LIMIT 1",
+            (group_id, patient),
+        )
+
+    def next_leaf_index(self, group_id: int) -> int:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM blocks WHERE group_id = ?",
+                (group_id,),
+            ).fetchone()
+        return int(row[0])
+
+    def add_block(self, block: Block, stanzas: tuple[Stanza, ...], message_ids: list[int]) -> None:
+        data = block.to_bytes()
+        folder = self.block_dir / str(block.group_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Named by leaf and hash: a refused block can never overwrite one that was kept.
+        final = folder / f"{block.leaf_index}-{block.hash.hex()[:16]}.vcb"
+        temp = final.with_suffix(".tmp")
+        with open(temp, "wb") as f:  # the file first, fsynced: a row never points at nothing
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, final)
+        with self._admin_lock:
+            cur = self._admin.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(
+                    "INSERT INTO blocks (group_id, patient, number, leaf_index, block_hash, leaf, file) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (block.group_id, block.patient, block.number, block.leaf_index, block.hash,
+                     block.leaf, str(final.relative_to(self.path.parent))),
+                )  # fmt: skip
+                block_id = int(cur.lastrowid or 0)
+                cur.executemany(
+                    "INSERT INTO key_ring (block_id, recipient, stanza) VALUES (?, ?, ?)",
+                    [(block_id, st.recipient, st.encode()) for st in stanzas],
                 )
-            return out
+                cur.executemany(
+                    "UPDATE messages SET block_id = ? WHERE id = ? AND block_id IS NULL",
+                    [(block_id, i) for i in message_ids],
+                )
+                if cur.rowcount != len(message_ids):  # executemany counts every row
+                    raise StoreError(
+                        "a message is unknown or already sealed", code="block_conflict"
+                    )
+                cur.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                cur.execute("ROLLBACK")
+                final.unlink(missing_ok=True)
+                raise StoreError(
+                    "block number or log position already taken", code="block_conflict"
+                ) from None
+            except BaseException:
+                cur.execute("ROLLBACK")
+                final.unlink(missing_ok=True)
+                raise
+
+    # -- blocks and key rings -----------------------------------------------------------------
+
+    def _one_block(self, query: str, args: tuple[object, ...]) -> Block | None:
+        if not _fits(*(a for a in args if isinstance(a, int))):
+            return None
+        with self._read_lock:
+            row = self._reader.execute(query, args).fetchone()
+        return None if row is None else Block.from_bytes((self.path.parent / row[0]).read_bytes())
+
+    def block(self, group_id: int, leaf_index: int) -> Block | None:
+        return self._one_block(
+            "SELECT file FROM blocks WHERE group_id = ? AND leaf_index = ?", (group_id, leaf_index)
+        )
+
+    def patient_block(self, group_id: int, patient: str, number: int) -> Block | None:
+        return self._one_block(
+            "SELECT file FROM blocks WHERE group_id = ? AND patient = ? AND number = ?",
+            (group_id, patient, number),
+        )
+
+    def blocks(
+        self, group_id: int, patient: str, after_number: int = 0, limit: int = 1000
+    ) -> list[Block]:
+        with self._read_lock:
+            files = [
+                f
+                for (f,) in self._reader.execute(
+                    "SELECT file FROM blocks WHERE group_id = ? AND patient = ? AND number > ? "
+                    "ORDER BY number LIMIT ?",
+                    (group_id, patient, after_number, limit),
+                )
+            ]
+        return [Block.from_bytes((self.path.parent / f).read_bytes()) for f in files]
+
+    def block_numbers(self, group_id: int, patient: str) -> list[int]:
+        with self._read_lock:
+            return [
+                int(n)
+                for (n,) in self._reader.execute(
+                    "SELECT number FROM blocks WHERE group_id = ? AND patient = ? ORDER BY number",
+                    (group_id, patient),
+                )
+            ]
+
+    def leaf_hashes(self, group_id: int) -> list[bytes]:
+        with self._read_lock:
+            return [
+                bytes(leaf)
+                for (leaf,) in self._reader.execute(
+                    "SELECT leaf FROM blocks WHERE group_id = ? ORDER BY leaf_index", (group_id,)
+                )
+            ]
+
+    def stanzas(self, group_id: int, leaf_index: int) -> tuple[Stanza, ...]:
+        if not _fits(group_id, leaf_index):
+            return ()
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT k.stanza FROM key_ring k JOIN blocks b ON b.id = k.block_id "
+                "WHERE b.group_id = ? AND b.leaf_index = ? ORDER BY k.recipient",
+                (group_id, leaf_index),
+            ).fetchall()
+        return tuple(Stanza.decode(bytes(r[0])) for r in rows)
+
+    def add_stanza(self, group_id: int, leaf_index: int, stanza: Stanza) -> None:
+        with self._admin_lock:
+            row = self._admin.execute(
+                "SELECT id FROM blocks WHERE group_id = ? AND leaf_index = ?",
+                (group_id, leaf_index),
+            ).fetchone()
+            if row is None:
+                raise StoreError("no such block", code="unknown_block")
+            self._admin.execute(
+                "INSERT OR REPLACE INTO key_ring (block_id, recipient, stanza) VALUES (?, ?, ?)",
+                (row[0], stanza.recipient, stanza.encode()),
+            )
+
+    # -- anchors ------------------------------------------------------------------------------
+
+    def record_anchor(self, record: AnchorRecord) -> None:
+        with self._admin_lock:
+            self._admin.execute(
+                "INSERT OR IGNORE INTO anchors (group_id, tree_size, root, tx_hash, anchored_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.group_id,
+                    record.tree_size,
+                    record.root,
+                    record.tx_hash,
+                    record.anchored_at_ms,
+                ),
+            )
+
+    def anchors(self, group_id: int) -> list[AnchorRecord]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT tree_size, root, tx_hash, anchored_at FROM anchors WHERE group_id = ? "
+                "ORDER BY tree_size",
+                (group_id,),
+            ).fetchall()
+        return [AnchorRecord(group_id, int(n), bytes(r), bytes(t), int(a)) for n, r, t, a in rows]
+
+    # -- one-time challenges ------------------------------------------------------------------
+
+    def add_nonce(self, nonce: bytes, subject: str, expires_at_ms: int) -> None:
+        with self._admin_lock:
+            try:
+                self._admin.execute(
+                    "INSERT INTO nonces (nonce, subject, expires_at) VALUES (?, ?, ?)",
+                    (nonce, subject, expires_at_ms),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError("nonce already issued", code="nonce_taken") from None
+
+    def consume_nonce(self, nonce: bytes, subject: str, now_ms: int) -> bool:
+        with self._admin_lock:
+            cur = self._admin.execute(
+                "UPDATE nonces SET used_at = ? WHERE nonce = ? AND subject = ? "
+                "AND used_at IS NULL AND expires_at > ?",
+                (now_ms, nonce, subject, now_ms),
+            )
+            return cur.rowcount == 1

@@ -1,7 +1,9 @@
-"""Run a gateway: chain, master key, broker, service, MQTT bridge and HTTP server together.
+"""A vitalchain node: the composition root that wires gateway, store and care together.
 
-``vitalchain gateway run`` calls :func:`serve`; tests and the demo use
-:func:`running_gateway` to get the same composition without the HTTP server.
+Chain, master key, broker, gateway service, MQTT bridge, sealer/anchorer, the threshold check
+that seals abnormal readings at once, and the store's provider access API, in one process.
+``vitalchain gateway run`` calls :func:`serve`; tests and the demo use :func:`running_gateway`
+for the same composition without the HTTP server.  Nothing below imports this module.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi import FastAPI
+
+from vitalchain.care.access import AccessService, mount_access
 from vitalchain.crypto.keys import PrivateKey
+from vitalchain.gateway.app import create_app
 from vitalchain.gateway.broker import BrokerAdmin, BrokerEndpoint, Mosquitto, find_mosquitto
 from vitalchain.gateway.mqtt import MqttBridge
+from vitalchain.gateway.policy import NORMAL, ThresholdPolicy
+from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.gateway.service import Gateway, MqttInfo
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, Deployment, Ledger, RpcBackend
+from vitalchain.store import Message
 
 __all__ = ["RunningGateway", "load_or_create_key", "open_ledger", "running_gateway", "serve"]
 
@@ -61,12 +70,28 @@ class RunningGateway:
     gateway: Gateway
     broker: Mosquitto | None
     bridge: MqttBridge | None
+    sealer: Sealer
+    access: AccessService
+    policy: ThresholdPolicy
+
+    def app(self) -> FastAPI:
+        """The HTTP surface: the gateway's API Edge plus the store's provider access API."""
+        app = create_app(self.gateway)
+        mount_access(app, self.access)
+        return app
 
 
 @contextlib.contextmanager
 def running_gateway(
-    settings: GatewaySettings, *, ledger: Ledger | None = None, master: PrivateKey | None = None
+    settings: GatewaySettings,
+    *,
+    ledger: Ledger | None = None,
+    master: PrivateKey | None = None,
+    sealing: SealingPolicy | None = None,
+    background: bool = True,
 ) -> Iterator[RunningGateway]:
+    """Everything started, and stopped on exit; ``background=False`` leaves sealing and
+    anchoring to explicit calls (deterministic tests)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     master = master or load_or_create_key(settings.data_dir / "master.key")
     ledger = ledger or open_ledger(settings, master)
@@ -80,10 +105,16 @@ def running_gateway(
             admin = stack.enter_context(BrokerAdmin(endpoint, *broker.admin))
         elif settings.mqtt:
             log.warning("mosquitto is not installed: serving telemetry over HTTP only")
+        store = None
+        if settings.store_dsn:
+            from vitalchain.store.postgres import PostgresStore
+
+            store = PostgresStore(settings.store_dsn)
         gateway = Gateway(
             settings,
             master,
             ledger,
+            store=store,
             credentials=admin,
             mqtt=MqttInfo(endpoint.host, endpoint.port) if endpoint else None,
         )
@@ -96,16 +127,30 @@ def running_gateway(
             bridge = MqttBridge(gateway, endpoint, username, password)
             bridge.start()
             stack.callback(bridge.stop)
-        yield RunningGateway(gateway, broker, bridge)
+        sealer = Sealer(
+            gateway.store, ledger, master, settings.group_id, sealing or SealingPolicy()
+        )
+        policy = ThresholdPolicy(ledger)
+
+        def seal_abnormal_at_once(message: Message) -> None:
+            if any(
+                policy.evaluate(message.patient, r.vital, r.value) != NORMAL
+                for r in message.readings
+            ):
+                sealer.seal_soon(message.patient)
+
+        gateway.ingest_core.on_stored(seal_abnormal_at_once)
+        sealer.on_tick(policy.refresh)
+        if background:
+            sealer.start()
+            stack.callback(sealer.stop)
+        access = AccessService(gateway.store, ledger)
+        yield RunningGateway(gateway, broker, bridge, sealer, access, policy)
 
 
 def serve(settings: GatewaySettings) -> None:
     import uvicorn
 
-    from vitalchain.gateway.app import create_app
-
     with running_gateway(settings) as running:
         log.info("gateway %s for group %s", running.gateway.master.address, settings.group_id)
-        uvicorn.run(
-            create_app(running.gateway), host=settings.host, port=settings.port, log_level="warning"
-        )
+        uvicorn.run(running.app(), host=settings.host, port=settings.port, log_level="warning")

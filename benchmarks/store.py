@@ -1,0 +1,214 @@
+"""Store benchmark: sealing, anchoring gas per reading, proofs, provider fetch and decrypt.
+
+    .venv/bin/python benchmarks/store.py [--blocks N]
+
+- Blocks sealed per second on each backend (SQLite + files; a real PostgreSQL started here),
+  with 120 readings in 12 messages per block, the key wrapped for the patient and a provider.
+- Anchoring gas per reading at 1k, 10k and 100k readings per anchor (one anchor transaction
+  whatever it covers; steady-state figures from receipts on the embedded chain).
+- Inclusion and consistency proof sizes and verification times at those sizes.
+- A provider's fetch (challenge, signed request, consent check on chain) and decryption of one
+  block, end to end through the access API.
+Medians throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import itertools
+import json
+import statistics
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+from vitalchain.crypto import PrivateKey, keccak256
+from vitalchain.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
+from vitalchain.gateway.sealer import Sealer, SealingPolicy
+from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.store import Message, Reading, SqliteStore
+from vitalchain.store.base import Store
+from vitalchain.vitals import Vital
+
+READINGS_PER_MESSAGE = 10
+MESSAGES_PER_BLOCK = 12
+_seq = itertools.count(1)
+
+
+def median_us(fn: Callable[[], object], repeat: int = 7) -> float:
+    number = 1
+    while timeit.timeit(fn, number=number) < 0.05 and number < 1 << 16:
+        number *= 2
+    times = timeit.repeat(fn, number=number, repeat=repeat)
+    return statistics.median(t / number for t in times) * 1e6
+
+
+def fill(store: Store, patient: str, blocks: int) -> None:
+    for _ in range(blocks * MESSAGES_PER_BLOCK):
+        seqs = [next(_seq) for _ in range(READINGS_PER_MESSAGE)]
+        payload = json.dumps({"v": 1, "seqs": seqs}).encode()
+        store.append(
+            Message(
+                hashlib.sha256(payload).digest(), "0xDevice", 1, patient, 0, payload, b"\x01" * 65,
+                tuple(Reading(s, Vital.SPO2, 97.0, 0) for s in seqs),
+            )
+        )  # fmt: skip
+
+
+def sealing_rate(store: Store, ledger: Ledger, blocks: int) -> float:
+    patient, doctor = PrivateKey.generate(), PrivateKey.generate()
+    sealer = Sealer(store, ledger, PrivateKey.generate(), 1, SealingPolicy(max_readings=120))
+    # The chain's answers are cached per patient in practice; here they are fixed so the
+    # figure is the store's and the cryptography's, not the embedded EVM's.
+    sealer.recipients = lambda _patient, _vitals: [patient.public_key, doctor.public_key]  # type: ignore[method-assign]
+    fill(store, patient.address, blocks)
+    start = time.perf_counter()
+    sealed = sealer.seal_due()
+    elapsed = time.perf_counter() - start
+    assert len(sealed) == blocks, len(sealed)
+    return blocks / elapsed
+
+
+def anchoring(ledger: Ledger) -> list[tuple[int, int, float]]:
+    master = PrivateKey.generate()
+    ledger.fund(master.address)
+    ledger.create_group(master, 424242, 424242)
+    # The group's first anchor creates its storage slots; the rows below are steady state.
+    ledger.anchor(master, 424242, keccak256(b"first"), 1, 0)
+    rows, size = [], 1
+    for readings in (1_000, 10_000, 100_000):
+        blocks = -(-readings // 120)
+        root = keccak256(str(size).encode())
+        gas = ledger.anchor(master, 424242, root, size + blocks, size).gas_used
+        size += blocks
+        rows.append((readings, gas, gas / readings))
+    return rows
+
+
+def proofs() -> list[list[str]]:
+    rows = []
+    for readings in (1_000, 10_000, 100_000):
+        blocks = -(-readings // 120)
+        tree = MerkleTree([leaf_hash(i.to_bytes(8, "big")) for i in range(blocks * 10)])
+        n, old = len(tree), len(tree) - blocks
+        inclusion = tree.inclusion_proof(n // 2, n)
+        consistency = tree.consistency_proof(old, n)
+        root, old_root = tree.root(), tree.root(old)
+        leaf = tree.leaf(n // 2)
+        t_inc = median_us(functools.partial(verify_inclusion, leaf, inclusion, root))
+        t_con = median_us(functools.partial(verify_consistency, consistency, old_root, root))
+        rows.append(
+            [
+                f"{readings:,} readings/anchor (log of {n:,} blocks, anchors every {blocks:,})",
+                f"{len(inclusion.to_bytes())} B",
+                f"{t_inc:.1f} us",
+                f"{len(consistency.to_bytes())} B",
+                f"{t_con:.1f} us",
+            ]
+        )
+    return rows
+
+
+def fetch_latency(runs: int) -> tuple[float, float]:
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from vitalchain.care.access import ProviderClient
+    from vitalchain.device.client import DeviceClient
+    from vitalchain.device.simulator import enrol
+    from vitalchain.gateway.settings import GatewaySettings
+    from vitalchain.node import running_gateway
+
+    admin = PrivateKey.generate()
+    ledger = Ledger.deploy(EmbeddedBackend(), admin)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = GatewaySettings(data_dir=Path(tmp), admin_token=SecretStr("t"), mqtt=False)
+        node_cm = running_gateway(settings, ledger=ledger, background=False)
+        with node_cm as node, TestClient(node.app()) as http:
+            patient, doctor = PrivateKey.generate(), PrivateKey.generate()
+            for key in (patient, doctor):
+                ledger.fund(key.address)
+                ledger.publish_key(key)
+            ledger.register_provider(admin, doctor.address)
+            ledger.grant(patient, doctor.address, Vital.SPO2.bit, ledger.timestamp() + 86400)
+            device = DeviceClient(PrivateKey.generate(), 5, http=http)
+            device.onboard(enrol(http, "t", patient.address))
+            for _ in range(MESSAGES_PER_BLOCK):
+                device.send(device.prepare([(Vital.SPO2, 97.0)] * READINGS_PER_MESSAGE))
+            node.sealer.seal_due()
+            client = ProviderClient(doctor, http)
+            fetches, decrypts = [], []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                (fetched,) = client.fetch(settings.group_id, patient.address, number=1)
+                t1 = time.perf_counter()
+                fetched.open(doctor)
+                t2 = time.perf_counter()
+                fetches.append(t1 - t0)
+                decrypts.append(t2 - t1)
+            return statistics.median(fetches) * 1e3, statistics.median(decrypts) * 1e3
+
+
+def table(title: str, head: list[str], rows: list[list[str]]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
+
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "store.db")
+        rates.append(["SQLite + block files", f"{sealing_rate(store, ledger, args.blocks):,.0f}"])
+        store.close()
+    from vitalchain.store.pgserver import LocalPostgres
+    from vitalchain.store.postgres import PostgresStore
+
+    with LocalPostgres() as pg:
+        pstore = PostgresStore(pg.dsn)
+        rate = sealing_rate(pstore, ledger, args.blocks)
+        rates.append(["PostgreSQL 15 (local, loopback)", f"{rate:,.0f}"])
+        pstore.close()
+    table(
+        f"Blocks sealed per second ({args.blocks} blocks of 120 readings, 2 readers each)",
+        ["backend", "blocks/s"],
+        rates,
+    )
+
+    gas_rows = [[f"{r:,}", f"{g:,}", f"{per:.2f}"] for r, g, per in anchoring(ledger)]
+    table(
+        "Anchoring gas per reading (one transaction per anchor)",
+        ["readings per anchor", "anchor gas", "gas per reading"],
+        gas_rows,
+    )
+
+    table(
+        "Proofs (120 readings per block)",
+        ["size", "inclusion proof", "verify", "consistency proof", "verify"],
+        proofs(),
+    )
+    fetch_ms, decrypt_ms = fetch_latency(args.runs)
+    table(
+        "Provider fetch and decrypt (one block of 120 readings, in process)",
+        ["step", "median"],
+        [
+            ["fetch: challenge, signed request, consent check, release", f"{fetch_ms:.1f} ms"],
+            ["decrypt: unwrap key, open payload", f"{decrypt_ms:.2f} ms"],
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""The store's provider access API (docs/spec/access.md), and the provider's client.
+
+Routes parse and call :class:`AccessService`; the service asks the chain about consent at
+every request and releases ciphertext only (each provider's own key-ring entry with it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from vitalchain.care.source import HttpSource, StoreSource
+from vitalchain.crypto.envelope import Stanza
+from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
+from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
+from vitalchain.ledger import ConsentStatus, Ledger
+from vitalchain.store.base import Store
+from vitalchain.store.blocks import Block, BlockEntry, open_payload
+
+__all__ = [
+    "AccessError",
+    "AccessService",
+    "FetchedBlock",
+    "ProviderClient",
+    "access_message",
+    "create_access_router",
+]
+
+ACCESS_CONTEXT = b"vitalchain/v1/access"
+NONCE_TTL_S = 60
+
+
+class AccessError(VitalchainError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+def access_message(
+    nonce: bytes, group_id: int, patient: str, after_number: int, number: int | None
+) -> bytes:
+    return (
+        nonce
+        + group_id.to_bytes(8, "big")
+        + bytes.fromhex(patient[2:])
+        + after_number.to_bytes(8, "big")
+        + (number or 0).to_bytes(8, "big")
+    )
+
+
+class AccessService:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.clock = clock
+        self.random = random
+        self.source = StoreSource(store)
+
+    def challenge(self, provider: str) -> dict[str, Any]:
+        nonce = self.random(32)
+        expires_at = int(self.clock()) + NONCE_TTL_S
+        self.store.add_nonce(nonce, provider, expires_at * 1000)
+        return {"v": 1, "nonce": nonce.hex(), "expires_at": expires_at}
+
+    def fetch(
+        self,
+        *,
+        provider: str,
+        group_id: int,
+        patient: str,
+        after_number: int,
+        number: int | None,
+        nonce: bytes,
+        signature: bytes,
+    ) -> dict[str, Any]:
+        digest = message_digest(
+            access_message(nonce, group_id, patient, after_number, number), ACCESS_CONTEXT
+        )
+        try:
+            signer = PublicKey.recover(Signature.from_rsv(signature), digest).address
+        except (InvalidSignature, DecodeError):
+            signer = None
+        if signer != provider:
+            raise AccessError(401, "invalid_signature", "the request is not signed by the provider")
+        if not self.store.consume_nonce(nonce, provider, int(self.clock() * 1000)):
+            raise AccessError(401, "challenge_invalid", "unknown, used or expired challenge")
+        if number is not None:
+            found = self.store.patient_block(group_id, patient, number)
+            blocks = [] if found is None else [found]
+        else:
+            blocks = self.store.blocks(group_id, patient, after_number)
+        if not blocks:
+            raise AccessError(404, "unknown_block", "no such block")
+        scope = 0
+        for block in blocks:
+            scope |= block.vitals
+        # Patients own their data: a patient's own signed request needs no consent record.
+        if provider != patient and not self.ledger.has_access(patient, provider, scope):
+            raise self._why_not(patient, provider, scope)
+        me = bytes.fromhex(provider[2:])
+        released = []
+        for block in blocks:
+            mine = [s for s in self.store.stanzas(group_id, block.leaf_index) if s.recipient == me]
+            released.append(
+                {
+                    "group_id": group_id,
+                    "leaf_index": block.leaf_index,
+                    "number": block.number,
+                    "block": block.to_bytes().hex(),
+                    "stanza": mine[0].encode().hex() if mine else None,
+                }
+            )
+        numbers = self.store.block_numbers(group_id, patient)
+        return {"v": 1, "numbers": numbers, "blocks": released}
+
+    def _why_not(self, patient: str, provider: str, scope: int) -> AccessError:
+        consent = self.ledger.consent_of(patient, provider)
+        now = self.ledger.timestamp()  # expiry is the chain's judgement, in chain time
+        if consent.status is ConsentStatus.GRANTED and consent.expires_at <= now:
+            return AccessError(403, "consent_expired", "the patient's consent has expired")
+        if consent.status is ConsentStatus.GRANTED and scope & ~consent.scope:
+            return AccessError(
+                403, "out_of_scope", "the consent does not cover every vital in these blocks"
+            )
+        return AccessError(
+            403, "no_consent", "no valid consent from this patient for this provider"
+        )
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+_ADDRESS = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+_HEX = r"^[0-9a-fA-F]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ChallengeRequest(_Strict):
+    v: Literal[1]
+    provider: str = _ADDRESS
+
+
+class AccessRequest(_Strict):
+    v: Literal[1]
+    provider: str = _ADDRESS
+    group_id: int = Field(ge=1, lt=2**63)
+    patient: str = _ADDRESS
+    after_number: int = Field(0, ge=0, lt=2**63)
+    number: int | None = None
+    nonce: str = Field(pattern=_HEX, min_length=64, max_length=64)
+    signature: str = Field(pattern=_HEX, min_length=130, max_length=130)
+
+
+async def _service(request: Request) -> AccessService:
+    service: AccessService = request.app.state.access
+    return service
+
+
+ServiceDep = Annotated[AccessService, Depends(_service)]
+
+
+def create_access_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/store", tags=["store"])
+
+    @router.post("/challenges", status_code=201)
+    def challenge(body: ChallengeRequest, service: ServiceDep) -> dict[str, Any]:
+        """A one-time nonce for the provider's next signed request."""
+        return service.challenge(body.provider)
+
+    @router.post("/access")
+    def access(body: AccessRequest, service: ServiceDep) -> dict[str, Any]:
+        """Ciphertext of the patient's blocks, if the chain says the consent is valid now."""
+        if body.number is not None and not 1 <= body.number < 2**63:
+            raise AccessError(422, "invalid_request", "number is a block number from 1")
+        return service.fetch(
+            provider=body.provider,
+            group_id=body.group_id,
+            patient=body.patient,
+            after_number=body.after_number,
+            number=body.number,
+            nonce=bytes.fromhex(body.nonce),
+            signature=bytes.fromhex(body.signature),
+        )
+
+    @router.get("/groups/{group_id}/proofs/inclusion")
+    def inclusion(
+        group_id: int,
+        service: ServiceDep,
+        leaf_index: Annotated[int, Query(ge=0, lt=2**63)],
+        tree_size: Annotated[int, Query(ge=1, lt=2**63)],
+    ) -> dict[str, Any]:
+        """RFC 9162 inclusion proof: hashes only."""
+        try:
+            proof = service.source.inclusion_proof(group_id, leaf_index, tree_size)
+        except VitalchainError as exc:
+            raise AccessError(404, exc.code, exc.message) from None
+        return {"v": 1, "proof": proof.to_bytes().hex()}
+
+    @router.get("/groups/{group_id}/proofs/consistency")
+    def consistency(
+        group_id: int,
+        service: ServiceDep,
+        size1: Annotated[int, Query(ge=0, lt=2**63)],
+        size2: Annotated[int, Query(ge=0, lt=2**63)],
+    ) -> dict[str, Any]:
+        """RFC 9162 consistency proof between two sizes of the group's log."""
+        try:
+            proof = service.source.consistency_proof(group_id, size1, size2)
+        except VitalchainError as exc:
+            raise AccessError(404, exc.code, exc.message) from None
+        return {"v": 1, "proof": proof.to_bytes().hex()}
+
+    return router
+
+
+def mount_access(app: FastAPI, service: AccessService) -> None:
+    """Serve the access API from ``app`` (the gateway's, or a store's own)."""
+    from fastapi.responses import JSONResponse
+
+    app.state.access = service
+    app.include_router(create_access_router())
+
+    @app.exception_handler(AccessError)
+    async def access_error(_: Request, exc: AccessError) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+        )
+
+
+# -- the provider's side ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBlock:
+    block: Block
+    stanza: Stanza | None
+
+    def open(self, reader: PrivateKey) -> list[BlockEntry]:
+        return open_payload(self.block, [] if self.stanza is None else [self.stanza], reader)
+
+
+class ProviderClient:
+    """Fetch (with consent) and decrypt on the provider's side; the store never sees plaintext."""
+
+    def __init__(self, key: PrivateKey, http: httpx.Client) -> None:
+        self.key = key
+        self.http = http
+        self.source = HttpSource(http)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.http.post(path, json=body)
+        data = response.json()
+        if response.status_code >= 400:
+            err = data.get("error", {})
+            raise AccessError(
+                response.status_code, err.get("code", "error"), err.get("message", "refused")
+            )
+        return data
+
+    def fetch(
+        self,
+        group_id: int,
+        patient: str,
+        *,
+        after_number: int = 0,
+        number: int | None = None,
+        break_glass: tuple[Ledger, int, int, bytes] | None = None,
+    ) -> list[FetchedBlock]:
+        """Blocks of ``patient``; ``break_glass=(ledger, scope, reason_code, reason)`` first
+        records an emergency access on chain, with its reason, under the provider's own key."""
+        if break_glass is not None:
+            ledger, scope, code, reason = break_glass
+            ledger.break_glass(self.key, patient, scope, code, reason)
+        nonce = bytes.fromhex(
+            self._post("/v1/store/challenges", {"v": 1, "provider": self.key.address})["nonce"]
+        )
+        signature = self.key.sign(
+            access_message(nonce, group_id, patient, after_number, number), ACCESS_CONTEXT
+        )
+        body = self._post(
+            "/v1/store/access",
+            {
+                "v": 1,
+                "provider": self.key.address,
+                "group_id": group_id,
+                "patient": patient,
+                "after_number": after_number,
+                "number": number,
+                "nonce": nonce.hex(),
+                "signature": signature.to_rsv().hex(),
+            },
+        )
+        fetched = []
+        for item in body["blocks"]:
+            data = bytes.fromhex(item["block"])
+            stanza = Stanza.decode(bytes.fromhex(item["stanza"])) if item["stanza"] else None
+            self.source.remember(group_id, int(item["leaf_index"]), data, stanza)
+            fetched.append(FetchedBlock(Block.from_bytes(data), stanza))
+        self.source.numbers[(group_id, patient)] = [int(n) for n in body["numbers"]]
+        return fetched

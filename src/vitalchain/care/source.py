@@ -1,0 +1,108 @@
+"""Where a verifier or a provider gets blocks and proofs from.
+
+:class:`StoreSource` answers from a local store (this is also what the store's API serves);
+:class:`HttpSource` asks a store over HTTP.  Neither is trusted by the verifier.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from vitalchain.crypto.envelope import Stanza
+from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof, MerkleTree
+from vitalchain.errors import VitalchainError
+from vitalchain.store.base import Store
+from vitalchain.store.blocks import Block
+
+__all__ = ["HttpSource", "StoreSource"]
+
+
+class StoreSource:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._trees: dict[int, MerkleTree] = {}
+        self._lock = threading.Lock()
+
+    def _tree(self, group_id: int) -> MerkleTree:
+        """The group's log, extended with any leaves sealed since last asked."""
+        with self._lock:
+            tree = self._trees.setdefault(group_id, MerkleTree())
+            leaves = self.store.leaf_hashes(group_id)
+            for leaf in leaves[len(tree) :]:
+                tree.append_hash(leaf)
+            return tree
+
+    def block_bytes(self, group_id: int, patient: str, number: int) -> bytes | None:
+        block = self.store.patient_block(group_id, patient, number)
+        return None if block is None else block.to_bytes()
+
+    def patient_numbers(self, group_id: int, patient: str) -> list[int]:
+        return self.store.block_numbers(group_id, patient)
+
+    def inclusion_proof(self, group_id: int, leaf_index: int, tree_size: int) -> InclusionProof:
+        tree = self._tree(group_id)
+        if not 0 <= leaf_index < tree_size <= len(tree):
+            raise VitalchainError("no such leaf or tree size in this log", code="unknown_block")
+        return tree.inclusion_proof(leaf_index, tree_size)
+
+    def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof:
+        tree = self._tree(group_id)
+        if not 0 <= size1 <= size2 <= len(tree):
+            raise VitalchainError("no such tree sizes in this log", code="unknown_block")
+        return tree.consistency_proof(size1, size2)
+
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]:
+        return self.store.stanzas(group_id, leaf_index)
+
+
+class HttpSource:
+    """The store's public proof endpoints (docs/spec/access.md); blocks need an access grant."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+        self._blocks: dict[tuple[int, str, int], bytes] = {}
+        self._stanzas: dict[tuple[int, int], Stanza] = {}
+        self.numbers: dict[tuple[int, str], list[int]] = {}  # from the last authorised fetch
+
+    def remember(self, group_id: int, leaf_index: int, data: bytes, stanza: Stanza | None) -> None:
+        """Blocks a provider fetched (with consent) can then be verified from memory."""
+        block = Block.from_bytes(data)
+        self._blocks[(group_id, block.patient, block.number)] = data
+        if stanza is not None:
+            self._stanzas[(group_id, leaf_index)] = stanza
+
+    def _get(self, path: str) -> Any:
+        response = self.http.get(path)
+        body = response.json()
+        if response.status_code >= 400:
+            err = body.get("error", {})
+            raise VitalchainError(
+                err.get("message", "refused"), code=err.get("code", "store_error")
+            )
+        return body
+
+    def block_bytes(self, group_id: int, patient: str, number: int) -> bytes | None:
+        return self._blocks.get((group_id, patient, number))
+
+    def patient_numbers(self, group_id: int, patient: str) -> list[int]:
+        return self.numbers.get((group_id, patient), [])
+
+    def inclusion_proof(self, group_id: int, leaf_index: int, tree_size: int) -> InclusionProof:
+        body = self._get(
+            f"/v1/store/groups/{group_id}/proofs/inclusion?leaf_index={leaf_index}&tree_size={tree_size}"
+        )
+        return InclusionProof.from_bytes(bytes.fromhex(body["proof"]))
+
+    def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof:
+        body = self._get(
+            f"/v1/store/groups/{group_id}/proofs/consistency?size1={size1}&size2={size2}"
+        )
+        return ConsistencyProof.from_bytes(bytes.fromhex(body["proof"]))
+
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]:
+        found = self._stanzas.get((group_id, leaf_index))
+        return () if found is None else (found,)

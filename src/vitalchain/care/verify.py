@@ -1,0 +1,273 @@
+"""``vitalchain verify``: check a patient's blocks without trusting the gateway or the store.
+
+Blocks, proofs and key rings come from a :class:`BlockSource` (the store's API, or a local
+store); only the chain is trusted.  Every check of docs/spec/block.md is run and reported by
+name, so a tampered block, proof or root says exactly what failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import partial
+from typing import Protocol, TypeVar
+
+from vitalchain.crypto.envelope import Stanza
+from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
+from vitalchain.crypto.merkle import (
+    ConsistencyProof,
+    InclusionProof,
+    verify_consistency,
+    verify_inclusion,
+)
+from vitalchain.errors import DecodeError, DecryptionError, InvalidProof, InvalidSignature
+from vitalchain.ledger import Ledger
+from vitalchain.ledger.ledger import history_hash
+from vitalchain.store.blocks import Block, open_payload
+from vitalchain.vitals import Vital
+
+__all__ = ["BlockSource", "ChainFacts", "Check", "Outcome", "Report", "verify_patient"]
+
+READING_CONTEXT = b"vitalchain/v1/reading"
+T = TypeVar("T")
+
+
+class BlockSource(Protocol):
+    """Where blocks and proofs come from; nothing it says is taken on trust."""
+
+    def block_bytes(self, group_id: int, patient: str, number: int) -> bytes | None: ...
+    def patient_numbers(self, group_id: int, patient: str) -> list[int]: ...
+    def inclusion_proof(self, group_id: int, leaf_index: int, tree_size: int) -> InclusionProof: ...
+    def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof: ...
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]: ...
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    PENDING = "pending"  # e.g. sealed but not anchored yet: not evidence of tampering
+    SKIPPED = "skipped"  # e.g. no key to open the payload
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    outcome: Outcome
+    detail: str
+    block: int | None = None  # the patient's block number, when the check is about one
+
+
+@dataclass
+class Report:
+    group_id: int
+    patient: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.outcome is not Outcome.FAILED for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.outcome is Outcome.FAILED]
+
+    def add(self, name: str, outcome: Outcome, detail: str, block: int | None = None) -> None:
+        self.checks.append(Check(name, outcome, detail, block))
+
+
+@dataclass
+class ChainFacts:
+    """What the verifier trusts, read from the chain once per run."""
+
+    group_id: int
+    anchors: list[tuple[int, bytes]]  # (tree size, root), in order
+    masters: set[str]  # every address that has been the group's master
+    ledger: Ledger
+    _device_groups: dict[str, int] = field(default_factory=dict)
+
+    history_ok: bool = True  # the events replay to the contract's anchorHistory
+
+    @classmethod
+    def load(cls, ledger: Ledger, group_id: int) -> ChainFacts:
+        created = ledger.events.query("GroupCreated", groupId=group_id)
+        rotated = ledger.events.query("MasterRotated", groupId=group_id)
+        anchors = ledger.anchors(group_id)
+        return cls(
+            group_id,
+            [(a.tree_size, a.root) for a in anchors],
+            {e.args["master"] for e in created} | {e.args["newMaster"] for e in rotated},
+            ledger,
+            history_ok=history_hash(anchors) == ledger.anchor_history(group_id),
+        )
+
+    def device_group(self, device: str) -> int:
+        if device not in self._device_groups:
+            self._device_groups[device] = self.ledger.device(device).group_id
+        return self._device_groups[device]
+
+
+def _ask(call: Callable[[], T]) -> T:
+    """Call the untrusted source; anything it throws becomes an InvalidProof finding."""
+    try:
+        return call()
+    except (InvalidProof, DecodeError):
+        raise
+    except Exception as exc:
+        raise InvalidProof(f"the store could not give a proof: {exc}") from None
+
+
+def verify_patient(
+    source: BlockSource,
+    chain: Ledger | ChainFacts,
+    group_id: int,
+    patient: str,
+    *,
+    number: int | None = None,
+    reader: PrivateKey | None = None,
+) -> Report:
+    """Verify all of a patient's blocks (or block ``number``) against the chain."""
+    facts = chain if isinstance(chain, ChainFacts) else ChainFacts.load(chain, group_id)
+    report = Report(group_id, patient)
+    anchors = facts.anchors
+    report.add(
+        "anchor_history",
+        Outcome.OK if facts.history_ok else Outcome.FAILED,
+        f"{len(anchors)} Anchored event(s) replay to the contract's history hash"
+        if facts.history_ok
+        else "the Anchored events do not replay to anchorHistory: anchors missing or forged",
+    )
+    # consistency between consecutive anchored roots
+    if len(anchors) < 2:
+        report.add(
+            "consistency", Outcome.OK, f"{len(anchors)} anchored root(s); nothing to compare"
+        )
+    for (s1, r1), (s2, r2) in itertools.pairwise(anchors):
+        try:
+            proof = _ask(partial(source.consistency_proof, group_id, s1, s2))
+            if (proof.size1, proof.size2) != (s1, s2):
+                raise InvalidProof("proof is for other tree sizes")
+            verify_consistency(proof, r1, r2)
+            report.add("consistency", Outcome.OK, f"root at {s1} is a prefix of root at {s2}")
+        except (InvalidProof, DecodeError) as exc:
+            report.add("consistency", Outcome.FAILED, f"anchored roots {s1} → {s2}: {exc}")
+    numbers = source.patient_numbers(group_id, patient)
+    if number is not None:
+        if number not in numbers:
+            report.add("sequence", Outcome.FAILED, f"block {number} does not exist", number)
+            return report
+        wanted = [n for n in numbers if n in (number - 1, number)]
+    else:
+        wanted = numbers
+        missing = sorted(set(range(1, max(numbers, default=0) + 1)) - set(numbers))
+        if missing:
+            report.add("sequence", Outcome.FAILED, f"block numbers missing: {missing}")
+    previous: Block | None = None
+    for n in wanted:
+        block = _check_block(source, facts, report, group_id, patient, n, reader)
+        if block is not None and previous is not None and previous.number == n - 1:
+            linked = block.previous == previous.hash
+            report.add(
+                "sequence",
+                Outcome.OK if linked else Outcome.FAILED,
+                "previous-block hash links"
+                if linked
+                else f"block {n} does not link to block {n - 1}",
+                n,
+            )
+        if block is not None and n == 1 and block.previous != bytes(32):
+            report.add("sequence", Outcome.FAILED, "block 1 claims a previous block", n)
+        previous = block
+    return report
+
+
+def _check_block(
+    source: BlockSource,
+    facts: ChainFacts,
+    report: Report,
+    group_id: int,
+    patient: str,
+    n: int,
+    reader: PrivateKey | None,
+) -> Block | None:
+    data = source.block_bytes(group_id, patient, n)
+    if data is None:
+        report.add("sequence", Outcome.FAILED, "the store does not return this block", n)
+        return None
+    try:
+        block = Block.from_bytes(data)
+    except DecodeError as exc:
+        report.add("format", Outcome.FAILED, str(exc), n)
+        return None
+    if (block.group_id, block.patient, block.number) != (group_id, patient, n):
+        report.add("format", Outcome.FAILED, "block names another group, patient or number", n)
+        return None
+    report.add("format", Outcome.OK, f"{len(data)} bytes, v1", n)
+    try:
+        block.verify_signature()
+        if block.gateway not in facts.masters:
+            raise InvalidSignature(f"signer {block.gateway} was never this group's master")
+        report.add("block_signature", Outcome.OK, f"signed by master {block.gateway}", n)
+    except InvalidSignature as exc:
+        report.add("block_signature", Outcome.FAILED, str(exc), n)
+    covering = [(size, root) for size, root in facts.anchors if size > block.leaf_index]
+    if not covering:
+        report.add("inclusion", Outcome.PENDING, "sealed, not anchored yet", n)
+    else:
+        size, root = covering[-1]
+        try:
+            proof = _ask(partial(source.inclusion_proof, group_id, block.leaf_index, size))
+            if (proof.leaf_index, proof.tree_size) != (block.leaf_index, size):
+                raise InvalidProof("proof is for another leaf or tree size")
+            verify_inclusion(block.leaf, proof, root)
+            report.add(
+                "inclusion",
+                Outcome.OK,
+                f"leaf {block.leaf_index} in anchored root of size {size}",
+                n,
+            )
+        except (InvalidProof, DecodeError) as exc:
+            report.add("inclusion", Outcome.FAILED, str(exc), n)
+    if reader is None:
+        report.add("payload", Outcome.SKIPPED, "no key given to open the payload", n)
+    else:
+        _check_payload(source, facts, report, block, reader)
+    return block
+
+
+def _check_payload(
+    source: BlockSource, facts: ChainFacts, report: Report, block: Block, reader: PrivateKey
+) -> None:
+    n = block.number
+    try:
+        stanzas = source.stanzas(block.group_id, block.leaf_index)
+    except Exception as exc:  # the source is untrusted: its failures are findings, not crashes
+        report.add("payload", Outcome.FAILED, f"the store cannot give a key ring: {exc}", n)
+        return
+    try:
+        entries = open_payload(block, stanzas, reader)
+    except (DecryptionError, DecodeError) as exc:
+        outcome = Outcome.SKIPPED if isinstance(exc, DecryptionError) else Outcome.FAILED
+        report.add("payload", outcome, f"cannot open with this key: {exc}", n)
+        return
+    readings, vitals = 0, 0
+    try:
+        for entry in entries:
+            signer = PublicKey.recover(
+                Signature.from_rsv(entry.signature), message_digest(entry.payload, READING_CONTEXT)
+            ).address
+            body = json.loads(entry.payload)
+            if signer != entry.device or body.get("device") != signer:
+                raise InvalidSignature(f"a message is not signed by its device {entry.device}")
+            if body.get("group") != block.group_id or facts.device_group(signer) != block.group_id:
+                raise InvalidSignature(f"device {signer} is not in group {block.group_id} on chain")
+            readings += len(body["readings"])
+            for reading in body["readings"]:
+                vitals |= Vital.parse(reading["vital"]).bit
+        if (readings, vitals) != (block.readings, block.vitals):
+            raise InvalidSignature("the header's reading count or vitals do not match the payload")
+        report.add("payload", Outcome.OK, f"{len(entries)} device signature(s) verify", n)
+    except (InvalidSignature, DecodeError, ValueError, KeyError, TypeError) as exc:
+        report.add("payload", Outcome.FAILED, str(exc) or type(exc).__name__, n)

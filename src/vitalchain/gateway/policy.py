@@ -1,0 +1,61 @@
+"""The on-chain threshold policy, evaluated at the gateway for every reading.
+
+Thresholds live in ``AlertRegistry`` (set by the patient or a consented provider).  Asking the
+chain per reading would cost a call each time, so values are cached per (patient, vital) and
+dropped when a ``ThresholdSet`` event for them appears: a change takes effect within one block.
+Where a patient has no threshold yet, the vital's adult default range applies.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from vitalchain.ledger import Ledger
+from vitalchain.vitals import Vital, to_fixed
+
+__all__ = ["HIGH", "LOW", "NORMAL", "ThresholdPolicy", "evaluate_fixed"]
+
+LOW, NORMAL, HIGH = -1, 0, 1
+
+
+def evaluate_fixed(low: int, high: int, value: int) -> int:
+    """The contract's ``evaluate``, bit for bit: inclusive bounds, fixed-point integers."""
+    if value < low:
+        return LOW
+    if value > high:
+        return HIGH
+    return NORMAL
+
+
+class ThresholdPolicy:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._cache: dict[tuple[str, Vital], tuple[int, int] | None] = {}
+        self._cursor = 0
+        self._lock = threading.Lock()
+
+    def thresholds(self, patient: str, vital: Vital) -> tuple[int, int]:
+        """(low, high) in fixed point: the patient's on-chain policy, else the vital's default."""
+        key = (patient, vital)
+        with self._lock:
+            cached = self._cache.get(key, ...)
+        if cached is ...:
+            cached = self._ledger.threshold_of(patient, int(vital))
+            with self._lock:
+                self._cache[key] = cached
+        if cached is None:
+            low, high = vital.info.normal
+            return to_fixed(low), to_fixed(high)
+        return cached
+
+    def evaluate(self, patient: str, vital: Vital, value: float) -> int:
+        low, high = self.thresholds(patient, vital)
+        return evaluate_fixed(low, high, to_fixed(value))
+
+    def refresh(self) -> None:
+        """Forget thresholds the chain changed since the last refresh."""
+        events, self._cursor = self._ledger.events.since(self._cursor)
+        with self._lock:
+            for event in events:
+                if event.name == "ThresholdSet":
+                    self._cache.pop((event.args["patient"], Vital(event.args["vital"])), None)

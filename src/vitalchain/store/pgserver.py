@@ -1,0 +1,255 @@
+"""A throwaway local PostgreSQL cluster (Debian's ``postgresql`` package), for tests and demos.
+
+``LocalPostgres`` runs ``initdb`` into a fresh directory and ``pg_ctl start`` on a free
+127.0.0.1 port, with its unix socket in that directory too, so it never touches the system
+cluster.  Listening is loopback only, and the superuser has a random password (scram), so
+other local users cannot get in by TCP either.
+
+initdb and postgres refuse to run as root: as root both run as the ``postgres`` system user
+(``runuser``), and the cluster directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from vitalchain.store.errors import StoreError
+
+__all__ = ["LocalPostgres", "find_pg_bin"]
+
+_TOOLS: Final = ("initdb", "pg_ctl", "postgres")
+_SUPERUSER: Final = "postgres"
+
+
+def find_pg_bin() -> Path:
+    """The directory holding initdb, pg_ctl and postgres: Debian's newest, else ``PATH``.
+
+    Debian keeps them in /usr/lib/postgresql/<major>/bin, off the ``PATH``.
+    """
+    debian = sorted(
+        (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for folder in debian:
+        if all(os.access(folder / t, os.X_OK) for t in _TOOLS):
+            return folder
+    found = [shutil.which(t) for t in _TOOLS]
+    if all(found) and len({Path(f).parent for f in found if f}) == 1:
+        return Path(str(found[0])).parent
+    raise StoreError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: "
+        "install Debian's `postgresql` package (apt install postgresql)",
+        code="postgres_missing",
+    )
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster of our own; ``.dsn`` names its ``vitalchain`` database.
+
+    ``root`` holds ``data/``, ``sock/`` and ``postgres.log``; by default a fresh temp directory
+    that :meth:`stop` removes.  As root, every parent of a given ``root`` must be traversable
+    by the ``postgres`` user.  Durability settings are PostgreSQL's defaults (fsync on).
+    """
+
+    START_TIMEOUT: Final = 30
+    DATABASE: Final = "vitalchain"
+
+    def __init__(self, root: Path | None = None, port: int | None = None) -> None:
+        self._given_root = root
+        self._fixed_port = port
+        self.root: Path | None = None
+        self.port = port or 0
+        self._password = secrets.token_urlsafe(24)
+        self._bin: Path | None = None
+        self._running = False
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    def dsn_for(self, database: str) -> str:
+        """A libpq URI for ``database`` as the superuser, over TCP on 127.0.0.1."""
+        if not self._running:
+            raise StoreError("local PostgreSQL is not running", code="postgres_not_started")
+        return (
+            f"postgresql://{_SUPERUSER}:{quote(self._password, safe='')}@127.0.0.1:{self.port}/"
+            f"{quote(database, safe='')}?connect_timeout=10"
+        )
+
+    @property
+    def dsn(self) -> str:
+        """The ``vitalchain`` database, created at start: what a store connects to."""
+        return self.dsn_for(self.DATABASE)
+
+    @property
+    def admin_dsn(self) -> str:
+        """The ``postgres`` maintenance database, for CREATE/DROP DATABASE."""
+        return self.dsn_for("postgres")
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir() / "postgres.log"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._running:
+            raise StoreError("local PostgreSQL is already running", code="postgres_running")
+        self._bin = find_pg_bin()
+        user = self._run_as()
+        if self._given_root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="vitalchain-pg-"))
+        else:
+            self.root = self._given_root
+            self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._initdb(user)
+            self._start_server()
+            self._running = True
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.DATABASE)))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``, then remove the directory if we made it."""
+        root, self._running = self.root, False
+        if root is None:
+            return
+        for mode in ("fast", "immediate"):  # immediate only if fast did not finish in time
+            if not (root / "data" / "postmaster.pid").exists():
+                break
+            self._pg_ctl(["stop", "-m", mode, "-w", "-t", str(self.START_TIMEOUT)], check=False)
+        if self._given_root is None:
+            shutil.rmtree(root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _dir(self) -> Path:
+        if self.root is None:
+            raise StoreError("local PostgreSQL has not been started", code="postgres_not_started")
+        return self.root
+
+    @staticmethod
+    def _run_as() -> pwd.struct_passwd | None:
+        """The ``postgres`` user when we are root (initdb refuses root), else None."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam("postgres")
+        except KeyError:
+            raise StoreError(
+                "running as root needs the `postgres` system user (Debian's `postgresql` "
+                "package creates it)",
+                code="postgres_missing",
+            ) from None
+
+    def _cmd(self, tool: str, args: list[str]) -> list[str]:
+        assert self._bin is not None
+        cmd = [str(self._bin / tool), *args]
+        return ["runuser", "-u", _SUPERUSER, "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def _run(self, tool: str, args: list[str], *, check: bool = True) -> None:
+        done = subprocess.run(  # noqa: S603 - fixed binaries, arguments we built
+            self._cmd(tool, args),
+            cwd=self._dir(),  # the postgres user may not be able to read our cwd
+            capture_output=True,
+            timeout=self.START_TIMEOUT * 2,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            output = (done.stderr or done.stdout).decode(errors="replace").strip()
+            raise StoreError(
+                f"{tool} failed ({done.returncode}): {output}{self._log_tail()}",
+                code="postgres_start_failed",
+            )
+
+    def _pg_ctl(self, args: list[str], *, check: bool = True) -> None:
+        self._run("pg_ctl", ["-D", str(self._dir() / "data"), *args], check=check)
+
+    def _initdb(self, user: pwd.struct_passwd | None) -> None:
+        root = self._dir()
+        (root / "sock").mkdir(mode=0o700, exist_ok=True)
+        pwfile = root / "pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self._password + "\n")
+        if user is not None:
+            root.chmod(0o700)
+            for path in (root, root / "sock", pwfile):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        try:
+            # A throwaway cluster on loopback: the superuser's random password (scram) guards
+            # TCP and the private socket directory; --no-sync because nothing in it survives.
+            self._run(
+                "initdb",
+                [
+                    "-D", str(root / "data"), "-U", _SUPERUSER, f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                    "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions",
+                ],
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _start_server(self) -> None:
+        # A port picked by us can be taken between picking and binding: pick again, twice.
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            if not self._fixed_port:
+                self.port = _free_port()
+            options = shlex.join(
+                ["-p", str(self.port), "-k", str(self._dir() / "sock"),
+                 "-c", "listen_addresses=127.0.0.1"]
+            )  # fmt: skip
+            try:
+                self._pg_ctl(
+                    ["start", "-w", "-t", str(self.START_TIMEOUT), "-s",
+                     "-l", str(self.log_path), "-o", options]
+                )  # fmt: skip
+                return
+            except StoreError:
+                if attempt + 1 == attempts or "already in use" not in self._log_tail():
+                    raise
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        except OSError:
+            return ""
+        return "\n  postgres.log: " + "\n  ".join(lines) if lines else ""

@@ -1,0 +1,196 @@
+"""Provider access, backend-neutral: ciphertext only under valid consent; refusals release nothing.
+
+``AccessSuite`` runs on the embedded chain (tests/unit/care/test_access.py) and on a real anvil
+node (tests/integration/test_care_anvil.py); each subclass provides ``world`` and ``chain``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.node_fixtures import World
+from vitalchain.care.access import AccessError, access_message
+from vitalchain.crypto import PrivateKey
+from vitalchain.crypto.keys import keccak256
+from vitalchain.fhir import bundle_from_messages
+from vitalchain.store import Message, Reading
+from vitalchain.vitals import Vital
+
+
+def sealed_patient(world: World, *vitals: Vital) -> tuple[PrivateKey, list[int]]:
+    patient = world.patient()
+    device = world.device(patient)
+    for vital in vitals or (Vital.SPO2,):
+        device.send(device.prepare([(vital, 97 if vital is Vital.SPO2 else 70)] * 4))
+    blocks = world.running.sealer.seal_due()
+    return patient, [b.number for b in blocks]
+
+
+def raw_access(world: World, provider: PrivateKey, patient: str, *, number: int | None = None,
+               nonce: bytes | None = None, signer: PrivateKey | None = None) -> Any:  # fmt: skip
+    if nonce is None:
+        nonce = bytes.fromhex(
+            world.client.post(
+                "/v1/store/challenges", json={"v": 1, "provider": provider.address}
+            ).json()["nonce"]
+        )
+    sig = (signer or provider).sign(
+        access_message(nonce, world.group_id, patient, 0, number), b"vitalchain/v1/access"
+    )
+    return world.client.post(
+        "/v1/store/access",
+        json={"v": 1, "provider": provider.address, "group_id": world.group_id, "patient": patient,
+              "after_number": 0, "number": number, "nonce": nonce.hex(), "signature": sig.to_rsv().hex()},
+    )  # fmt: skip
+
+
+def _reading(r: dict[str, Any]) -> Any:
+    return Reading(r["seq"], Vital.parse(r["vital"]), float(r["value"]), r["t"])
+
+
+class AccessSuite:
+    def test_consented_provider_fetches_decrypts_and_exports_fhir(self, world: World) -> None:
+        patient, numbers = sealed_patient(world, Vital.SPO2, Vital.HEART_RATE)
+        doctor = world.provider()
+        world.consent(patient, doctor, Vital.SPO2, Vital.HEART_RATE)
+        # blocks sealed before the grant carry no stanza for this provider: the patient adds one
+        store = world.running.gateway.store
+        for block in store.blocks(world.group_id, patient.address):
+            ring = store.stanzas(world.group_id, block.leaf_index)
+            extended = block.envelope(ring).with_recipient(patient, doctor.public_key)
+            store.add_stanza(world.group_id, block.leaf_index, extended.stanzas[-1])
+        fetched = world.reader(doctor).fetch(world.group_id, patient.address)
+        assert [f.block.number for f in fetched] == numbers
+        entries = [e for f in fetched for e in f.open(doctor)]
+        readings = [r for e in entries for r in json.loads(e.payload)["readings"]]
+        assert len(readings) == 8
+        messages = [
+            Message(b"", e.device, world.group_id, patient.address, 0, e.payload, e.signature,
+                    tuple(_reading(r) for r in json.loads(e.payload)["readings"]))
+            for e in entries
+        ]  # fmt: skip
+        bundle = bundle_from_messages(messages)
+        assert bundle["resourceType"] == "Bundle"
+        assert len(bundle["entry"]) == 8
+        codes = {c["code"] for e in bundle["entry"] for c in e["resource"]["code"]["coding"]}
+        assert {"59408-5", "8867-4"} <= codes
+
+    def test_refusals_release_nothing(self, world: World) -> None:
+        patient, _ = sealed_patient(world, Vital.SPO2)
+        consented, stranger, narrow, lapsed = (world.provider() for _ in range(4))
+        world.consent(patient, consented, Vital.SPO2)
+        world.consent(patient, narrow, Vital.GLUCOSE)
+        world.consent(patient, lapsed, Vital.SPO2, hours=1)
+        world.ledger.advance_time(2 * 3600)  # lapsed's consent expires; the others last 24 h
+        used = bytes.fromhex(
+            world.client.post(
+                "/v1/store/challenges", json={"v": 1, "provider": consented.address}
+            ).json()["nonce"]
+        )
+        assert raw_access(world, consented, patient.address, nonce=used).status_code == 200
+        cases = [
+            ("forged challenge", raw_access(world, consented, patient.address, signer=stranger), 401, "invalid_signature"),
+            ("replayed challenge", raw_access(world, consented, patient.address, nonce=used), 401, "challenge_invalid"),
+            ("made-up nonce", raw_access(world, consented, patient.address, nonce=b"\x01" * 32), 401, "challenge_invalid"),
+            ("someone else's nonce", raw_access(world, stranger, patient.address, nonce=bytes.fromhex(
+                world.client.post("/v1/store/challenges", json={"v": 1, "provider": consented.address}).json()["nonce"]
+            )), 401, "challenge_invalid"),
+            ("provider without consent", raw_access(world, stranger, patient.address), 403, "no_consent"),
+            ("expired consent", raw_access(world, lapsed, patient.address), 403, "consent_expired"),
+            ("out-of-scope vital", raw_access(world, narrow, patient.address), 403, "out_of_scope"),
+            ("unknown block", raw_access(world, consented, patient.address, number=99), 404, "unknown_block"),
+            ("unknown patient", raw_access(world, consented, PrivateKey.generate().address), 404, "unknown_block"),
+        ]  # fmt: skip
+        for desc, response, status, code in cases:
+            body = response.json()
+            assert (response.status_code, body["error"]["code"]) == (status, code), desc
+            assert "blocks" not in body, desc
+
+    def test_revoked_provider_is_refused_from_the_next_request(self, world: World) -> None:
+        patient, _ = sealed_patient(world, Vital.SPO2)
+        doctor = world.provider()
+        world.consent(patient, doctor, Vital.SPO2)
+        assert world.reader(doctor).fetch(world.group_id, patient.address)
+        world.ledger.revoke(patient, doctor.address)
+        with pytest.raises(AccessError) as err:
+            world.reader(doctor).fetch(world.group_id, patient.address)
+        assert err.value.code == "no_consent"
+
+    def test_break_glass_is_on_chain_with_its_reason_before_anything_is_released(
+        self, world: World
+    ) -> None:
+        patient, _ = sealed_patient(world, Vital.SPO2)
+        medic = world.provider()
+        with pytest.raises(AccessError):
+            world.reader(medic).fetch(world.group_id, patient.address)
+        reason = b"unresponsive patient brought to ER, no consent possible"
+        fetched = world.reader(medic).fetch(
+            world.group_id, patient.address, break_glass=(world.ledger, Vital.SPO2.bit, 1, reason)
+        )
+        assert fetched
+        (record,) = world.ledger.events.query(
+            "BreakGlassAccessed", patient=patient.address, provider=medic.address
+        )
+        assert record.args["reasonHash"] == keccak256(reason)
+        assert record.block_number <= world.ledger.block_number()
+        assert fetched[0].stanza is None  # sealed before the emergency: ciphertext only, no key
+
+    def test_malformed_access_requests_are_422(self, world: World) -> None:
+        for body in (
+            {"v": 1},
+            {"v": 1, "provider": "nope"},
+            {"v": 2, "provider": "0x" + "11" * 20},
+        ):
+            r = world.client.post("/v1/store/challenges", json=body)
+            assert r.status_code == 422
+            assert r.json()["error"]["code"] == "invalid_request"
+        r = world.client.post("/v1/store/access", json={"v": 1})
+        assert r.json()["error"]["code"] == "invalid_request"
+
+    def test_proofs_are_public_and_refuse_unknown_positions(self, world: World) -> None:
+        r = world.client.get(
+            f"/v1/store/groups/{world.group_id}/proofs/inclusion?leaf_index=5&tree_size=6"
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_block")
+        r = world.client.get(
+            f"/v1/store/groups/{world.group_id}/proofs/consistency?size1=3&size2=1"
+        )
+        assert r.status_code == 404
+
+    def test_abnormal_reading_is_sealed_at_once(self, chain: Any, tmp_path: Any) -> None:
+        """With sealing in the background and large limits, a low SpO2 still reaches a block now."""
+        from tests.node_fixtures import make_world
+        from vitalchain.gateway.sealer import SealingPolicy
+
+        ledger, admin = chain
+        for world in make_world(ledger, admin, tmp_path / "bg", SealingPolicy(max_readings=10_000, max_age_s=3600),
+                                background=True):  # fmt: skip
+            patient = world.patient()
+            device = world.device(patient)
+            device.send(device.prepare([(Vital.SPO2, 97)]))
+            time.sleep(1.5)
+            assert (
+                world.running.gateway.store.blocks(world.group_id, patient.address) == []
+            )  # normal: waits
+            device.send(device.prepare([(Vital.SPO2, 84)]))  # below the default 92 %
+            deadline = time.time() + 10
+            while time.time() < deadline and not world.running.gateway.store.blocks(
+                world.group_id, patient.address
+            ):
+                time.sleep(0.1)
+            (block,) = world.running.gateway.store.blocks(world.group_id, patient.address)
+            assert block.readings == 2
+
+    def test_patients_fetch_their_own_blocks_without_a_consent_record(self, world: World) -> None:
+        patient, numbers = sealed_patient(world, Vital.SPO2)
+        fetched = world.reader(patient).fetch(world.group_id, patient.address)
+        assert [f.block.number for f in fetched] == numbers
+        assert fetched[0].open(patient)
+        other = world.patient()
+        with pytest.raises(AccessError) as err:  # but not someone else's
+            world.reader(other).fetch(world.group_id, patient.address)
+        assert err.value.code == "no_consent"

@@ -1,0 +1,88 @@
+"""A whole node on a chain for store and care tests: patients, providers, devices."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from tests.gateway_fixtures import ADMIN_TOKEN
+from vitalchain.care.access import ProviderClient
+from vitalchain.crypto import PrivateKey
+from vitalchain.device.client import DeviceClient
+from vitalchain.device.simulator import enrol
+from vitalchain.gateway.sealer import SealingPolicy
+from vitalchain.gateway.settings import GatewaySettings
+from vitalchain.ledger import Ledger
+from vitalchain.node import RunningGateway, running_gateway
+from vitalchain.vitals import Vital
+
+_ids = itertools.count(8_000_000)
+HOUR = 3600
+
+
+@dataclass
+class World:
+    running: RunningGateway
+    client: TestClient
+    ledger: Ledger
+    admin: PrivateKey
+
+    @property
+    def group_id(self) -> int:
+        return self.running.gateway.group_id
+
+    def patient(self) -> PrivateKey:
+        key = PrivateKey.generate()
+        self.ledger.fund(key.address)
+        self.ledger.publish_key(key)
+        return key
+
+    def provider(self, *, publish: bool = True) -> PrivateKey:
+        key = PrivateKey.generate()
+        self.ledger.fund(key.address)
+        self.ledger.register_provider(self.admin, key.address)
+        if publish:
+            self.ledger.publish_key(key)
+        return key
+
+    def consent(
+        self, patient: PrivateKey, provider: PrivateKey, *vitals: Vital, hours: int = 24
+    ) -> None:
+        scope = 0
+        for v in vitals or tuple(Vital):
+            scope |= v.bit
+        self.ledger.grant(patient, provider.address, scope, self.ledger.timestamp() + hours * HOUR)
+
+    def device(self, patient: PrivateKey) -> DeviceClient:
+        device = DeviceClient(PrivateKey.generate(), next(_ids), http=self.client)
+        device.onboard(enrol(self.client, ADMIN_TOKEN, patient.address))
+        return device
+
+    def reader(self, key: PrivateKey) -> ProviderClient:
+        return ProviderClient(key, self.client)
+
+
+def make_world(
+    ledger: Ledger,
+    admin: PrivateKey,
+    data_dir: Path,
+    sealing: SealingPolicy,
+    background: bool = False,
+) -> Iterator[World]:
+    settings = GatewaySettings(
+        data_dir=data_dir,
+        group_id=next(_ids),
+        master_object_id=next(_ids),
+        admin_token=SecretStr(ADMIN_TOKEN),
+        mqtt=False,
+    )
+    with (
+        running_gateway(settings, ledger=ledger, sealing=sealing, background=background) as running,
+        TestClient(running.app()) as client,
+    ):
+        yield World(running, client, ledger, admin)

@@ -1,0 +1,112 @@
+"""Sealing: by size, by age, at once when abnormal; keys only for consented readers; anchors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.node_fixtures import World
+from vitalchain.crypto.merkle import verify_inclusion
+from vitalchain.errors import DecryptionError
+from vitalchain.store.blocks import open_payload
+from vitalchain.vitals import Vital
+
+
+def test_sealed_by_size_with_keys_for_patient_and_consented_providers(world: World) -> None:
+    patient = world.patient()
+    cardio, stranger, narrow = world.provider(), world.provider(), world.provider()
+    world.consent(patient, cardio)
+    world.consent(patient, narrow, Vital.GLUCOSE)  # consent, but not for SpO2 or heart rate
+    device = world.device(patient)
+    for _ in range(2):
+        device.send(device.prepare([(Vital.SPO2, 97), (Vital.HEART_RATE, 70)]))
+    (block,) = world.running.sealer.seal_due()  # 4 readings: the size limit
+    store = world.running.gateway.store
+    readers = {s.recipient for s in store.stanzas(block.group_id, block.leaf_index)}
+    assert readers == {patient.public_key.address_bytes, cardio.public_key.address_bytes}
+    assert block.readings == 4
+    assert block.vitals == Vital.SPO2.bit | Vital.HEART_RATE.bit
+    assert block.patient == patient.address
+    assert block.number == 1
+    entries = open_payload(block, store.stanzas(block.group_id, block.leaf_index), cardio)
+    assert [e.device for e in entries] == [device.address, device.address]
+    for key in (stranger, narrow):
+        with pytest.raises(DecryptionError):
+            open_payload(block, store.stanzas(block.group_id, block.leaf_index), key)
+
+
+def test_not_sealed_before_size_or_age_then_sealed_by_age(world: World) -> None:
+    patient = world.patient()
+    device = world.device(patient)
+    device.send(device.prepare([(Vital.SPO2, 97)]))
+    sealer = world.running.sealer
+    assert sealer.seal_due() == []
+    start = time.time()
+    sealer.clock = lambda: start + 3601
+    (block,) = sealer.seal_due()
+    assert block.readings == 1
+
+
+def test_blocks_are_numbered_and_chained_per_patient(world: World) -> None:
+    patient = world.patient()
+    device = world.device(patient)
+    blocks = []
+    for _ in range(3):
+        device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+        blocks += world.running.sealer.seal_due()
+    assert [b.number for b in blocks] == [1, 2, 3]
+    assert blocks[1].previous == blocks[0].hash
+    assert blocks[2].previous == blocks[1].hash
+    assert blocks[0].previous == bytes(32)
+
+
+def test_after_a_revoke_later_blocks_carry_no_key_for_the_provider(world: World) -> None:
+    patient, doctor = world.patient(), world.provider()
+    world.consent(patient, doctor)
+    device = world.device(patient)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    (before,) = world.running.sealer.seal_due()
+    world.ledger.revoke(patient, doctor.address)
+    device.send(device.prepare([(Vital.SPO2, 96)] * 4))
+    (after,) = world.running.sealer.seal_due()
+    store = world.running.gateway.store
+    assert doctor.public_key.address_bytes in {
+        s.recipient for s in store.stanzas(world.group_id, before.leaf_index)
+    }
+    assert doctor.public_key.address_bytes not in {
+        s.recipient for s in store.stanzas(world.group_id, after.leaf_index)
+    }
+
+
+def test_one_anchor_transaction_per_batch(world: World) -> None:
+    patient = world.patient()
+    device = world.device(patient)
+    for _ in range(5):
+        device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    sealer = world.running.sealer
+    assert len(sealer.seal_due()) == 5
+    record = sealer.anchor()
+    assert record is not None
+    assert record.tree_size == len(sealer.tree)
+    assert sealer.anchor() is None  # nothing new: no transaction
+    anchors = world.ledger.anchors(world.group_id)
+    assert [a.tree_size for a in anchors] == [record.tree_size]
+    assert world.ledger.root_at(world.group_id, record.tree_size) == record.root
+    # every block is provably in the anchored root
+    for leaf in range(record.tree_size):
+        verify_inclusion(
+            sealer.tree.leaf(leaf), sealer.tree.inclusion_proof(leaf, record.tree_size), record.root
+        )
+    assert world.running.gateway.store.anchors(world.group_id)[-1] == record
+
+
+def test_no_readable_recipient_means_not_sealed_yet(world: World) -> None:
+    """A patient who never published a key, with no consented provider: the readings stay stored."""
+    from vitalchain.crypto import PrivateKey
+
+    quiet = PrivateKey.generate()
+    device = world.device(quiet)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    assert world.running.sealer.seal_due() == []
+    assert world.running.gateway.store.unsealed(world.group_id, quiet.address)

@@ -1,0 +1,59 @@
+"""The one-way dependencies of docs/architecture.md, checked on the source rather than trusted."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "vitalchain"
+
+BASE = {"errors", "vitals"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "vitals": {"errors"},
+    "crypto": {"errors"},
+    "ledger": BASE | {"crypto"},
+    "store": BASE | {"crypto"},
+    "fhir": BASE | {"crypto", "store"},
+    "gateway": BASE | {"crypto", "ledger", "store"},
+    "care": BASE | {"crypto", "ledger", "store", "fhir"},
+    "device": BASE | {"crypto", "ledger"},
+    "node": BASE | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device"},
+}
+
+
+def _layer(path: Path) -> str:
+    return path.relative_to(SRC).parts[0].removesuffix(".py")
+
+
+def _imported_layers(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.level > 1:
+            found.add("<relative import across packages>")
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "vitalchain" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in SRC.rglob("*.py") if _layer(p) in ALLOWED), ids=str
+)
+def test_imports_point_down_the_layers(path: Path) -> None:
+    layer = _layer(path)
+    wrong = _imported_layers(path) - ALLOWED[layer] - {layer}
+    assert not wrong, f"{path.relative_to(SRC)} ({layer}) imports {sorted(wrong)}"
+
+
+def test_every_package_has_a_layer() -> None:
+    tops = {_layer(p) for p in SRC.rglob("*.py")} - {"__init__", "__main__", "cli", "walkthrough"}
+    assert tops <= set(ALLOWED), sorted(tops - set(ALLOWED))
