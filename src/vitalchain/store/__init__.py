@@ -1,7 +1,9 @@
-"""The cloud store: verified device messages, kept durably (and, later, sealed into blocks).
+"""The cloud store: verified device messages kept durably, sealed blocks, anchors.
 
+- :class:`~.base.Store`: the port every backend provides (tests/store_suite.py checks it).
 - :class:`SqliteStore`: the embedded default (SQLite WAL, group commit, ``synchronous=FULL``).
-- :mod:`.model`: ``Message``, ``Reading``, ``StoredMessage``.
+- :class:`~.postgres.PostgresStore`: the same on PostgreSQL (imported from its module).
+- :mod:`.blocks`: the sealed block format; :mod:`.model`: ``Message``, ``Reading``.
 """
 
 from vitalchain.store.errors import DuplicateReading, StoreError
