@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -73,13 +74,15 @@ def make_world(
     data_dir: Path,
     sealing: SealingPolicy,
     background: bool = False,
+    **overrides: Any,
 ) -> Iterator[World]:
+    fields: dict[str, Any] = {"mqtt": False, **overrides}
     settings = GatewaySettings(
         data_dir=data_dir,
         group_id=next(_ids),
         master_object_id=next(_ids),
         admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
+        **fields,
     )
     with (
         running_gateway(settings, ledger=ledger, sealing=sealing, background=background) as running,

@@ -19,6 +19,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from vitalchain.care.access import AccessService, mount_access
+from vitalchain.care.alerts import AlertService
+from vitalchain.care.delivery import AlertApi, AlertHub, mount_alerts
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.broker import BrokerAdmin, BrokerEndpoint, Mosquitto, find_mosquitto
@@ -29,6 +31,7 @@ from vitalchain.gateway.service import Gateway, MqttInfo
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, Deployment, Ledger, RpcBackend
 from vitalchain.store import Message
+from vitalchain.vitals import Vital, from_fixed
 
 __all__ = ["RunningGateway", "load_or_create_key", "open_ledger", "running_gateway", "serve"]
 
@@ -73,11 +76,15 @@ class RunningGateway:
     sealer: Sealer
     access: AccessService
     policy: ThresholdPolicy
+    alerts: AlertService
+    hub: AlertHub
+    alert_api: AlertApi
 
     def app(self) -> FastAPI:
-        """The HTTP surface: the gateway's API Edge plus the store's provider access API."""
+        """The HTTP surface: the gateway's API Edge, the provider access API, alerts."""
         app = create_app(self.gateway)
         mount_access(app, self.access)
+        mount_alerts(app, self.alert_api)
         return app
 
 
@@ -141,11 +148,49 @@ def running_gateway(
 
         gateway.ingest_core.on_stored(seal_abnormal_at_once)
         sealer.on_tick(policy.refresh)
+
+        def thresholds(patient: str, vital: Vital) -> tuple[float, float]:
+            low, high = policy.thresholds(patient, vital)
+            return from_fixed(low), from_fixed(high)
+
+        hub = AlertHub(settings.group_id, publish=bridge.publish if bridge else None)
+        alerts = AlertService(
+            ledger,
+            master,
+            settings.group_id,
+            thresholds,
+            hub,
+            settings.data_dir,
+            ring_k=settings.alert_ring_k,
+            ack_timeout_s=settings.alert_ack_timeout_s,
+        )
+        stack.callback(alerts.close)
+        gateway.ingest_core.on_stored(alerts.on_message)
+        sealer.on_tick(alerts.tick)
+
+        def alert_credentials(address: str) -> dict[str, object]:
+            assert admin is not None
+            assert endpoint is not None
+            creds = admin.add_alert_subscriber(settings.group_id, address)
+            return {
+                "host": endpoint.host,
+                "port": endpoint.port,
+                "username": creds.username,
+                "password": creds.password,
+                "client_id": creds.client_id,
+                "topic": creds.telemetry_topic,
+            }
+
+        alert_api = AlertApi(
+            alerts, hub, gateway.store, mqtt_credentials=alert_credentials if admin else None
+        )
         if background:
             sealer.start()
             stack.callback(sealer.stop)
         access = AccessService(gateway.store, ledger)
-        yield RunningGateway(gateway, broker, bridge, sealer, access, policy)
+        yield RunningGateway(
+            gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api
+        )
 
 
 def serve(settings: GatewaySettings) -> None:

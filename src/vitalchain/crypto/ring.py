@@ -30,7 +30,16 @@ from vitalchain.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey, Random
 from vitalchain.crypto.primitives.h2c import hash_to_curve
 from vitalchain.errors import DecodeError, InvalidSignature
 
-__all__ = ["MAX_RING", "MIN_RING", "RingSignature", "key_image", "sign", "verify"]
+__all__ = [
+    "MAX_RING",
+    "MIN_RING",
+    "RingProof",
+    "RingSignature",
+    "alert_context",
+    "key_image",
+    "sign",
+    "verify",
+]
 
 VERSION = 1
 _HEADER = header(Kind.RING_SIGNATURE, VERSION)
@@ -200,3 +209,47 @@ def verify(
         raise InvalidSignature("ring signature does not verify") from None
     if c != signature.c0:
         raise InvalidSignature("ring signature does not verify")
+
+
+def alert_context(group_id: int, digest: bytes) -> bytes:
+    """The key-image context of an alert raised from the device payload hashing to ``digest``.
+
+    Scoped to one payload: a replayed alert repeats its image, while two alerts of one device
+    share nothing that links them.  Device and gateway both need it, hence here.
+    """
+    return b"vitalchain/v1/alert" + group_id.to_bytes(8, "big") + digest
+
+
+@dataclass(frozen=True, slots=True)
+class RingProof:
+    """A ring signature with its ring: ``u16(n) ‖ n compressed keys ‖ VCr`` (telemetry.md)."""
+
+    members: tuple[PublicKey, ...]
+    signature: RingSignature
+
+    def to_bytes(self) -> bytes:
+        keys = b"".join(member.compressed for member in self.members)
+        return len(self.members).to_bytes(2, "big") + keys + self.signature.to_bytes()
+
+    @classmethod
+    def read(cls, data: bytes) -> tuple[RingProof, int]:
+        """Decode a proof at the start of ``data``; return it and the bytes it took."""
+        if len(data) < 2:
+            raise DecodeError("ring proof: truncated")
+        n = int.from_bytes(data[:2], "big")
+        if not MIN_RING <= n <= MAX_RING:
+            raise DecodeError("ring proof: ring size out of range")
+        end_keys = 2 + 33 * n
+        end = end_keys + 4 + 2 + 33 + 32 * (n + 1)
+        if len(data) < end:
+            raise DecodeError("ring proof: truncated")
+        if any(data[i] not in (2, 3) for i in range(2, end_keys, 33)):
+            raise DecodeError("ring proof: members must be compressed keys")
+        try:
+            members = tuple(PublicKey.from_bytes(data[i : i + 33]) for i in range(2, end_keys, 33))
+        except (ValueError, DecodeError):
+            raise DecodeError("ring proof: a member is not a curve point") from None
+        signature = RingSignature.from_bytes(data[end_keys:end])
+        if len(signature.responses) != n:
+            raise DecodeError("ring proof: signature and ring sizes differ")
+        return cls(members, signature), end

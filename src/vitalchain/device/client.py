@@ -8,6 +8,7 @@ message (docs/spec/telemetry.md); ``send`` posts it over HTTP.  MQTT publishing 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -18,9 +19,11 @@ from typing import Any
 
 import httpx
 
+from vitalchain.crypto import ring
 from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, Suite
 from vitalchain.crypto.envelope import Envelope
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
+from vitalchain.crypto.ring import RingProof, alert_context
 from vitalchain.errors import VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
 from vitalchain.vitals import Vital
@@ -28,6 +31,7 @@ from vitalchain.vitals import Vital
 __all__ = ["DeviceClient", "DeviceError", "MqttCredentials", "Onboarded"]
 
 READING_CONTEXT = b"vitalchain/v1/reading"
+RING_HEADER = b"VCm\x02"  # a data message carrying a ring proof (telemetry.md, v2)
 SESSION_CONTEXT = b"vitalchain/v1/session"
 
 
@@ -85,6 +89,7 @@ class DeviceClient:
         self._aead: Aead | None = None
         self._header = b""
         self._group_id = 0
+        self._ring: tuple[PublicKey, ...] = ()
 
     @property
     def address(self) -> str:
@@ -227,7 +232,46 @@ class DeviceClient:
             separators=(",", ":"),
         ).encode()
         signature = self.key.sign(payload, READING_CONTEXT).to_rsv()
-        return self._header + self._aead.seal(payload + signature, self._header, random=self.random)
+        if not self._ring:
+            return self._header + self._aead.seal(
+                payload + signature, self._header, random=self.random
+            )
+        # Anonymity on: ring-sign now, so an alert raised from this message needs no round
+        # trip to the device (docs/spec/alert.md, "Who signs, and when").
+        digest = hashlib.sha256(payload).digest()
+        context = alert_context(self._group_id, digest)
+        proof = RingProof(self._ring, ring.sign(digest, self._ring, self.key, context))
+        header = RING_HEADER + self._header[4:]
+        return header + self._aead.seal(
+            proof.to_bytes() + payload + signature, header, random=self.random
+        )
+
+    # -- anonymity --------------------------------------------------------------------------------
+
+    def use_ring(self, members: Sequence[PublicKey]) -> None:
+        """Ring-sign every later message among ``members``; an empty ring turns this off."""
+        ring_keys = tuple(members)
+        if ring_keys and self.key.public_key not in ring_keys:
+            raise DeviceError("the ring must include this device", code="not_in_ring")
+        if len(ring_keys) == 1 or len(set(ring_keys)) != len(ring_keys):
+            raise DeviceError("a ring has 2 or more distinct members", code="invalid_ring")
+        self._ring = ring_keys
+
+    def fetch_ring(self, others: int = 8) -> list[PublicKey]:
+        """Ask the gateway for ``others`` associated devices of the group (keys from the chain)
+        and return them with this device's own key, in a random order."""
+        if self.http is None:
+            raise DeviceError("no HTTP client configured", code="no_transport")
+        response = self.http.get("/v1/ring", params={"size": others + 1})
+        data: dict[str, Any] = response.json()
+        if response.status_code >= 400:
+            err = data.get("error", {})
+            raise DeviceError(err.get("message", "ring refused"), code=err.get("code", "error"))
+        me = self.key.public_key
+        members = [PublicKey.from_bytes(bytes.fromhex(k)) for k in data["members"]]
+        members = [*[m for m in members if m != me][:others], me]
+        order = sorted(range(len(members)), key=lambda _: self.random(8))
+        return [members[i] for i in order]
 
     def send(self, message: bytes) -> dict[str, Any]:
         """POST one data message; returns the gateway's acknowledgement."""

@@ -14,6 +14,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "Health",
+    "Ring",
     "SealedRequest",
     "SealedResponse",
     "SessionRequest",
@@ -101,6 +102,12 @@ class Health(BaseModel):
     chain_id: int
     block_number: int
     readings: int
+
+
+class Ring(BaseModel):
+    v: Literal[1]
+    group_id: int
+    members: list[str]  # compressed public keys, hex
 
 
 class AdminRevocation(BaseModel):

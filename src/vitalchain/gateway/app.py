@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vitalchain.gateway import api
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.service import Gateway
+
+MAX_RING_SIZE = 64
 
 __all__ = ["create_app"]
 
@@ -163,6 +165,13 @@ def create_app(gateway: Gateway) -> FastAPI:
         # is waited for, as a future the store's writer thread resolves: no threadpool hop.
         ack = await asyncio.wrap_future(gw.ingest_core.submit(data))
         return ack.to_json()
+
+    @app.get("/v1/ring", response_model=api.Ring, responses=_ERRORS, tags=["telemetry"])
+    def ring(
+        gw: GatewayDep, size: Annotated[int, Query(ge=2, le=MAX_RING_SIZE)] = 9
+    ) -> dict[str, Any]:
+        """Up to ``size`` active devices of the group, from the chain: members for a ring."""
+        return {"v": 1, "group_id": gw.group_id, "members": gw.ring_members(size)}
 
     @app.post(
         "/v1/devices/{device}/revocation",

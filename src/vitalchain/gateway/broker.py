@@ -481,6 +481,7 @@ class BrokerAdmin:
             _acl("subscribePattern", telemetry),
             _acl("publishClientReceive", telemetry),
             _acl("publishClientSend", f"{TOPIC_PREFIX}/{group_id}/+/ack"),
+            _acl("publishClientSend", f"{TOPIC_PREFIX}/{group_id}/alerts/+"),
         ]
         client = {
             "username": username,
@@ -532,6 +533,33 @@ class BrokerAdmin:
             tolerate=[{"Client not found"}, {"Role not found"}, set(), set()],
         )
         log.info("broker: device %s may publish to %s", device, creds.telemetry_topic)
+        return creds
+
+    def add_alert_subscriber(self, group_id: int, address: str) -> DeviceCredentials:
+        """(Re)create a client for a patient or provider that may only read its own alerts."""
+        _check_group(group_id)
+        _check_device(address)
+        topic = f"{TOPIC_PREFIX}/{group_id}/alerts/{address}"
+        username = f"alerts-{group_id}-{address}"
+        creds = DeviceCredentials(username, secrets.token_urlsafe(24), topic, topic)
+        self._ensure_policy()
+        role = f"alerts-{group_id}-{address}"
+        acls = [_acl("subscribeLiteral", topic), _acl("publishClientReceive", topic)]
+        self._run(
+            [
+                {"command": "deleteClient", "username": username},
+                {"command": "deleteRole", "rolename": role},
+                {"command": "createRole", "rolename": role, "acls": acls},
+                {
+                    "command": "createClient",
+                    "username": username,
+                    "password": creds.password,
+                    "clientid": username,
+                    "roles": [{"rolename": role}],
+                },
+            ],
+            tolerate=[{"Client not found"}, {"Role not found"}, set(), set()],
+        )
         return creds
 
     def remove_device(self, device: str) -> None:

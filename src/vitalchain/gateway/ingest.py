@@ -20,6 +20,7 @@ from typing import Any
 
 from vitalchain.crypto.aead import Aead
 from vitalchain.crypto.keys import PublicKey, Signature
+from vitalchain.crypto.ring import RingProof
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ratelimit import RateLimiter
@@ -32,6 +33,7 @@ from vitalchain.vitals import Vital
 __all__ = ["MESSAGE_HEADER", "READING_CONTEXT", "Ack", "IngestCore", "LiveSession"]
 
 MESSAGE_HEADER = b"VCm\x01"
+RING_HEADER = b"VCm\x02"  # the same, with the device's ring proof first (telemetry.md)
 READING_CONTEXT = b"vitalchain/v1/reading"
 _SHORT = {v.info.short: v for v in Vital}
 _READING_KEYS = {"seq", "vital", "value", "unit", "t"}
@@ -226,8 +228,8 @@ class IngestCore:
             raise _refuse(
                 413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
             )
-        if len(data) < 20 + 4 or data[:4] != MESSAGE_HEADER:
-            raise _refuse(400, "malformed_message", "not a v1 data message (VCm 0x01)")
+        if len(data) < 20 + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
+            raise _refuse(400, "malformed_message", "not a data message (VCm 0x01 or 0x02)")
         now = self._now_ms()
         # 1. the session is known and active
         session = self._sessions.get(data[4:20])
@@ -248,6 +250,15 @@ class IngestCore:
             raise _refuse(403, "device_revoked", "the device's association was revoked on chain")
         if status is not DeviceStatus.ACTIVE:
             raise _refuse(403, "device_not_active", "the device is not associated on chain")
+        proof = None
+        if data[:4] == RING_HEADER:
+            try:
+                proof, used = RingProof.read(plaintext)
+            except DecodeError:
+                raise _refuse(400, "malformed_message", "the ring proof does not decode") from None
+            if session.public_key not in proof.members:
+                raise _refuse(400, "invalid_ring", "the ring does not include the device")
+            plaintext = plaintext[used:]
         # 4. the device signed exactly this payload, for this group
         if len(plaintext) <= 65:
             raise _refuse(400, "malformed_message", "no payload before the signature")
@@ -294,4 +305,5 @@ class IngestCore:
             payload,
             raw_sig,
             tuple(readings),
+            proof,
         )

@@ -116,6 +116,10 @@ class MqttBridge:
         if all(not r.is_failure for r in reasons):
             self._subscribed.set()
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish on the gateway's connection (alert deliveries), QoS 1."""
+        self._client.publish(topic, payload, qos=1)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._counter_lock:
             self.received += 1

@@ -32,6 +32,7 @@ class ThresholdPolicy:
         self._ledger = ledger
         self._cache: dict[tuple[str, Vital], tuple[int, int] | None] = {}
         self._cursor = 0
+        self._generation = 0
         self._lock = threading.Lock()
 
     def thresholds(self, patient: str, vital: Vital) -> tuple[int, int]:
@@ -40,9 +41,13 @@ class ThresholdPolicy:
         with self._lock:
             cached = self._cache.get(key, ...)
         if cached is ...:
+            with self._lock:
+                generation = self._generation
             cached = self._ledger.threshold_of(patient, int(vital))
             with self._lock:
-                self._cache[key] = cached
+                # A refresh that ran during the read may have dropped a newer value: keep none.
+                if generation == self._generation:
+                    self._cache[key] = cached
         if cached is None:
             low, high = vital.info.normal
             return to_fixed(low), to_fixed(high)
@@ -56,6 +61,7 @@ class ThresholdPolicy:
         """Forget thresholds the chain changed since the last refresh."""
         events, self._cursor = self._ledger.events.since(self._cursor)
         with self._lock:
+            self._generation += 1
             for event in events:
                 if event.name == "ThresholdSet":
                     self._cache.pop((event.args["patient"], Vital(event.args["vital"])), None)

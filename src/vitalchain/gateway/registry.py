@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from vitalchain.crypto.keys import PublicKey
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import DeviceStatus
 
@@ -31,6 +32,7 @@ class DeviceRegistry:
         self._on_revoked = on_revoked
         self._active: set[str] = set()
         self._revoked: set[str] = set()
+        self._keys: dict[str, PublicKey] = {}
         self._cursor = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -51,6 +53,21 @@ class DeviceRegistry:
         with self._lock:
             (self._active if record.status is DeviceStatus.ACTIVE else self._revoked).add(device)
         return record.status
+
+    def active(self) -> list[str]:
+        """The group's devices the chain says are active now (as of the last refresh)."""
+        with self._lock:
+            return sorted(self._active)
+
+    def public_key(self, device: str) -> PublicKey:
+        """A device's key as associated on chain; keys never change, so each is asked once."""
+        with self._lock:
+            key = self._keys.get(device)
+        if key is None:
+            key = self._ledger.device_public_key(device)
+            with self._lock:
+                self._keys[device] = key
+        return key
 
     def mark_active(self, device: str) -> None:
         with self._lock:

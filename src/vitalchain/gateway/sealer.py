@@ -180,9 +180,12 @@ class Sealer:
             while not self._stop.is_set():
                 self._wake.wait(tick_s)
                 self._wake.clear()
-                try:
-                    for job in self._tick_jobs:
+                for job in self._tick_jobs:
+                    try:
                         job()
+                    except Exception:  # one failing job must not stop sealing or the others
+                        log.exception("a tick job failed; retrying next tick")
+                try:
                     self.seal_due()
                     if time.monotonic() - self._last_anchor >= self.policy.anchor_every_s:
                         self.anchor()

@@ -409,6 +409,18 @@ class Gateway:
 
     # -- telemetry and revocation -----------------------------------------------------------------
 
+    def ring_members(self, size: int) -> list[str]:
+        """A random sample of the group's active devices, for devices to ring-sign among.
+
+        This is paper 000's mixing service: the members come from the chain, and whoever
+        verifies a ring checks them against the chain again, so the gateway is not trusted.
+        """
+        active = self.registry.active()
+        if len(active) < 2:
+            raise GatewayError(409, "ring_unavailable", "fewer than 2 active devices in the group")
+        chosen = sorted(active, key=lambda _: self.random(8))[:size]
+        return [self.registry.public_key(device).compressed.hex() for device in chosen]
+
     def ingest(self, data: bytes, *, topic_device: str | None = None) -> Ack:
         return self.ingest_core.ingest(data, topic_device=topic_device)
 

@@ -34,4 +34,6 @@ class GatewaySettings(BaseSettings):
     suites: tuple[Suite, ...] = tuple(Suite)
     revocation_poll_s: float = Field(0.25, gt=0)
     mqtt: bool = True
+    alert_ring_k: int = Field(8, ge=1, le=63)  # other devices in an alert's ring (spec: alert.md)
+    alert_ack_timeout_s: float = Field(120.0, gt=0)  # then escalate to the next provider
     mqtt_port: int | None = None  # None: a free port for the managed broker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitalchain.crypto.ring import RingProof
 from vitalchain.vitals import Vital
 
 __all__ = ["MAX_SEQ", "Message", "Reading", "StoredMessage"]
@@ -31,6 +32,8 @@ class Message:
     payload: bytes  # the exact bytes the device signed
     signature: bytes  # 65-byte r‖s‖v
     readings: tuple[Reading, ...]
+    # The device's ring proof over this payload (v2 messages); kept in memory for alerts only.
+    ring: RingProof | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ def test_every_refusal_is_coded_and_stores_nothing(harness: Harness) -> None:
     good = craft(device)
     cases: list[tuple[str, bytes, int, str]] = [
         ("not a data message", b"hello", 400, "malformed_message"),
-        ("wrong version", b"VCm\x02" + good[4:], 400, "malformed_message"),
+        ("wrong version", b"VCm\x03" + good[4:], 400, "malformed_message"),
         ("empty", b"", 400, "malformed_message"),
         ("too large", b"VCm\x01" + bytes(70_000), 413, "message_too_large"),
         ("unknown session", b"VCm\x01" + bytes(16) + good[20:], 401, "unknown_session"),

@@ -1,0 +1,190 @@
+"""Alerts, backend-neutral: ring-signed, encrypted for the consented, recorded once on chain.
+
+``AlertSuite`` runs on the embedded chain (tests/unit/care/test_alerts.py) and on a real anvil
+node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``, a node whose
+alert ring needs ``RING_K`` other devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.node_fixtures import World
+from vitalchain.care.alerts import RELAY_CONTEXT, Alert, AlertError, open_alert, verify_alert
+from vitalchain.care.delivery import sign_action
+from vitalchain.care.rules import Raised
+from vitalchain.crypto import PrivateKey
+from vitalchain.crypto import ring as blsag
+from vitalchain.crypto.ring import RingProof, alert_context
+from vitalchain.device.client import DeviceClient
+from vitalchain.errors import DecryptionError, InvalidProof, InvalidSignature, VitalchainError
+from vitalchain.store import Message
+from vitalchain.vitals import Vital
+
+RING_K = 2
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@dataclasses.dataclass
+class Ward:
+    patient: PrivateKey
+    doctor: PrivateKey  # consented for SpO2
+    stranger: PrivateKey  # a registered provider without consent
+    device: DeviceClient
+    stored: list[Message]
+
+
+def ward(world: World, *, others: int = RING_K, ring: bool = True) -> Ward:
+    patient, doctor, stranger = world.patient(), world.provider(), world.provider()
+    world.consent(patient, doctor, Vital.SPO2)
+    device = world.device(patient)
+    for _ in range(others):
+        world.device(world.patient())
+    stored: list[Message] = []
+    world.running.gateway.ingest_core.on_stored(stored.append)
+    if ring:
+        device.use_ring(device.fetch_ring(others))
+    return Ward(patient, doctor, stranger, device, stored)
+
+
+def low_spo2(world: World, w: Ward, count: int = 3) -> Alert:
+    before = len(world.running.alerts.raised)
+    w.device.send(w.device.prepare([(Vital.SPO2, 85.0)] * count))
+    return wait_for(lambda: world.running.alerts.raised[before:])[0]
+
+
+def signed_post(world: World, key: PrivateKey, path: str, action: str, *fields: str,
+                body: dict[str, Any], signer: PrivateKey | None = None) -> Any:  # fmt: skip
+    nonce = bytes.fromhex(
+        world.client.post("/v1/alerts/challenges", json={"v": 1, "address": key.address}).json()[
+            "nonce"
+        ]
+    )
+    signature = sign_action(signer or key, action, nonce, *fields)
+    payload = {"v": 1, "by": key.address, "nonce": nonce.hex(), "signature": signature, **body}
+    return world.client.post(path, json=payload)
+
+
+class AlertSuite:
+    def test_sustained_low_spo2_raises_one_ring_signed_alert_recorded_on_chain(
+        self, world: World
+    ) -> None:
+        w = ward(world)
+        alert = low_spo2(world, w)
+        world.running.alerts.drain()
+        assert alert.kind == "threshold"
+        assert alert.ring is not None
+        assert len(alert.ring.members) == RING_K + 1
+        assert world.ledger.alert_count(world.group_id) == 1
+        verify_alert(alert, world.ledger)  # anyone: ring from the chain, record on chain
+        for reader in (w.patient, w.doctor):
+            body = open_alert(alert, reader)
+            assert (body["vital"], body["value"], body["device"]) == (
+                "spo2",
+                85.0,
+                w.device.address,
+            )
+            assert body["direction"] == -1
+        with pytest.raises(DecryptionError):
+            open_alert(alert, w.stranger)
+        # One alert per episode: more low readings raise nothing new.
+        w.device.send(w.device.prepare([(Vital.SPO2, 84.0)] * 3))
+        wait_for(lambda: len(w.stored) >= 2)
+        time.sleep(0.2)
+        assert len(world.running.alerts.raised) == 1
+
+    def test_a_single_spike_raises_nothing(self, world: World) -> None:
+        w = ward(world, ring=False)
+        w.device.send(w.device.prepare([(Vital.SPO2, 85.0), (Vital.SPO2, 97.0)]))
+        w.device.send(w.device.prepare([(Vital.SPO2, 86.0), (Vital.SPO2, 97.0)]))
+        wait_for(lambda: len(w.stored) >= 2)
+        time.sleep(0.2)
+        assert world.running.alerts.raised == []
+
+    def test_a_replayed_alert_is_refused_by_its_key_image(self, world: World) -> None:
+        w = ward(world)
+        alert = low_spo2(world, w)
+        world.running.alerts.drain()
+        message = w.stored[-1]
+        raised = Raised(w.patient.address, w.device.address, Vital.SPO2, -1, 85.0, 92.0, 100.0,
+                        0.0, 0.0, 3)  # fmt: skip
+        with pytest.raises(AlertError) as refused:
+            world.running.alerts.raise_threshold(message, raised)
+        assert refused.value.code == "alert_replayed"
+        # The chain refuses the same key image too, whoever submits it.
+        assert alert.key_image is not None
+        with pytest.raises(VitalchainError) as chain_refused:
+            world.ledger.record_alert(
+                world.running.gateway.master, world.group_id, alert.key_image, bytes(32), bytes(32)
+            )
+        assert chain_refused.value.code == "alert_registry.key_image_used"
+        assert world.ledger.alert_count(world.group_id) == 1
+
+    def test_a_non_member_cannot_produce_a_valid_alert(self, world: World) -> None:
+        w = ward(world)
+        alert = low_spo2(world, w)
+        world.running.alerts.drain()
+        assert alert.ring is not None
+        outsider = PrivateKey.generate()
+        with pytest.raises(ValueError, match="not in the ring"):
+            blsag.sign(alert.digest, alert.ring.members, outsider, b"ctx")
+        # An outsider who puts itself in a ring of members: the ring is not the group's.
+        members = (outsider.public_key, *alert.ring.members[1:])
+        context = alert_context(world.group_id, alert.digest)
+        forged_ring = RingProof(members, blsag.sign(alert.digest, members, outsider, context))
+        forged = dataclasses.replace(alert, ring=forged_ring)
+        with pytest.raises(InvalidSignature, match="not relayed"):
+            verify_alert(forged, world.ledger)  # the relay signature covers the ring
+        # Even a gateway that relays it (signs it) cannot make it a group member's alert.
+        master = world.running.gateway.master
+        resigned = master.sign(forged.signed_bytes(), RELAY_CONTEXT).to_rsv()
+        forged = dataclasses.replace(forged, signature=resigned)
+        with pytest.raises(InvalidProof, match="not a device of the group"):
+            verify_alert(forged, world.ledger)
+        assert world.running.alerts.record(forged) is False
+        assert world.running.alerts.refused[-1][0] == "ring_member_not_active"
+        assert world.ledger.alert_count(world.group_id) == 1
+
+    def test_a_provider_without_consent_receives_nothing(self, world: World) -> None:
+        w = ward(world)
+        with (
+            world.client.websocket_connect("/v1/alerts/ws") as doctor_ws,
+            world.client.websocket_connect("/v1/alerts/ws") as stranger_ws,
+        ):
+            for ws, key in ((doctor_ws, w.doctor), (stranger_ws, w.stranger)):
+                nonce = bytes.fromhex(ws.receive_json()["challenge"])
+                signature = sign_action(key, "subscribe", nonce)
+                ws.send_json({"v": 1, "address": key.address, "signature": signature})
+                assert ws.receive_json()["subscribed"] == key.address
+            alert = low_spo2(world, w)
+            notice = doctor_ws.receive_json()
+            assert notice["alert"]["alert_id"] == alert.alert_id.hex()
+            assert notice["recipient"] == w.doctor.address
+            assert notice["notified_at"] >= notice["received_at"] > 0
+            state = world.running.alerts.escalator.state(alert.alert_id.hex())
+            recipients = {d.recipient for d in state.deliveries}
+            assert recipients == {w.patient.address, w.doctor.address}
+            assert world.running.hub.pending(w.stranger.address) == 0
+            stanzas = Alert.from_json(notice["alert"])
+            assert w.stranger.public_key.address_bytes not in _recipients(stanzas)
+
+
+def _recipients(alert: Alert) -> list[bytes]:
+    from vitalchain.care.alerts import recipients_of
+
+    return recipients_of(alert)

@@ -1,0 +1,65 @@
+"""Alerts delivered over MQTT through a real mosquitto: each recipient reads only its own topic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.alert_suite import RING_K, low_spo2, signed_post, ward
+from tests.integration.test_broker import NOT_AUTHORIZED, Probe
+from tests.node_fixtures import World, make_world
+from vitalchain.crypto import PrivateKey
+from vitalchain.gateway.broker import BrokerEndpoint
+from vitalchain.gateway.sealer import SealingPolicy
+from vitalchain.ledger import EmbeddedBackend, Ledger
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    admin = PrivateKey.generate()
+    ledger = Ledger.deploy(EmbeddedBackend(), admin)
+    yield from make_world(
+        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=1000, max_age_s=3600),
+        alert_ring_k=RING_K, mqtt=True,
+    )  # fmt: skip
+
+
+def subscriber(world: World, key: PrivateKey) -> tuple[Probe, dict[str, Any]]:
+    r = signed_post(world, key, "/v1/alerts/mqtt-credentials", "mqtt", body={})
+    assert r.status_code == 201, r.text
+    creds = r.json()
+    endpoint = BrokerEndpoint(creds["host"], creds["port"])
+    probe = Probe(endpoint, creds["username"], creds["password"], creds["client_id"])
+    assert probe.connect() == 0
+    return probe, creds
+
+
+def test_alerts_reach_the_recipients_topic_and_no_one_else(world: World) -> None:
+    w = ward(world)
+    doctor, doctor_creds = subscriber(world, w.doctor)
+    stranger, stranger_creds = subscriber(world, w.stranger)
+    try:
+        assert doctor_creds["topic"].endswith(f"/alerts/{w.doctor.address}")
+        assert doctor.subscribe(doctor_creds["topic"]) in (0, 1)
+        assert stranger.subscribe(stranger_creds["topic"]) in (0, 1)
+        # The ACL: nobody may read another recipient's alerts.
+        assert stranger.subscribe(doctor_creds["topic"]) == NOT_AUTHORIZED
+        alert = low_spo2(world, w)
+        notice = json.loads(doctor.expect(doctor_creds["topic"]))
+        assert notice["alert"]["alert_id"] == alert.alert_id.hex()
+        assert notice["notified_at"] >= notice["received_at"]
+        assert stranger.messages.empty()
+    finally:
+        doctor.close()
+        stranger.close()
+
+
+def test_credentials_need_a_signed_challenge(world: World) -> None:
+    w = ward(world, ring=False)
+    r = signed_post(world, w.doctor, "/v1/alerts/mqtt-credentials", "mqtt", body={},
+                    signer=w.stranger)  # fmt: skip
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_signature")
