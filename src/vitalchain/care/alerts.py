@@ -23,13 +23,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from vitalchain.care.escalation import Delivery, Escalator
 from vitalchain.care.rules import Raised, RuleBook, RuleEngine, Stale
+from vitalchain.care.verify import READING_CONTEXT
 from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.envelope import Envelope, seal_for
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
@@ -52,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RELAY_CONTEXT = b"vitalchain/v1/alert-relay"
-READING_CONTEXT = b"vitalchain/v1/reading"
 KINDS = ("threshold", "stale")
 
 
@@ -550,7 +550,3 @@ class AlertService:
 def recipients_of(alert: Alert) -> list[bytes]:
     """The recipients' addresses (20 bytes each), as the envelope's key ring names them."""
     return Envelope.from_bytes(alert.envelope).recipients
-
-
-def ring_addresses(members: Sequence[PublicKey]) -> list[str]:
-    return [m.address for m in members]
