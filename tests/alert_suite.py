@@ -2,12 +2,14 @@
 
 ``AlertSuite`` runs on the embedded chain (tests/unit/care/test_alerts.py) and on a real anvil
 node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``, a node whose
-alert ring needs ``RING_K`` other devices.
+alert ring needs ``RING_K`` other devices and whose acknowledgement timeout is
+``ACK_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,12 +23,13 @@ from vitalchain.care.rules import Raised
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.ring import RingProof, alert_context
-from vitalchain.device.client import DeviceClient
+from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.errors import DecryptionError, InvalidProof, InvalidSignature, VitalchainError
 from vitalchain.store import Message
 from vitalchain.vitals import Vital
 
 RING_K = 2
+ACK_TIMEOUT_S = 0.5
 T = TypeVar("T")
 
 
@@ -182,6 +185,126 @@ class AlertSuite:
             assert world.running.hub.pending(w.stranger.address) == 0
             stanzas = Alert.from_json(notice["alert"])
             assert w.stranger.public_key.address_bytes not in _recipients(stanzas)
+
+    def test_ring_below_k_is_delivered_but_not_recorded(self, world: World) -> None:
+        w = ward(world, others=RING_K - 1)  # a ring of RING_K members: one short of k + 1
+        alert = low_spo2(world, w)
+        world.running.alerts.drain()
+        assert world.running.alerts.refused[-1] == ("ring_too_small", alert.alert_id.hex())
+        assert world.ledger.alert_count(world.group_id) == 0
+        state = world.running.alerts.escalator.state(alert.alert_id.hex())
+        assert {d.recipient for d in state.deliveries} == {w.patient.address, w.doctor.address}
+
+    def test_a_message_whose_ring_leaves_out_the_device_is_refused(self, world: World) -> None:
+        """A device that attaches another member's ring proof (it cannot be the signer)."""
+        w = ward(world, ring=False)
+        other = world.device(world.patient())
+        third = world.device(world.patient())
+        members = (other.key.public_key, third.key.public_key)
+        payload_message = w.device.prepare([(Vital.SPO2, 97.0)])
+        assert w.device._aead is not None
+        plain = w.device._aead.open(payload_message[20:], payload_message[:20])
+        digest = hashlib.sha256(plain[:-65]).digest()
+        proof = RingProof(
+            members, blsag.sign(digest, members, other.key, alert_context(world.group_id, digest))
+        )
+        header = b"VCm\x02" + payload_message[4:20]
+        for body, code in ((proof.to_bytes() + plain, "invalid_ring"), (b"\x00\x05" + plain,
+                           "malformed_message")):  # fmt: skip
+            data = header + w.device._aead.seal(body, header)
+            r = world.client.post(
+                "/v1/telemetry", content=data, headers={"content-type": "application/octet-stream"}
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (400, code)
+        time.sleep(0.1)
+        assert w.stored == []
+        with pytest.raises(DeviceError) as refused:
+            w.device.use_ring(members)
+        assert refused.value.code == "not_in_ring"
+
+    def test_escalation_acknowledge_and_snooze_through_the_api(self, world: World) -> None:
+        w = ward(world)
+        second = world.provider()
+        world.consent(w.patient, second, Vital.SPO2)
+        alert_id = low_spo2(world, w).alert_id.hex()
+        alerts = world.running.alerts
+        tiers = lambda: [(d.recipient, d.tier) for d in alerts.escalator.state(alert_id).deliveries]  # noqa: E731
+        assert set(tiers()) == {(w.patient.address, 0), (w.doctor.address, 0)}
+        time.sleep(ACK_TIMEOUT_S + 0.1)  # past the acknowledgement timeout
+        alerts.tick()
+        assert (second.address, 1) in tiers()
+        # refusals: a stranger, a bad signature, a reused challenge, an unknown alert
+        path = f"/v1/alerts/{alert_id}/acknowledgements"
+        r = signed_post(world, w.stranger, path, "ack", alert_id, body={})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "not_a_recipient")
+        r = signed_post(world, w.doctor, path, "ack", alert_id, body={}, signer=w.stranger)
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_signature")
+        r = signed_post(world, w.doctor, f"/v1/alerts/{'00' * 16}/acknowledgements", "ack", "00" * 16,
+                        body={})  # fmt: skip
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "unknown_alert")
+        r = signed_post(world, w.doctor, path, "ack", alert_id, body={})
+        assert r.status_code == 200
+        assert alerts.escalator.state(alert_id).acknowledged_by == w.doctor.address
+        # snooze: the doctor snoozes SpO2 for this patient; the next episode skips the doctor
+        fields = (w.patient.address, "spo2", repr(60.0))
+        body = {"patient": w.patient.address, "vital": "spo2", "duration_s": 60.0}
+        r = signed_post(world, w.stranger, "/v1/alerts/snoozes", "snooze", *fields, body=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "not_a_recipient")
+        bad = {**body, "duration_s": 0.0}
+        r = signed_post(world, w.doctor, "/v1/alerts/snoozes", "snooze", *fields, body=bad)
+        assert r.status_code == 422
+        r = signed_post(world, w.doctor, "/v1/alerts/snoozes", "snooze", *fields, body=body)
+        assert r.status_code == 200
+        w.device.send(w.device.prepare([(Vital.SPO2, 97.0)] * 3))  # back to normal (hysteresis)
+        nxt = low_spo2(world, w).alert_id.hex()
+        recipients = {d.recipient for d in alerts.escalator.state(nxt).deliveries}
+        assert w.doctor.address not in recipients
+        assert second.address in recipients
+
+    def test_a_reused_challenge_is_refused(self, world: World) -> None:
+        w = ward(world)
+        alert_id = low_spo2(world, w).alert_id.hex()
+        nonce = bytes.fromhex(
+            world.client.post(
+                "/v1/alerts/challenges", json={"v": 1, "address": w.doctor.address}
+            ).json()["nonce"]
+        )
+        body = {"v": 1, "by": w.doctor.address, "nonce": nonce.hex(),
+                "signature": sign_action(w.doctor, "ack", nonce, alert_id)}  # fmt: skip
+        path = f"/v1/alerts/{alert_id}/acknowledgements"
+        assert world.client.post(path, json=body).status_code == 200
+        r = world.client.post(path, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "challenge_invalid")
+
+    def test_a_silent_device_raises_a_stale_alarm_not_recorded_on_chain(self, world: World) -> None:
+        w = ward(world, ring=False)
+        alerts = world.running.alerts
+        alerts.rules.set(w.patient.address, Vital.SPO2, stale_after_s=0.3)
+        w.device.send(w.device.prepare([(Vital.SPO2, 97.0)]))
+        wait_for(lambda: w.stored)
+        time.sleep(0.5)
+        alerts.tick()
+        stale = [a for a in alerts.raised if a.kind == "stale"]
+        assert len(stale) == 1
+        alerts.tick()  # once per silence
+        assert len([a for a in alerts.raised if a.kind == "stale"]) == 1
+        alerts.drain()
+        assert world.ledger.alert_count(world.group_id) == 0
+        verify_alert(stale[0], world.ledger)  # relay-signed by the master
+        assert open_alert(stale[0], w.patient)["device"] == w.device.address
+
+    def test_a_revoked_provider_is_left_out_of_the_next_alert(self, world: World) -> None:
+        """The recipient cache, warmed on first contact, follows the chain's consent events."""
+        w = ward(world, ring=False)
+        first = low_spo2(world, w)
+        assert w.doctor.public_key.address_bytes in _recipients(first)
+        world.ledger.revoke(w.patient, w.doctor.address)
+        w.device.send(w.device.prepare([(Vital.SPO2, 97.0)] * 3))  # back to normal
+        world.running.alerts.refresh()  # the node does this on every tick
+        second = low_spo2(world, w)
+        assert _recipients(second) == [w.patient.public_key.address_bytes]
+        with pytest.raises(DecryptionError):
+            open_alert(second, w.doctor)
 
 
 def _recipients(alert: Alert) -> list[bytes]:

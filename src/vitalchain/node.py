@@ -146,7 +146,6 @@ def running_gateway(
             ):
                 sealer.seal_soon(message.patient)
 
-        gateway.ingest_core.on_stored(seal_abnormal_at_once)
         sealer.on_tick(policy.refresh)
 
         def thresholds(patient: str, vital: Vital) -> tuple[float, float]:
@@ -163,9 +162,12 @@ def running_gateway(
             settings.data_dir,
             ring_k=settings.alert_ring_k,
             ack_timeout_s=settings.alert_ack_timeout_s,
+            member_status=gateway.registry.status,
         )
         stack.callback(alerts.close)
+        # Alerts first: sealing an abnormal reading at once must not delay its notification.
         gateway.ingest_core.on_stored(alerts.on_message)
+        gateway.ingest_core.on_stored(seal_abnormal_at_once)
         sealer.on_tick(alerts.tick)
 
         def alert_credentials(address: str) -> dict[str, object]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.alert_suite import RING_K, AlertSuite
+from tests.alert_suite import ACK_TIMEOUT_S, RING_K, AlertSuite
 from tests.node_fixtures import World, make_world
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
@@ -29,6 +29,7 @@ def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
         tmp_path / "node",
         SealingPolicy(max_readings=1000, max_age_s=3600),
         alert_ring_k=RING_K,
+        alert_ack_timeout_s=ACK_TIMEOUT_S,
     )
 
 

@@ -268,7 +268,10 @@ class AlertService:
     """Rules → alerts → recipients, for one gateway's group.
 
     ``on_message`` runs for every stored message (the ingest core's listener thread); chain
-    writes happen on a recorder thread, so delivery never waits for a block.
+    writes happen on a recorder thread, so delivery never waits for a block.  Recipients
+    (consents, keys) are read from the chain on a warm-up thread when a patient is first seen
+    and again when a consent or key event changes them, so raising an alert makes no chain
+    call in the common case.
     """
 
     def __init__(
@@ -283,6 +286,7 @@ class AlertService:
         rules: RuleBook | None = None,
         ring_k: int = 8,
         ack_timeout_s: float = 120.0,
+        member_status: Callable[[str], DeviceStatus] | None = None,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -295,6 +299,9 @@ class AlertService:
         self.engine = RuleEngine(self.rules)
         self.escalator = Escalator(clock, ack_timeout_s)
         self.ring_k = ring_k
+        # The gateway's device registry follows the chain's events; asking the chain for every
+        # ring member of every alert would cost nine contract calls per alert.
+        self.member_status = member_status or self._member_status
         self.clock = clock
         self.random = random
         self.log = _AlertLog(data_dir / "alerts.db")
@@ -304,7 +311,12 @@ class AlertService:
         self._consents: dict[tuple[str, str], tuple[int, int] | None] = {}
         self._keys: dict[str, PublicKey] = {}
         self._cursor = 0
+        self._generation = 0  # bumped when events invalidate the caches (see _cache_put)
+        self._seen: set[str] = set()
         self._lock = threading.Lock()
+        self._warm: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._warmer = threading.Thread(target=self._warm_up, name="alert-warm", daemon=True)
+        self._warmer.start()
         self._chain: queue.Queue[Alert | None] = queue.Queue()
         self._recorder = threading.Thread(target=self._record, name="alert-recorder", daemon=True)
         self._recorder.start()
@@ -315,10 +327,10 @@ class AlertService:
         """Providers whose consent is granted, unexpired and covers ``vital``, in grant order."""
         with self._lock:
             cached = self._providers.get(patient)
+            generation = self._generation
         if cached is None:
             cached = self.ledger.providers_of(patient)
-            with self._lock:
-                self._providers[patient] = cached
+            self._cache_put(self._providers, patient, cached, generation)
         now = self.clock()
         chosen = []
         for provider in cached:
@@ -336,26 +348,43 @@ class AlertService:
         with self._lock:
             if key in self._consents:
                 return self._consents[key]
+            generation = self._generation
         consent = self.ledger.consent_of(patient, provider)
         found = None
         if consent.status is ConsentStatus.GRANTED:
             found = (consent.scope, consent.expires_at)
-        with self._lock:
-            self._consents[key] = found
+        self._cache_put(self._consents, key, found, generation)
         return found
 
     def _key(self, address: str) -> PublicKey:
         with self._lock:
             key = self._keys.get(address)
+            generation = self._generation
         if key is None:
             key = self.ledger.public_key_of(address)
-            with self._lock:
-                self._keys[address] = key
+            self._cache_put(self._keys, address, key, generation)
         return key
 
+    def _cache_put(self, cache: dict[Any, Any], key: Any, value: Any, generation: int) -> None:
+        """Keep a chain read unless a refresh ran meanwhile (the value may predate its event)."""
+        with self._lock:
+            if generation == self._generation:
+                cache[key] = value
+
+    def _warm_up(self) -> None:
+        while (patient := self._warm.get()) is not None:
+            try:
+                self._key(patient)
+                for provider in self.providers(patient, None):
+                    self._key(provider)
+            except Exception:  # a cold cache only costs the next alert a chain read
+                log.warning("could not read recipients ahead of time", exc_info=True)
+
     def refresh(self) -> None:
-        """Forget consent and keys the chain changed since the last refresh (within a block)."""
+        """Forget consent and keys the chain changed since the last refresh (within a block),
+        and read them again ahead of the next alert."""
         events, self._cursor = self.ledger.events.since(self._cursor)
+        changed: set[str] = set()
         with self._lock:
             for event in events:
                 if event.contract == "ConsentRegistry" and "patient" in event.args:
@@ -363,12 +392,22 @@ class AlertService:
                     self._providers.pop(patient, None)
                     for key in [k for k in self._consents if k[0] == patient]:
                         del self._consents[key]
+                    changed.add(patient)
                 elif event.contract == "KeyDirectory":
                     self._keys.clear()
+                    changed |= self._seen
+                else:
+                    continue
+                self._generation += 1
+        for patient in changed & self._seen:
+            self._warm.put(patient)
 
     # -- raising ---------------------------------------------------------------------------------
 
     def on_message(self, message: Message) -> None:
+        if message.patient not in self._seen:
+            self._seen.add(message.patient)
+            self._warm.put(message.patient)
         for reading in message.readings:
             low, high = self.thresholds(message.patient, reading.vital)
             event = self.engine.observe(
@@ -470,8 +509,7 @@ class AlertService:
         if len(proof.members) < self.ring_k + 1:
             return "ring_too_small"
         for member in proof.members:
-            record = self.ledger.device(member.address)
-            if record.group_id != self.group_id or record.status is not DeviceStatus.ACTIVE:
+            if self.member_status(member.address) is not DeviceStatus.ACTIVE:
                 return "ring_member_not_active"
         try:
             blsag.verify(
@@ -483,6 +521,10 @@ class AlertService:
         except InvalidSignature:
             return "invalid_ring_signature"
         return None
+
+    def _member_status(self, address: str) -> DeviceStatus:
+        record = self.ledger.device(address)
+        return record.status if record.group_id == self.group_id else DeviceStatus.NONE
 
     def _record(self) -> None:
         while (alert := self._chain.get()) is not None:
@@ -543,7 +585,9 @@ class AlertService:
 
     def close(self) -> None:
         self._chain.put(None)
+        self._warm.put(None)
         self._recorder.join(timeout=10)
+        self._warmer.join(timeout=10)
         self.log.close()
 
 
