@@ -1,5 +1,5 @@
 # vitalchain: two commands on a fresh machine (python3, node/npm, apt).
-#   make demo   set up, then run the end-to-end walkthrough
+#   make demo   set up, then run the end-to-end demo (report in runs/<timestamp>/)
 #   make test   set up, then lint, type-check, forge tests and pytest (what CI runs)
 # Set-up is stamp-based: re-running with nothing changed does no work.
 
@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo use (scripts/ensure-apt installs them when root).
 APT_PACKAGES := mosquitto mosquitto-clients postgresql
+# ... and the benchmarks' traffic capture (make bench).
+BENCH_APT_PACKAGES := tshark
 
 .PHONY: setup apt test lint typecheck pytest demo bench clean
 
@@ -42,9 +44,16 @@ test: lint typecheck contracts-test pytest
 demo: setup
 	$(VENV)/bin/vitalchain demo
 
+# Every figure in docs/benchmarks.md, each script with its default sizes (about 20 minutes).
 bench: setup
+	@PYTHON=$(PYTHON) scripts/ensure-apt $(BENCH_APT_PACKAGES)
 	$(PY) benchmarks/crypto.py
 	$(PY) benchmarks/ledger.py
+	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/store.py
+	$(PY) benchmarks/alerts.py
+	$(PY) benchmarks/paper002.py
+	$(PY) benchmarks/baseline.py
 
 clean: contracts-clean
 	rm -rf $(VENV) node_modules build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

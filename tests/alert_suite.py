@@ -185,6 +185,10 @@ class AlertSuite:
             assert world.running.hub.pending(w.stranger.address) == 0
             stanzas = Alert.from_json(notice["alert"])
             assert w.stranger.public_key.address_bytes not in _recipients(stanzas)
+        # A closed connection ends its subscription between alerts (no notice needed to notice).
+        hub = world.running.hub
+        wait_for(lambda: hub.subscribers(w.doctor.address) == 0 or None)
+        assert hub.subscribers(w.stranger.address) == 0
 
     def test_ring_below_k_is_delivered_but_not_recorded(self, world: World) -> None:
         w = ward(world, others=RING_K - 1)  # a ring of RING_K members: one short of k + 1

@@ -33,7 +33,14 @@ from vitalchain.ledger import ANVIL_DEV_KEY, Deployment, Ledger, RpcBackend
 from vitalchain.store import Message
 from vitalchain.vitals import Vital, from_fixed
 
-__all__ = ["RunningGateway", "load_or_create_key", "open_ledger", "running_gateway", "serve"]
+__all__ = [
+    "RunningGateway",
+    "load_or_create_key",
+    "open_ledger",
+    "rpc_backend",
+    "running_gateway",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 ANVIL_CHAIN_ID = 31337
@@ -51,15 +58,22 @@ def load_or_create_key(path: Path) -> PrivateKey:
     return key
 
 
-def open_ledger(settings: GatewaySettings, deployer: PrivateKey) -> Ledger:
-    """The embedded chain, or the node at ``rpc_url``; deploys once and remembers where."""
-    if settings.rpc_url is None:
-        return Ledger.embedded()
-    backend = RpcBackend(settings.rpc_url)
+def rpc_backend(url: str) -> RpcBackend:
+    """A node at ``url``, funded by anvil's well-known dev account on anvil's chain ID, else by
+    ``VITALCHAIN_FUNDER_KEY`` when set (new accounts need gas)."""
+    backend = RpcBackend(url)
     if backend.w3.eth.chain_id == ANVIL_CHAIN_ID:
         backend.funder = PrivateKey(ANVIL_DEV_KEY)
     elif funder := os.environ.get("VITALCHAIN_FUNDER_KEY"):
         backend.funder = PrivateKey(bytes.fromhex(funder.removeprefix("0x")))
+    return backend
+
+
+def open_ledger(settings: GatewaySettings, deployer: PrivateKey) -> Ledger:
+    """The embedded chain, or the node at ``rpc_url``; deploys once and remembers where."""
+    if settings.rpc_url is None:
+        return Ledger.embedded()
+    backend = rpc_backend(settings.rpc_url)
     path = settings.data_dir / "deployment.json"
     if path.exists():
         return Ledger(backend, Deployment.load(path))

@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "care": BASE | {"crypto", "ledger", "store", "fhir"},
     "device": BASE | {"crypto", "ledger"},
     "node": BASE | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device"},
+    "demo": BASE | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device", "node"},
 }
 
 

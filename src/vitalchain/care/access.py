@@ -6,6 +6,7 @@ every request and releases ciphertext only (each provider's own key-ring entry w
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -17,12 +18,15 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitalchain.care.source import HttpSource, StoreSource
+from vitalchain.care.verify import READING_CONTEXT
 from vitalchain.crypto.envelope import Stanza
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.ledger import ConsentStatus, Ledger
 from vitalchain.store.base import Store
 from vitalchain.store.blocks import Block, BlockEntry, open_payload
+from vitalchain.store.model import Reading
+from vitalchain.vitals import Vital
 
 __all__ = [
     "AccessError",
@@ -253,6 +257,29 @@ class FetchedBlock:
 
     def open(self, reader: PrivateKey) -> list[BlockEntry]:
         return open_payload(self.block, [] if self.stanza is None else [self.stanza], reader)
+
+    def readings(self, reader: PrivateKey) -> list[tuple[str, Reading]]:
+        """Decrypt and decode: ``(device, reading)`` pairs, each message's device signature
+        checked (``InvalidSignature``; ``DecodeError`` for a malformed message).  Inclusion
+        and anchors are :mod:`~vitalchain.care.verify`'s job."""
+        pairs: list[tuple[str, Reading]] = []
+        for entry in self.open(reader):
+            try:
+                digest = message_digest(entry.payload, READING_CONTEXT)
+                signer = PublicKey.recover(Signature.from_rsv(entry.signature), digest).address
+                body = json.loads(entry.payload)
+                items = [
+                    Reading(int(r["seq"]), Vital.parse(r["vital"]), float(r["value"]), int(r["t"]))
+                    for r in body["readings"]
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DecodeError(f"block {self.block.number}: malformed message") from exc
+            if signer != entry.device or body.get("device") != signer:
+                raise InvalidSignature(
+                    f"block {self.block.number}: a message is not signed by its device"
+                )
+            pairs.extend((entry.device, reading) for reading in items)
+        return pairs
 
 
 class ProviderClient:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -53,6 +54,9 @@ def _signer(action: str, nonce: bytes, signature: str, *fields: str) -> str | No
         return None
 
 
+log = logging.getLogger(__name__)
+
+
 class AlertHub:
     """Fan-out of deliveries; called from any thread, writes to WebSockets on their loop."""
 
@@ -80,6 +84,11 @@ class AlertHub:
         with self._lock:
             live = [s for s in self._subscribers.get(address, []) if s[1] is not inbox]
             self._subscribers[address] = live
+
+    def subscribers(self, address: str) -> int:
+        """Live connections of ``address``."""
+        with self._lock:
+            return len(self._subscribers.get(address, []))
 
     def pending(self, address: str) -> int:
         """Notices queued and not yet written to ``address``'s live connections."""
@@ -270,10 +279,26 @@ def mount_alerts(app: FastAPI, api: AlertApi) -> None:
             await ws.close(code=4401)
             return
         inbox = api.hub.subscribe(address, asyncio.get_running_loop())
-        try:
-            await ws.send_json({"v": 1, "subscribed": address})
+
+        async def forward() -> None:
             while True:
                 await ws.send_text(await inbox.get())
+
+        async def until_closed() -> None:
+            # A subscriber sends nothing after its hello; watching the socket is what lets a
+            # closed connection (or a server shutting down) end this handler between alerts.
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
+        try:
+            await ws.send_json({"v": 1, "subscribed": address})
+            tasks = {asyncio.ensure_future(forward()), asyncio.ensure_future(until_closed())}
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("alert stream ended: %r", task.exception())
         except WebSocketDisconnect:
             pass
         finally:

@@ -86,6 +86,7 @@ class DeviceClient:
         self._seq = first_seq
         self._seq_lock = threading.Lock()
         self.session: Onboarded | None = None
+        self.session_key: bytes | None = None  # kept so a device can persist its session
         self._aead: Aead | None = None
         self._header = b""
         self._group_id = 0
@@ -194,6 +195,7 @@ class DeviceClient:
     def attach(self, session_id: bytes, session_key: bytes, group_id: int) -> None:
         """Use an existing telemetry session (e.g. after a device restart)."""
         self._aead = Aead(session_key, self.suite)
+        self.session_key = session_key
         self._header = b"VCm\x01" + session_id
         self._group_id = group_id
 

@@ -78,6 +78,7 @@ class Simulation:
         speedup: float = 60.0,
         episode_rate_per_hour: float = 0.5,
         horizon_s: float = 6 * 3600,
+        scripted: Sequence[Episode] = (),
         suite: Suite = Suite.CHACHA20_POLY1305,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,13 +87,17 @@ class Simulation:
         self.rng = random.Random(seed)
         self.speedup = speedup
         self.clock = clock
+        self.horizon_s = horizon_s
+        self.episode_rate_per_hour = episode_rate_per_hour
         self.devices: list[SimulatedDevice] = []
         self.patients: dict[str, PrivateKey] = {}
-        for _ in range(patients):
+        for n in range(patients):
             patient = PrivateKey.generate()
             self.patients[patient.address] = patient
             profile = PatientProfile.random(self.rng)
             episodes = tuple(random_episodes(self.rng, horizon_s, episode_rate_per_hour))
+            if n == 0:  # a known episode (demos and tests need one whatever the seed)
+                episodes = tuple(sorted((*episodes, *scripted), key=lambda e: e.start_s))
             generator = VitalsGenerator(profile, episodes, seed=self.rng.randrange(2**32))
             for kind in kinds:  # one patient wears several devices
                 client = DeviceClient(
@@ -107,6 +112,21 @@ class Simulation:
                         client, kind, generator, patient.address, episodes, DEFAULT_INTERVAL_S[kind]
                     )
                 )
+
+    def add_device(self, client: DeviceClient, kind: DeviceKind, patient: str) -> SimulatedDevice:
+        """Stream from an already onboarded device too (one generated physiology per patient)."""
+        same = [d for d in self.devices if d.patient == patient]
+        if same:
+            generator, episodes = same[0].generator, same[0].episodes
+        else:
+            profile = PatientProfile.random(self.rng)
+            episodes = tuple(random_episodes(self.rng, self.horizon_s, self.episode_rate_per_hour))
+            generator = VitalsGenerator(profile, episodes, seed=self.rng.randrange(2**32))
+        device = SimulatedDevice(
+            client, kind, generator, patient, episodes, DEFAULT_INTERVAL_S[kind]
+        )
+        self.devices.append(device)
+        return device
 
     def onboard(self) -> None:
         for device in self.devices:

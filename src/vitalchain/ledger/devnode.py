@@ -49,10 +49,14 @@ def find_anvil() -> Path:
 
 
 @contextlib.contextmanager
-def run_anvil(port: int | None = None, block_time: float | None = None) -> Iterator[str]:
-    """Yield the URL of a fresh anvil node; stop it on exit."""
+def run_anvil(
+    port: int | None = None, block_time: float | None = None, anvil: Path | None = None
+) -> Iterator[str]:
+    """Yield the URL of a fresh anvil node (``anvil``, default :func:`find_anvil`); stop it
+    on exit."""
     port = port or free_port()
-    args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    binary = anvil or find_anvil()
+    args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
     if block_time:
         args += ["--block-time", str(block_time)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603 - our binary, fixed args

@@ -1,0 +1,393 @@
+"""``vitalchain device``: enrol a wearable, send readings from it, simulate many.
+
+An enrolled device lives in one JSON file (mode 0600): its private key, object ID, patient,
+gateway, and its telemetry session (ID, key, next sequence number), so later commands can
+stream as that device without onboarding again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vitalchain.cli._common import (
+    DEFAULT_GATEWAY,
+    err,
+    fail,
+    gateway_client,
+    guard,
+    parse_address,
+    parse_vital,
+    read_secret_json,
+    stdout,
+    write_secret_json,
+)
+from vitalchain.device.vitals import DeviceKind
+
+if TYPE_CHECKING:
+    import httpx
+
+    from vitalchain.device.client import DeviceClient
+    from vitalchain.device.mqtt import MqttPublisher
+    from vitalchain.device.simulator import SimulatedDevice
+    from vitalchain.vitals import Vital
+
+__all__ = ["device_app", "simulate"]
+
+device_app = typer.Typer(
+    help="Enrol wearables, send readings as one, or simulate many streaming realistic vitals.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+FILE_TYPE = "vitalchain-device"
+AdminTokenOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="VITALCHAIN_GATEWAY_ADMIN_TOKEN",
+        help="The gateway's admin token (or set VITALCHAIN_GATEWAY_ADMIN_TOKEN).",
+    ),
+]
+DeviceFileOpt = Annotated[
+    Path, typer.Option("--device", help="A device file written by `device enrol`.")
+]
+
+
+@dataclasses.dataclass
+class Enrolled:
+    """A device file, loaded: the client attached to its session, and the file's fields."""
+
+    path: Path
+    record: dict[str, Any]
+    client: DeviceClient
+
+    @property
+    def kind(self) -> DeviceKind:
+        return DeviceKind(self.record["kind"])
+
+    @property
+    def patient(self) -> str:
+        return str(self.record["patient"])
+
+    def save(self) -> None:
+        """Remember the next sequence number (the gateway refuses a replayed one)."""
+        self.record["next_seq"] = self.client.next_seq()
+        write_secret_json(self.path, self.record, replace=True)
+
+
+def _load(path: Path, http: httpx.Client | None) -> Enrolled:
+    from vitalchain.crypto.aead import Suite
+    from vitalchain.crypto.keys import PrivateKey
+    from vitalchain.device.client import DeviceClient
+    from vitalchain.errors import VitalchainError
+
+    record = read_secret_json(path, "--device")
+    try:
+        if record.get("type") != FILE_TYPE or record.get("v") != 1:
+            raise ValueError("not a device file")
+        client = DeviceClient(
+            PrivateKey(bytes.fromhex(record["key"])),
+            int(record["object_id"]),
+            suite=Suite[record["suite"]],
+            http=http,
+            first_seq=int(record["next_seq"]),
+        )
+        client.attach(
+            bytes.fromhex(record["session_id"]),
+            bytes.fromhex(record["session_key"]),
+            int(record["group_id"]),
+        )
+        DeviceKind(record["kind"])
+        parse_address(str(record["patient"]), "--device")
+    except (KeyError, ValueError, TypeError, ArithmeticError, VitalchainError) as exc:
+        raise typer.BadParameter(
+            f"{path} is not a vitalchain device file ({type(exc).__name__})",
+            param_hint="--device",
+        ) from None
+    return Enrolled(path, record, client)
+
+
+def _gateway_of(records: list[dict[str, Any]], given: str | None) -> str:
+    if given:
+        return given
+    urls = {str(r.get("gateway_url") or DEFAULT_GATEWAY) for r in records}
+    if len(urls) > 1:
+        raise typer.BadParameter(
+            f"the devices belong to different gateways ({', '.join(sorted(urls))}); "
+            "simulate one gateway's devices at a time",
+            param_hint="--device",
+        )
+    return urls.pop() if urls else DEFAULT_GATEWAY
+
+
+def _spinner(text: str) -> Progress:
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err(),
+        transient=True,
+    )  # fmt: skip
+    bar.add_task(text, total=None)
+    return bar
+
+
+@device_app.command("enrol")
+def enrol(
+    patient: Annotated[str, typer.Option(help="The patient who wears the device (0x…).")],
+    out: Annotated[
+        Path, typer.Option(help="Device file to create (mode 0600; holds the device key).")
+    ],
+    gateway: Annotated[str, typer.Option(help="Gateway base URL.")] = DEFAULT_GATEWAY,
+    admin_token: AdminTokenOpt = "",
+    kind: Annotated[
+        DeviceKind, typer.Option(help="What the device measures (for `device simulate`).")
+    ] = DeviceKind.PULSE_OXIMETER,
+    label: Annotated[str, typer.Option(help="A label for the pairing (max 100).")] = "",
+    object_id: Annotated[
+        int | None,
+        typer.Option(min=0, max=2**64 - 1, help="The device's object ID (default: random)."),
+    ] = None,
+) -> None:
+    """Enrol a new wearable for a patient and save it to a device file.
+
+    Creates the device key, asks the gateway for a pairing code with the admin token,
+    onboards (session key, ticket, association on chain) and writes the key and the
+    telemetry session to --out.
+    """
+    from vitalchain.crypto.keys import PrivateKey
+    from vitalchain.device.client import DeviceClient
+    from vitalchain.device.simulator import enrol as pairing_code
+
+    whose = parse_address(patient, "--patient")
+    if not admin_token:
+        raise typer.BadParameter(
+            "an admin token is needed to enrol devices", param_hint="--admin-token"
+        )
+    if out.exists():
+        raise typer.BadParameter(
+            f"{out} exists; a device file is never overwritten", param_hint="--out"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write to {out.parent}: {exc}", param_hint="--out"
+        ) from None
+    if not os.access(out.parent, os.W_OK):
+        raise typer.BadParameter(f"cannot write to {out.parent}", param_hint="--out")
+    key = PrivateKey.generate()
+    oid = object_id if object_id is not None else secrets.randbelow(2**63)
+    with (
+        gateway_client(gateway) as http,
+        _spinner(f"onboarding a {kind.value} through {gateway}"),
+        guard(f"enrolment through {gateway} failed"),
+    ):
+        code = pairing_code(http, admin_token, whose, label or f"{kind.value} of {whose[:10]}")
+        client = DeviceClient(key, oid, http=http)
+        session = client.onboard(code)
+    assert client.session_key is not None
+    record: dict[str, Any] = {
+        "v": 1,
+        "type": FILE_TYPE,
+        "address": key.address,
+        "key": key.secret.hex(),
+        "object_id": oid,
+        "kind": kind.value,
+        "patient": whose,
+        "gateway_url": gateway.rstrip("/"),
+        "gateway": session.gateway,
+        "group_id": session.group_id,
+        "suite": client.suite.name,
+        "session_id": session.session_id.hex(),
+        "session_key": client.session_key.hex(),
+        "next_seq": 0,
+        "mqtt": dataclasses.asdict(session.mqtt) if session.mqtt else None,
+    }
+    write_secret_json(out, record)
+    table = Table(show_header=False, title="device enrolled", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("device", key.address)
+    table.add_row("patient", whose)
+    table.add_row("group", f"{session.group_id} (gateway {session.gateway})")
+    table.add_row("on chain", f"associated in block {session.block_number}")
+    table.add_row("file", f"{out} (mode 0600)")
+    stdout().print(table)
+
+
+def _reading(text: str) -> tuple[Vital, float]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise typer.BadParameter(
+            f"{text!r} is not VITAL=VALUE (e.g. spo2=97)", param_hint="READINGS"
+        )
+    vitals = parse_vital(name, "READINGS")
+    if len(vitals) != 1:
+        raise typer.BadParameter(
+            f"{name!r} names {len(vitals)} vitals; send systolic=… diastolic=…",
+            param_hint="READINGS",
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise typer.BadParameter(f"{value!r} is not a number", param_hint="READINGS")
+    return vitals[0], number
+
+
+@device_app.command("send")
+def send(
+    device: DeviceFileOpt,
+    readings: Annotated[
+        list[str], typer.Argument(help="Readings as VITAL=VALUE, e.g. spo2=97 hr=72.")
+    ],
+    gateway: Annotated[
+        str | None, typer.Option(help="Gateway base URL (default: the device file's).")
+    ] = None,
+) -> None:
+    """Send one signed, encrypted message of readings from an enrolled device."""
+    parsed = [_reading(text) for text in readings]
+    enrolled = _load(device, None)
+    url = _gateway_of([enrolled.record], gateway)
+    with gateway_client(url) as http:
+        enrolled.client.http = http
+        try:
+            with guard(f"the gateway at {url} refused the message"):
+                ack = enrolled.client.send(enrolled.client.prepare(parsed))
+        finally:
+            enrolled.save()
+    stdout().print(
+        f"[green]accepted[/green] {ack.get('accepted')} reading(s) from {enrolled.client.address}",
+    )
+
+
+def simulate(
+    gateway: Annotated[
+        str | None,
+        typer.Option(help="Gateway base URL (default: the device files', else 127.0.0.1:8700)."),
+    ] = None,
+    admin_token: AdminTokenOpt = "",
+    patients: Annotated[
+        int, typer.Option(min=1, max=1000, help="Simulated patients (without --device).")
+    ] = 2,
+    devices: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--device",
+            help="Stream from these enrolled devices instead of enrolling simulated ones "
+            "(repeatable; no admin token needed).",
+        ),
+    ] = None,
+    minutes: Annotated[
+        float, typer.Option(min=0.1, help="Patient time to simulate, in minutes.")
+    ] = 60.0,
+    speedup: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Simulated seconds per real second (an oximeter at 150x sends ~37 messages/s, "
+            "under the gateway's default 50/s per device).",
+        ),
+    ] = 150.0,
+    transport: Annotated[str, typer.Option(help="http or mqtt.")] = "http",
+    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible vitals.")] = None,
+) -> None:
+    """Simulate wearables: enrol, onboard, and stream realistic vitals with abnormal episodes.
+
+    Without --device, enrols --patients simulated patients (each wearing a cuff and an
+    oximeter) with the admin token; with --device, streams as those enrolled devices.
+    """
+    import httpx
+
+    from vitalchain.device.client import DeviceError
+    from vitalchain.device.simulator import Simulation
+
+    if transport not in ("http", "mqtt"):
+        raise typer.BadParameter("transport is http or mqtt", param_hint="--transport")
+    files = [_load(path, None) for path in devices or []]
+    if not files and not admin_token:
+        raise typer.BadParameter(
+            "an admin token is needed to enrol devices", param_hint="--admin-token"
+        )
+    url = _gateway_of([f.record for f in files], gateway)
+    console = stdout()
+    with gateway_client(url) as http:
+        sim = Simulation(
+            http, admin_token, patients=0 if files else patients, seed=seed, speedup=speedup
+        )
+        enrolled = files
+        mqtt_of: dict[str, dict[str, Any]] = {}
+        for item in enrolled:
+            item.client.http = http
+            sim.add_device(item.client, item.kind, item.patient)
+            if item.record.get("mqtt"):
+                mqtt_of[item.client.address] = item.record["mqtt"]
+        if not enrolled:
+            try:
+                with _spinner(f"onboarding {len(sim.devices)} devices through {url}"):
+                    sim.onboard()
+            except (DeviceError, OSError, httpx.HTTPError) as exc:
+                fail(f"onboarding failed: {exc}")
+        publishers: dict[str, MqttPublisher] = {}
+        try:
+            if transport == "mqtt":
+                _connect_mqtt(sim.devices, mqtt_of, publishers)
+
+            def publish(device: SimulatedDevice, message: bytes) -> dict[str, object]:
+                return publishers[device.client.address].publish(message)
+
+            with Progress(console=err()) as bar, guard("the simulation stopped"):
+                task = bar.add_task(f"{len(sim.devices)} devices streaming", total=1.0)
+                stats = sim.run(
+                    minutes * 60,
+                    publish=publish if publishers else None,
+                    progress=lambda f: bar.update(task, completed=f),
+                )
+        finally:
+            for publisher in publishers.values():
+                publisher.close()
+            for item in enrolled:
+                item.save()
+    table = Table("messages", "readings accepted", "refused", "patient time", "wall time")
+    table.add_row(
+        str(stats.sent_messages),
+        str(stats.accepted_readings),
+        ", ".join(f"{k}: {v}" for k, v in stats.refused.items()) or "0",
+        f"{stats.simulated_s / 60:.0f} min",
+        f"{stats.wall_s:.1f} s",
+    )
+    console.print(table)
+
+
+def _connect_mqtt(
+    devices: list[SimulatedDevice],
+    from_files: dict[str, dict[str, Any]],
+    publishers: dict[str, MqttPublisher],
+) -> None:
+    """One connected publisher per device into ``publishers`` (the caller closes them)."""
+    from vitalchain.device.client import MqttCredentials
+    from vitalchain.device.mqtt import MqttPublisher
+
+    for device in devices:
+        address = device.client.address
+        creds = device.client.session.mqtt if device.client.session else None
+        if creds is None and address in from_files:
+            try:
+                creds = MqttCredentials(**from_files[address])
+            except TypeError:
+                fail(f"the device file of {address} holds malformed MQTT credentials")
+        if creds is None:
+            fail("the gateway offers no MQTT; use --transport http")
+        publishers[address] = MqttPublisher(creds)
+        with guard(f"cannot connect device {address} to the MQTT broker"):
+            publishers[address].connect()
+
+
+device_app.command("simulate")(simulate)

@@ -1,0 +1,260 @@
+"""``vitalchain provider`` and ``vitalchain fhir``: register, fetch under consent, export.
+
+Fetching asks the store for the patient's blocks with a signed, one-time challenge; the store
+asks the chain about consent and releases ciphertext only.  Decryption happens here, with the
+caller's key.  A patient may fetch their own blocks with their own key the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from vitalchain.cli._common import (
+    DEFAULT_DEPLOYMENT,
+    DEFAULT_GATEWAY,
+    DEFAULT_RPC,
+    DeploymentOpt,
+    GatewayOpt,
+    RpcOpt,
+    ensure_gas,
+    err,
+    fail,
+    gateway_client,
+    gateway_health,
+    guard,
+    open_chain,
+    parse_address,
+    read_key,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from vitalchain.store.model import Reading
+
+__all__ = ["fhir_app", "provider_app"]
+
+provider_app = typer.Typer(
+    help="Register providers; fetch and decrypt a patient's readings under consent.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+fhir_app = typer.Typer(
+    help="Export decrypted readings as FHIR R4.", no_args_is_help=True, rich_markup_mode="markdown"
+)
+
+ReaderKeyOpt = Annotated[
+    Path, typer.Option("--key", help="Your key file (a consented provider, or the patient).")
+]
+PatientOpt = Annotated[str, typer.Option("--patient", help="The patient's address (0x…).")]
+GroupOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Trust group holding the blocks (default: the gateway's own)."),
+]
+AfterOpt = Annotated[int, typer.Option(min=0, help="Only blocks numbered after this one.")]
+BlockOpt = Annotated[int | None, typer.Option(min=1, help="Only this block number.")]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@provider_app.command("register")
+def register(
+    admin_key: Annotated[
+        Path,
+        typer.Option(help="The consent admin's key file (the deployer, see `chain deploy`)."),
+    ],
+    provider: Annotated[str, typer.Option(help="Address of the provider to register (0x…).")],
+    rpc_url: RpcOpt = DEFAULT_RPC,
+    deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+) -> None:
+    """Register a provider on chain (consent admin only), so patients can grant it consent.
+
+    The provider must also publish its own key (`vitalchain key publish`) so blocks can be
+    wrapped for it.
+    """
+    admin = read_key(admin_key, "--admin-key")
+    who = parse_address(provider, "--provider")
+    ledger = open_chain(rpc_url, deployment)
+    console = stdout()
+    with guard("the provider was not registered"):
+        if ledger.is_provider(who):
+            console.print(f"{who} is already a registered provider")
+            return
+        ensure_gas(ledger, admin.address)
+        tx = ledger.register_provider(admin, who)
+        published = ledger.has_key(who)
+    console.print(f"[green]registered[/green] provider {who} (block {tx.block_number})")
+    if not published:
+        console.print(
+            "next, the provider publishes its key: vitalchain key publish --key <its key file>",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    block: int
+    device: str
+    reading: Reading
+
+    def to_json(self) -> dict[str, Any]:
+        info = self.reading.vital.info
+        return {
+            "block": self.block,
+            "device": self.device,
+            "seq": self.reading.seq,
+            "vital": info.short,
+            "value": self.reading.value,
+            "unit": info.unit,
+            "t_ms": self.reading.t_ms,
+            "time": _time(self.reading.t_ms),
+        }
+
+
+def _time(t_ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=t_ms)).isoformat(timespec="milliseconds")
+
+
+def fetch_rows(
+    key_file: Path,
+    patient_text: str,
+    gateway: str,
+    group_id: int | None,
+    after: int = 0,
+    block: int | None = None,
+) -> tuple[str, int, list[Row]]:
+    """Fetch under consent and decrypt: (patient, group, rows); exits 1 with the refusal."""
+    from vitalchain.care.access import AccessError, ProviderClient
+    from vitalchain.errors import VitalchainError
+
+    key = read_key(key_file)
+    patient = parse_address(patient_text, "--patient")
+    with gateway_client(gateway) as http:
+        group = group_id or int(gateway_health(http)["group_id"])
+        with guard(f"cannot fetch from {http.base_url}"):
+            try:
+                fetched = ProviderClient(key, http).fetch(
+                    group, patient, after_number=after, number=block
+                )
+            except AccessError as exc:
+                if exc.code == "unknown_block":
+                    fail(f"no sealed block for patient {patient} in group {group} (yet?)")
+                fail(f"access refused by the store: {exc.message} ({exc.code})")
+    rows: list[Row] = []
+    keyless: list[int] = []
+    with Progress(
+        TextColumn("decrypting blocks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("decrypt", total=len(fetched))
+        for item in fetched:
+            number = item.block.number
+            if item.stanza is None:
+                keyless.append(number)
+            else:
+                try:
+                    pairs = item.readings(key)
+                except VitalchainError as exc:
+                    fail(
+                        f"block {number} does not open or verify ({exc.code}): "
+                        "run `vitalchain verify` to see what is wrong"
+                    )
+                rows.extend(Row(number, device, reading) for device, reading in pairs)
+            bar.advance(task)
+    if keyless:
+        err().print(
+            f"[yellow]note:[/yellow] {len(keyless)} block(s) hold no key for {key.address} "
+            f"(sealed before the consent, or before its key was published): "
+            f"{', '.join(map(str, keyless[:10]))}{' …' if len(keyless) > 10 else ''}",
+        )
+    return patient, group, rows
+
+
+@provider_app.command("fetch")
+def fetch(
+    key: ReaderKeyOpt,
+    patient: PatientOpt,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    group_id: GroupOpt = None,
+    after: AfterOpt = 0,
+    block: BlockOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Fetch a patient's blocks under consent, decrypt them and print the readings.
+
+    The store checks the consent on chain at every request; a revoked or expired consent is
+    refused (exit 1).  Device signatures are checked; `vitalchain verify` checks the rest.
+    """
+    whose, group, rows = fetch_rows(key, patient, gateway, group_id, after, block)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"patient": whose, "group_id": group, "readings": [r.to_json() for r in rows]},
+                indent=2,
+            )
+        )
+        return
+    blocks = len({r.block for r in rows})
+    table = Table(
+        title=f"patient {whose}, group {group}: {len(rows)} readings in {blocks} block(s)"
+    )
+    for column in ("block", "time (UTC)", "vital", "value", "unit", "device", "seq"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "value" else "left")
+    for row in rows:
+        info = row.reading.vital.info
+        table.add_row(
+            str(row.block),
+            _time(row.reading.t_ms)[:19].replace("T", " "),
+            info.short,
+            f"{row.reading.value:g}",
+            info.unit,
+            row.device[:10] + "…",
+            str(row.reading.seq),
+        )
+    stdout().print(table)
+
+
+@fhir_app.command("export")
+def export(
+    key: ReaderKeyOpt,
+    patient: PatientOpt,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the Bundle JSON ('-' for stdout).")
+    ],
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    group_id: GroupOpt = None,
+    after: AfterOpt = 0,
+) -> None:
+    """Fetch and decrypt a patient's readings under consent and write a FHIR R4 Bundle.
+
+    A collection Bundle of vital-signs Observations (LOINC codes, UCUM units); the patient
+    appears only as its pseudonymous address.
+    """
+    from vitalchain.fhir import bundle
+
+    whose, _, rows = fetch_rows(key, patient, gateway, group_id, after)
+    try:
+        document = bundle(whose, [(r.device, r.reading) for r in rows])
+    except ValueError as exc:
+        fail(f"cannot express these readings in FHIR: {exc}")
+    text = json.dumps(document, indent=2) + "\n"
+    if str(out) == "-":
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    err().print(
+        f"wrote a FHIR R4 Bundle of {len(document['entry'])} Observation(s) "
+        f"({len(rows)} readings) to {out}",
+    )

@@ -1,0 +1,546 @@
+"""The demo scenario: real gateways, devices, providers and chain, driven end to end.
+
+Everything runs on loopback: each gateway serves its HTTP and WebSocket API with uvicorn on
+a free port, devices onboard and stream over HTTP or MQTT, providers subscribe to alerts over
+WebSocket and fetch blocks over HTTP, and every contract call is a real transaction on the
+embedded chain (or on the node at ``rpc_url``).  The scenario returns a :class:`DemoRun`; the
+report module turns it into Markdown, JSON and plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from vitalchain.care.access import AccessError, ProviderClient
+from vitalchain.care.alerts import Alert, open_alert
+from vitalchain.care.delivery import AlertSubscriber
+from vitalchain.care.verify import verify_patient
+from vitalchain.crypto.keys import PrivateKey
+from vitalchain.device.mqtt import MqttPublisher
+from vitalchain.device.simulator import SimulatedDevice, Simulation, SimulationStats
+from vitalchain.device.vitals import Episode, EpisodeKind
+from vitalchain.gateway.broker import find_mosquitto
+from vitalchain.gateway.sealer import SealingPolicy
+from vitalchain.gateway.settings import GatewaySettings
+from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.ledger.devnode import free_port
+from vitalchain.node import RunningGateway, rpc_backend, running_gateway
+from vitalchain.store import SqliteStore
+from vitalchain.vitals import Vital
+
+__all__ = ["DemoConfig", "DemoRun", "run_demo"]
+
+log = logging.getLogger(__name__)
+HOUR = 3600
+ALL_VITALS = sum(v.bit for v in Vital)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    gateways: int = 2
+    providers: int = 3
+    patients: int = 20
+    patient_minutes: float = 20.0  # patient time simulated
+    speedup: float = 240.0  # simulated seconds per real second (an upper bound: see docs)
+    episodes_per_hour: float = 6.0  # abnormal episodes per patient-hour
+    seed: int = 2026
+    rpc_url: str | None = None  # None: the embedded in-process chain
+    mqtt: bool = True  # gateway 1's devices publish over MQTT when mosquitto can start
+    ring_k: int = 8
+
+    def check(self) -> None:
+        """Refuse sizes the scenario cannot run (the CLI reports these as bad arguments)."""
+        if not 1 <= self.gateways <= 8:
+            raise ValueError("gateways: 1 to 8")
+        if not 2 <= self.providers <= 50:
+            raise ValueError("providers: 2 to 50 (one of them has its consent revoked)")
+        if not self.gateways * 2 <= self.patients <= 500:
+            raise ValueError("patients: at least 2 per gateway, at most 500")
+        if not 0 < self.patient_minutes <= 24 * 60 or self.speedup < 1:
+            raise ValueError("patient minutes: above 0, at most a day; speedup at least 1")
+
+
+@dataclass
+class Cluster:
+    """One gateway (cluster head) and the patients and devices it serves."""
+
+    index: int
+    node: RunningGateway
+    url: str
+    admin_token: str
+    simulation: Simulation
+    transport: str = "http"
+    stats: SimulationStats | None = None
+
+    @property
+    def group_id(self) -> int:
+        return self.node.gateway.group_id
+
+
+@dataclass
+class Notice:
+    provider: str
+    patient: str
+    group_id: int
+    alert_id: str
+    kind: str
+    latency_ms: float
+    received_at_ms: int
+    vital: str | None
+    value: float | None
+
+
+@dataclass
+class DemoRun:
+    """What happened, with the evidence each step left (the report's input)."""
+
+    config: DemoConfig
+    chain: str
+    transports: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    devices_associated: int = 0
+    messages_sent: int = 0
+    readings_stored: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    blocks_sealed: int = 0
+    anchors: int = 0
+    alerts_raised: int = 0
+    alerts_recorded: int = 0
+    notices: list[Notice] = field(default_factory=list)
+    revoked: dict[str, Any] = field(default_factory=dict)
+    fetch: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    tamper: dict[str, Any] = field(default_factory=dict)
+    series: list[dict[str, Any]] = field(default_factory=list)  # one patient's decrypted readings
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary (summary.json; the tests assert on it)."""
+        latencies = [n.latency_ms for n in self.notices]
+        return {
+            "v": 1,
+            "chain": self.chain,
+            "gateways": self.config.gateways,
+            "providers": self.config.providers,
+            "patients": self.config.patients,
+            "transports": {str(k): v for k, v in self.transports.items()},
+            "devices_associated": self.devices_associated,
+            "messages_sent": self.messages_sent,
+            "readings_stored": self.readings_stored,
+            "refused_messages": self.refused,
+            "blocks_sealed": self.blocks_sealed,
+            "anchors": self.anchors,
+            "alerts_raised": self.alerts_raised,
+            "alerts_recorded_on_chain": self.alerts_recorded,
+            "alerts_delivered": len(self.notices),
+            "alert_latency_ms": {
+                "p50": round(statistics.median(latencies), 1) if latencies else None,
+                "max": round(max(latencies), 1) if latencies else None,
+            },
+            "revoked_provider": self.revoked,
+            "provider_fetch": self.fetch,
+            "verify": self.verify,
+            "tamper": self.tamper,
+            "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "notes": self.notes,
+        }
+
+
+class _Server:
+    """uvicorn on a loopback port in a thread: real HTTP and WebSocket for the demo's clients."""
+
+    def __init__(self, app: FastAPI) -> None:
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
+
+    def __enter__(self) -> _Server:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the gateway's HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def _open_ledger(config: DemoConfig, admin: PrivateKey) -> tuple[Ledger, str]:
+    if config.rpc_url is None:
+        return Ledger.deploy(EmbeddedBackend(), admin), "embedded (py-evm, in process)"
+    return Ledger.deploy(rpc_backend(config.rpc_url), admin), config.rpc_url
+
+
+@contextlib.contextmanager
+def _timed(run: DemoRun, name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.timings_s[name] = time.perf_counter() - start
+
+
+def run_demo(
+    config: DemoConfig,
+    workdir: Path,
+    *,
+    step: Callable[[str], None] = lambda _: None,
+    progress: Callable[[float], None] = lambda _: None,
+) -> DemoRun:
+    """Run the whole scenario in ``workdir`` (gateway data, stores, broker files)."""
+    config.check()
+    started = time.perf_counter()
+    admin = PrivateKey.generate()
+    step("deploying the contracts")
+    deploy_started = time.perf_counter()
+    ledger, chain = _open_ledger(config, admin)
+    run = DemoRun(config, chain)
+    run.timings_s["deploy"] = time.perf_counter() - deploy_started
+    mqtt_ok = config.mqtt and find_mosquitto() is not None
+    if config.mqtt and not mqtt_ok:
+        run.notes.append("mosquitto is not installed: every device streams over HTTP only")
+    providers = _providers(ledger, admin, config.providers)
+    # Group IDs are random on a shared node, so a second run does not collide with the first.
+    base_group = 1 if config.rpc_url is None else secrets.randbelow(2**40) + 1_000
+    with contextlib.ExitStack() as stack:
+        clusters: list[Cluster] = []
+        step(f"starting {config.gateways} gateways")
+        with _timed(run, "gateways"):
+            for index in range(config.gateways):
+                clusters.append(
+                    _start_cluster(stack, config, ledger, workdir, index, base_group, mqtt_ok)
+                )
+        run.transports = {c.group_id: c.transport for c in clusters}
+        step(f"onboarding {config.patients} patients' devices")
+        with _timed(run, "onboarding"):
+            patients = _onboard(ledger, clusters, providers, run)
+        step("providers subscribing to alerts over WebSocket")
+        subscribers = _subscribe(stack, clusters, providers, run)
+        step(f"streaming {config.patient_minutes:g} patient-minutes at {config.speedup:g}x")
+        with _timed(run, "streaming"):
+            _stream(clusters, config, progress)
+        step("sealing the last blocks and anchoring their roots")
+        with _timed(run, "sealing"):
+            _seal_and_anchor(clusters, run)
+        _collect_notices(subscribers, clusters, run)
+        step("revoking a consent, fetching and decrypting, verifying, tampering")
+        with _timed(run, "care"):
+            _care(ledger, clusters, providers, patients, run)
+        for cluster in clusters:
+            stats = cluster.stats or SimulationStats()
+            run.messages_sent += stats.sent_messages
+            for code, n in stats.refused.items():
+                run.refused[code] = run.refused.get(code, 0) + n
+            run.readings_stored += cluster.node.gateway.store.count_readings()
+            run.alerts_recorded += ledger.alert_count(cluster.group_id)
+            run.alerts_raised += len(cluster.node.alerts.raised)
+    run.timings_s["total"] = time.perf_counter() - started
+    return run
+
+
+def _providers(ledger: Ledger, admin: PrivateKey, count: int) -> list[PrivateKey]:
+    keys = [PrivateKey.generate() for _ in range(count)]
+    for key in keys:
+        ledger.fund(key.address)
+        ledger.register_provider(admin, key.address)
+        ledger.publish_key(key)
+    return keys
+
+
+def _start_cluster(
+    stack: contextlib.ExitStack,
+    config: DemoConfig,
+    ledger: Ledger,
+    workdir: Path,
+    index: int,
+    base_group: int,
+    mqtt_ok: bool,
+) -> Cluster:
+    token = secrets.token_urlsafe(24)
+    patients = config.patients // config.gateways + (index < config.patients % config.gateways)
+    devices = 2 * patients  # a BP cuff and a pulse oximeter each
+    settings = GatewaySettings(
+        data_dir=workdir / f"gateway-{index + 1}",
+        group_id=base_group + index,
+        master_object_id=secrets.randbelow(2**63),
+        admin_token=SecretStr(token),
+        mqtt=mqtt_ok and index == 0,
+        rate_per_s=1000.0,
+        rate_burst=10_000,
+        alert_ring_k=max(1, min(config.ring_k, devices - 1)),
+    )
+    sealing = SealingPolicy(max_readings=120, max_age_s=10.0, anchor_every_s=5.0)
+    node = stack.enter_context(running_gateway(settings, ledger=ledger, sealing=sealing))
+    server = stack.enter_context(_Server(node.app()))
+    http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+    simulation = Simulation(
+        http,
+        token,
+        patients=patients,
+        seed=config.seed + index,
+        speedup=config.speedup,
+        episode_rate_per_hour=config.episodes_per_hour,
+        horizon_s=config.patient_minutes * 60,
+        # Whatever the seed, each cluster's first patient desaturates once (SpO2 alerts).
+        scripted=(
+            Episode(
+                EpisodeKind.DESATURATION,
+                start_s=config.patient_minutes * 60 * 0.2,
+                duration_s=config.patient_minutes * 60 * 0.3,
+            ),
+        ),
+    )
+    transport = "mqtt" if node.bridge is not None else "http"
+    return Cluster(index, node, server.url, token, simulation, transport)
+
+
+def _onboard(
+    ledger: Ledger, clusters: list[Cluster], providers: list[PrivateKey], run: DemoRun
+) -> list[tuple[Cluster, PrivateKey]]:
+    """Patients publish keys and consent to two providers each; devices onboard in 4 steps."""
+    expires = ledger.timestamp() + 30 * 24 * HOUR
+    patients: list[tuple[Cluster, PrivateKey]] = []
+    for cluster in clusters:
+        for patient in cluster.simulation.patients.values():
+            ledger.fund(patient.address)
+            ledger.publish_key(patient)
+            n = len(patients)
+            for provider in (providers[n % len(providers)], providers[(n + 1) % len(providers)]):
+                ledger.grant(patient, provider.address, ALL_VITALS, expires)
+            patients.append((cluster, patient))
+    for cluster in clusters:
+        cluster.simulation.onboard()
+        run.devices_associated += sum(
+            1 for d in cluster.simulation.devices if d.client.session is not None
+        )
+        devices = cluster.simulation.devices
+        k = cluster.node.alerts.ring_k
+        for device in devices:  # anonymity on: ring-sign every message among k others
+            device.client.use_ring(device.client.fetch_ring(min(k, len(devices) - 1)))
+        seen: set[str] = set()
+        for device in devices:  # a patient's devices share one physiology and its episodes
+            if device.patient in seen:
+                continue
+            seen.add(device.patient)
+            run.episodes.extend(
+                {
+                    "group": cluster.group_id,
+                    "patient": device.patient,
+                    "kind": str(episode.kind),
+                    "start_s": episode.start_s,
+                    "end_s": episode.start_s + episode.duration_s,
+                }
+                for episode in device.episodes
+            )
+    return patients
+
+
+def _subscribe(
+    stack: contextlib.ExitStack,
+    clusters: list[Cluster],
+    providers: list[PrivateKey],
+    run: DemoRun,
+) -> list[tuple[Cluster, PrivateKey, AlertSubscriber, list[dict[str, Any]], threading.Thread]]:
+    subscribers = []
+    for cluster in clusters:
+        ws_url = cluster.url.replace("http://", "ws://") + "/v1/alerts/ws"
+        for provider in providers:
+            subscriber = AlertSubscriber(ws_url, provider)
+            stack.callback(subscriber.close)
+            inbox: list[dict[str, Any]] = []
+            thread = threading.Thread(target=_listen, args=(subscriber, inbox), daemon=True)
+            thread.start()
+            subscribers.append((cluster, provider, subscriber, inbox, thread))
+    return subscribers
+
+
+def _listen(subscriber: AlertSubscriber, inbox: list[dict[str, Any]]) -> None:
+    with contextlib.suppress(Exception):  # the socket closes at the end of the run
+        for notice in subscriber:
+            inbox.append(notice)
+
+
+def _stream(clusters: list[Cluster], config: DemoConfig, progress: Callable[[float], None]) -> None:
+    """Every cluster streams at once, each on its own thread (HTTP or MQTT)."""
+    done: dict[int, float] = {c.index: 0.0 for c in clusters}
+    lock = threading.Lock()
+
+    def report(index: int, fraction: float) -> None:
+        with lock:
+            done[index] = fraction
+            progress(sum(done.values()) / len(done))
+
+    def stream(cluster: Cluster) -> None:
+        publishers: dict[str, MqttPublisher] = {}
+        publish: Callable[[SimulatedDevice, bytes], dict[str, object]] | None = None
+        if cluster.transport == "mqtt":
+            for device in cluster.simulation.devices:
+                assert device.client.session is not None
+                creds = device.client.session.mqtt
+                assert creds is not None
+                publishers[device.client.address] = MqttPublisher(creds)
+                publishers[device.client.address].connect()
+
+            def publish(device: SimulatedDevice, message: bytes) -> dict[str, object]:
+                return publishers[device.client.address].publish(message)
+
+        try:
+            cluster.stats = cluster.simulation.run(
+                config.patient_minutes * 60,
+                publish=publish,
+                progress=lambda f: report(cluster.index, f),
+            )
+        finally:
+            for publisher in publishers.values():
+                publisher.close()
+
+    threads = [threading.Thread(target=stream, args=(c,), daemon=True) for c in clusters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _seal_and_anchor(clusters: list[Cluster], run: DemoRun) -> None:
+    for cluster in clusters:
+        node = cluster.node
+        node.sealer.stop()  # the background thread; the rest is sealed here, deterministically
+        node.alerts.drain()
+        for pending in node.gateway.store.pending_patients():
+            if pending.group_id == cluster.group_id:
+                while node.sealer.seal(pending.patient) is not None:
+                    pass
+        node.sealer.anchor()
+        run.blocks_sealed += len(node.sealer.tree)
+        run.anchors += len(node.gateway.store.anchors(cluster.group_id))
+
+
+def _collect_notices(
+    subscribers: list[
+        tuple[Cluster, PrivateKey, AlertSubscriber, list[dict[str, Any]], threading.Thread]
+    ],
+    clusters: list[Cluster],
+    run: DemoRun,
+) -> None:
+    """Wait briefly for in-flight notifications, then open each with its recipient's key."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pending = sum(c.node.hub.pending(p.address) for c, p, *_ in subscribers)
+        if pending == 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    for cluster, provider, _, inbox, _ in subscribers:
+        for notice in list(inbox):
+            alert = Alert.from_json(notice["alert"])
+            body = open_alert(alert, provider)
+            run.notices.append(
+                Notice(
+                    provider.address,
+                    str(body.get("patient")),
+                    cluster.group_id,
+                    alert.alert_id.hex(),
+                    alert.kind,
+                    float(notice["latency_ms"]),
+                    alert.received_at_ms,
+                    body.get("vital"),
+                    body.get("value"),
+                )
+            )
+
+
+def _care(
+    ledger: Ledger,
+    clusters: list[Cluster],
+    providers: list[PrivateKey],
+    patients: list[tuple[Cluster, PrivateKey]],
+    run: DemoRun,
+) -> None:
+    """Revoke, fetch and decrypt, verify, then tamper with a block file and verify again."""
+    # Patient 0 consented to providers 0 and 1; it revokes provider 1.
+    cluster, patient = patients[0]
+    allowed, revoked = providers[0], providers[1 % len(providers)]
+    ledger.revoke(patient, revoked.address)
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        try:
+            ProviderClient(revoked, http).fetch(cluster.group_id, patient.address)
+        except AccessError as exc:
+            run.revoked = {
+                "provider": revoked.address,
+                "refused": True,
+                "status": exc.status,
+                "code": exc.code,
+            }
+        else:
+            run.revoked = {"provider": revoked.address, "refused": False}
+        reader = ProviderClient(allowed, http)
+        fetched = reader.fetch(cluster.group_id, patient.address)
+        readings = 0
+        for block in fetched:
+            for entry in block.open(allowed):
+                body = _json(entry.payload)
+                for item in body["readings"]:
+                    readings += 1
+                    run.series.append(
+                        {"t_ms": item["t"], "vital": item["vital"], "value": item["value"]}
+                    )
+        run.fetch = {
+            "provider": allowed.address,
+            "patient": patient.address,
+            "group": cluster.group_id,
+            "blocks": len(fetched),
+            "readings_decrypted": readings,
+        }
+        report = verify_patient(
+            reader.source, ledger, cluster.group_id, patient.address, reader=allowed
+        )
+        run.verify = {"ok": report.ok, "checks": len(report.checks)}
+    # An attacker with write access to the store's disk flips one bit of a sealed block.
+    victim_cluster, victim = patients[1]
+    store = victim_cluster.node.gateway.store
+    tamper: dict[str, Any] = {"patient": victim.address, "group": victim_cluster.group_id}
+    if isinstance(store, SqliteStore):
+        target = store.patient_block(victim_cluster.group_id, victim.address, 1)
+        if target is not None:
+            (path,) = (store.block_dir / str(victim_cluster.group_id)).glob(
+                f"{target.leaf_index}-*.vcb"
+            )
+            data = bytearray(path.read_bytes())
+            data[-70] ^= 0x01  # inside the signed part, just before the gateway's signature
+            path.write_bytes(bytes(data))
+            tamper["block"] = target.number
+    with httpx.Client(base_url=victim_cluster.url, timeout=30) as http:
+        client = ProviderClient(victim, http)
+        client.fetch(victim_cluster.group_id, victim.address)
+        report = verify_patient(
+            client.source, ledger, victim_cluster.group_id, victim.address, reader=victim
+        )
+    tamper["detected"] = not report.ok
+    tamper["failed_checks"] = sorted({c.name for c in report.failures})
+    run.tamper = tamper
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(payload)
+    return body
