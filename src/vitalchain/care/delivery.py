@@ -9,6 +9,7 @@ is never a recipient, so it receives nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -312,7 +313,8 @@ class AlertSubscriber:
         from websockets.sync.client import connect
 
         self.key = key
-        self._ws = connect(url)
+        self._stack = contextlib.ExitStack()
+        self._ws = self._stack.enter_context(connect(url))
         hello = json.loads(self._ws.recv(timeout=10))
         nonce = bytes.fromhex(hello["challenge"])
         signature = sign_action(key, "subscribe", nonce)
@@ -332,4 +334,10 @@ class AlertSubscriber:
             yield self.receive()
 
     def close(self) -> None:
-        self._ws.close()
+        self._stack.close()
+
+    def __enter__(self) -> AlertSubscriber:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

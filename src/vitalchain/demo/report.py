@@ -10,15 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from vitalchain.demo.scenario import DemoRun
+from vitalchain.vitals import Vital
 
 __all__ = ["checks", "print_summary", "write_report"]
 
-VITAL_LABELS = {
-    "hr": "heart rate (bpm)",
-    "spo2": "SpO2 (%)",
-    "sys": "systolic BP (mmHg)",
-    "dia": "diastolic BP (mmHg)",
-}
+PLOTTED = (Vital.HEART_RATE, Vital.SPO2, Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP)
 
 
 def checks(run: DemoRun) -> dict[str, bool]:
@@ -157,19 +153,24 @@ def _plots(run: DemoRun, folder: Path) -> list[Path]:
     written = []
     if run.series:
         t0 = min(r["t_ms"] for r in run.series)
-        vitals = [v for v in VITAL_LABELS if any(r["vital"] == v for r in run.series)]
+        shorts = {r["vital"] for r in run.series}
+        vitals = [v for v in PLOTTED if v.info.short in shorts]
         fig, axes = plt.subplots(len(vitals), 1, figsize=(9, 2.2 * len(vitals)), sharex=True)
         axes_list = [axes] if len(vitals) == 1 else list(axes)
         patient = run.fetch.get("patient", "")
         alerts = [n for n in run.notices if n.patient == patient]
         for ax, vital in zip(axes_list, vitals, strict=True):
-            points = sorted((r["t_ms"], r["value"]) for r in run.series if r["vital"] == vital)
-            ax.plot([(t - t0) / 1000 for t, _ in points], [v for _, v in points], lw=0.8)
+            short = vital.info.short
+            points = sorted((r["t_ms"], r["value"]) for r in run.series if r["vital"] == short)
+            xs, ys = [(t - t0) / 1000 for t, _ in points], [v for _, v in points]
+            ax.plot(xs, ys, lw=0.8, marker=".", ms=3)
             for notice in alerts:
-                if notice.vital == vital:
+                if notice.vital == short:
                     ax.axvline((notice.received_at_ms - t0) / 1000, color="red", lw=1)
-            ax.set_ylabel(VITAL_LABELS[vital], fontsize=8)
-        axes_list[-1].set_xlabel("seconds since the first reading (accelerated patient time)")
+            ax.set_ylabel(f"{vital.info.display}\n({vital.info.unit})", fontsize=7)
+        axes_list[-1].set_xlabel(
+            "device clock, seconds since the first reading (patient time runs faster; red: alerts)"
+        )
         axes_list[0].set_title(f"decrypted by a consented provider: patient {patient[:10]}…")
         fig.tight_layout()
         path = folder / "vitals.png"
