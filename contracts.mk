@@ -42,8 +42,9 @@ $(NODE_STAMP): package.json package-lock.json
 
 contracts-test: $(NODE_STAMP)
 	cd contracts && $(_forge) fmt --check
-	cd contracts && $(_forge) lint --deny warnings
+	@# test before lint: forge 1.7.1's test skips a suite that lint has just compiled
 	cd contracts && FOUNDRY_FUZZ_RUNS=$(FUZZ_RUNS) $(_forge) test
+	cd contracts && $(_forge) lint --deny warnings
 
 contracts-artifacts: $(CONTRACT_ARTIFACTS_DIR)/manifest.json
 
