@@ -19,13 +19,17 @@ from dataclasses import dataclass
 
 from vitalchain.crypto.keys import PrivateKey, PublicKey
 from vitalchain.crypto.merkle import MerkleTree
-from vitalchain.ledger import ContractError, Ledger
+from vitalchain.ledger import Consent, ConsentStatus, ContractError, Ledger
 from vitalchain.store.base import AnchorRecord, Store
 from vitalchain.store.blocks import Block, BlockEntry, seal_block
 
 __all__ = ["Sealer", "SealingPolicy"]
 
 log = logging.getLogger(__name__)
+
+# A consent this close to its expiry (by the latest block's time) is left to the contract, which
+# judges it by the time of the block its call runs in.
+EXPIRY_MARGIN_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,12 @@ class Sealer:
         self.random = random
         self.tree = MerkleTree(store.leaf_hashes(group_id))
         self._keys: dict[str, PublicKey] = {}
+        # Consents per patient, as consentOf gives them; a ConsentRegistry event about the
+        # patient drops its entry (checked before every block), so a grant or revoke applies
+        # to the next block sealed after its transaction.
+        self._consents: dict[str, dict[str, Consent]] = {}
+        self._cursor = 0
+        self._consents_lock = threading.Lock()
         self._urgent: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -107,11 +117,30 @@ class Sealer:
 
     def recipients(self, patient: str, vitals: int) -> list[PublicKey]:
         """The patient, and every provider the chain says may read these vitals right now."""
-        readers = [patient] + [
-            p
-            for p in self.ledger.providers_of(patient)
-            if self.ledger.has_access(patient, p, vitals)
-        ]
+        with self._consents_lock:
+            events, self._cursor = self.ledger.events.since(self._cursor)
+            for event in events:
+                if event.contract == "ConsentRegistry" and "patient" in event.args:
+                    self._consents.pop(event.args["patient"], None)
+            consents = self._consents.get(patient)
+            if consents is None:
+                consents = {
+                    p: self.ledger.consent_of(patient, p) for p in self.ledger.providers_of(patient)
+                }
+                self._consents[patient] = consents
+        now = self.ledger.timestamp()  # consent expiry is chain time, not this gateway's clock
+        readers = [patient]
+        for provider, consent in consents.items():
+            covers = consent.status is ConsentStatus.GRANTED and consent.scope & vitals == vitals
+            clearly_valid = covers and now + EXPIRY_MARGIN_S < consent.expires_at
+            # Near expiry, or an emergency access (whose scope consentOf does not give): the
+            # contract decides.
+            ask_chain = not clearly_valid and (
+                (covers and now - EXPIRY_MARGIN_S < consent.expires_at)
+                or now - EXPIRY_MARGIN_S < consent.break_glass_until
+            )
+            if clearly_valid or (ask_chain and self.ledger.has_access(patient, provider, vitals)):
+                readers.append(provider)
         keys = [self._key_of(address) for address in readers]
         return [k for k in keys if k is not None]
 

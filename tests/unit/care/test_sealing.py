@@ -79,6 +79,54 @@ def test_after_a_revoke_later_blocks_carry_no_key_for_the_provider(world: World)
     }
 
 
+def _readers(world: World, block_leaf: int) -> set[bytes]:
+    return {s.recipient for s in world.running.gateway.store.stanzas(world.group_id, block_leaf)}
+
+
+def test_a_grant_after_a_block_reaches_the_next_block(world: World) -> None:
+    """The sealer keeps consents between blocks; the grant's event must refresh them."""
+    patient, doctor = world.patient(), world.provider()
+    device = world.device(patient)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    (before,) = world.running.sealer.seal_due()
+    world.consent(patient, doctor)
+    device.send(device.prepare([(Vital.SPO2, 96)] * 4))
+    (after,) = world.running.sealer.seal_due()
+    assert doctor.public_key.address_bytes not in _readers(world, before.leaf_index)
+    assert doctor.public_key.address_bytes in _readers(world, after.leaf_index)
+
+
+def test_an_expired_consent_is_judged_by_the_chain_clock(world: World) -> None:
+    patient, doctor = world.patient(), world.provider()
+    world.ledger.grant(patient, doctor.address, Vital.SPO2.bit, world.ledger.timestamp() + 600)
+    device = world.device(patient)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    (before,) = world.running.sealer.seal_due()
+    world.ledger.advance_time(700)  # the chain's clock passes the expiry; the gateway's does not
+    device.send(device.prepare([(Vital.SPO2, 96)] * 4))
+    (after,) = world.running.sealer.seal_due()
+    assert doctor.public_key.address_bytes in _readers(world, before.leaf_index)
+    assert doctor.public_key.address_bytes not in _readers(world, after.leaf_index)
+
+
+
+def test_a_consent_about_to_expire_is_left_to_the_contract(world: World) -> None:
+    patient, doctor = world.patient(), world.provider()
+    world.ledger.grant(patient, doctor.address, Vital.SPO2.bit, world.ledger.timestamp() + 30)
+    device = world.device(patient)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    (block,) = world.running.sealer.seal_due()  # inside the margin: hasAccess says yes
+    assert doctor.public_key.address_bytes in _readers(world, block.leaf_index)
+
+def test_an_emergency_access_reaches_the_next_block(world: World) -> None:
+    patient, medic = world.patient(), world.provider()
+    device = world.device(patient)
+    world.ledger.break_glass(medic, patient.address, Vital.SPO2.bit, 1, b"collapsed in the ward")
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    (block,) = world.running.sealer.seal_due()
+    assert medic.public_key.address_bytes in _readers(world, block.leaf_index)
+
+
 def test_one_anchor_transaction_per_batch(world: World) -> None:
     patient = world.patient()
     device = world.device(patient)
