@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vitalchain.crypto.keys import is_checksum_address, to_checksum_address
+from vitalchain.crypto.keys import parse_address
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
 
@@ -257,13 +257,7 @@ def _address(text: str, role: str) -> str:
     Anything else (a name, an e-mail, a typo in a checksummed address) is refused, which also
     keeps personal data out of the identifiers.
     """
-    hexpart = text[2:] if text.startswith("0x") else ""
     try:
-        raw = bytes.fromhex(hexpart)
-    except ValueError:
-        raw = b""
-    if len(raw) != 20 or len(hexpart) != 40:
-        raise ValueError(f"{role} must be a 0x-prefixed 20-byte address")
-    if hexpart not in (hexpart.lower(), hexpart.upper()) and not is_checksum_address(text):
-        raise ValueError(f"{role} address has a bad EIP-55 checksum")
-    return to_checksum_address(raw)
+        return parse_address(text)
+    except ValueError as exc:
+        raise ValueError(f"{role} address: {exc}") from None

@@ -16,17 +16,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
+from tests.alert_suite import wait_for
 from vitalchain.cli import app
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
@@ -35,7 +34,6 @@ from vitalchain.ledger.devnode import free_port
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"
-T = TypeVar("T")
 
 
 def cli(*args: str, ok: bool = True) -> Result:
@@ -44,16 +42,6 @@ def cli(*args: str, ok: bool = True) -> Result:
         assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     return result
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 @dataclass

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from vitalchain.crypto.keys import PrivateKey, is_checksum_address, to_checksum_address
+from vitalchain.crypto import keys
+from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import ALL_VITALS_SCOPE, Vital
 
@@ -161,18 +162,10 @@ def read_key(path: Path, hint: str = "--key") -> PrivateKey:
 
 def parse_address(text: str, hint: str) -> str:
     """A 0x-prefixed 20-byte address in EIP-55 form; a mixed-case typo is refused."""
-    hexpart = text[2:] if text.startswith("0x") else ""
     try:
-        raw = bytes.fromhex(hexpart)
-    except ValueError:
-        raw = b""
-    if len(raw) != 20 or len(hexpart) != 40:
-        raise typer.BadParameter(
-            f"{text!r} is not an address (0x followed by 40 hex digits)", param_hint=hint
-        )
-    if hexpart not in (hexpart.lower(), hexpart.upper()) and not is_checksum_address(text):
-        raise typer.BadParameter(f"{text} has a bad EIP-55 checksum (a typo?)", param_hint=hint)
-    return to_checksum_address(raw)
+        return keys.parse_address(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: {exc}", param_hint=hint) from None
 
 
 def parse_vital(name: str, hint: str) -> tuple[Vital, ...]:

@@ -32,6 +32,7 @@ __all__ = [
     "is_checksum_address",
     "keccak256",
     "message_digest",
+    "parse_address",
     "to_checksum_address",
 ]
 
@@ -75,6 +76,21 @@ def is_checksum_address(text: str) -> bool:
     except ValueError:
         return False
     return to_checksum_address(raw) == text
+
+
+def parse_address(text: str) -> str:
+    """A 0x-prefixed 20-byte address, in EIP-55 form; mixed case must be a valid checksum
+    (so a typo in a checksummed address is refused).  Raises ``ValueError`` saying which."""
+    hexpart = text[2:] if text.startswith("0x") else ""
+    try:
+        raw = bytes.fromhex(hexpart)
+    except ValueError:
+        raw = b""
+    if len(raw) != 20 or len(hexpart) != 40:
+        raise ValueError("not an address (0x followed by 40 hex digits)")
+    if hexpart not in (hexpart.lower(), hexpart.upper()) and not is_checksum_address(text):
+        raise ValueError("a bad EIP-55 checksum (a typo?)")
+    return to_checksum_address(raw)
 
 
 @dataclass(frozen=True, slots=True)

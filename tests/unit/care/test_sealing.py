@@ -109,7 +109,6 @@ def test_an_expired_consent_is_judged_by_the_chain_clock(world: World) -> None:
     assert doctor.public_key.address_bytes not in _readers(world, after.leaf_index)
 
 
-
 def test_a_consent_about_to_expire_is_left_to_the_contract(world: World) -> None:
     patient, doctor = world.patient(), world.provider()
     world.ledger.grant(patient, doctor.address, Vital.SPO2.bit, world.ledger.timestamp() + 30)
@@ -117,6 +116,7 @@ def test_a_consent_about_to_expire_is_left_to_the_contract(world: World) -> None
     device.send(device.prepare([(Vital.SPO2, 97)] * 4))
     (block,) = world.running.sealer.seal_due()  # inside the margin: hasAccess says yes
     assert doctor.public_key.address_bytes in _readers(world, block.leaf_index)
+
 
 def test_an_emergency_access_reaches_the_next_block(world: World) -> None:
     patient, medic = world.patient(), world.provider()
