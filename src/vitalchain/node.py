@@ -40,6 +40,7 @@ __all__ = [
     "rpc_backend",
     "running_gateway",
     "serve",
+    "served",
 ]
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,32 @@ def running_gateway(
         yield RunningGateway(
             gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api
         )
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` on a free loopback port, in a thread (real HTTP and WebSocket); yields its URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from vitalchain.ledger.devnode import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"http-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve(settings: GatewaySettings) -> None:

@@ -15,13 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
@@ -31,7 +29,7 @@ from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Deployment, Ledger
 from vitalchain.ledger.devnode import free_port
-from vitalchain.node import RunningGateway, rpc_backend, running_gateway
+from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"
 
@@ -74,27 +72,19 @@ def setup(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = GatewaySettings(
         data_dir=work / "gateway", admin_token=SecretStr(ADMIN_TOKEN), mqtt=False
     )
-    port = free_port()
     sealing = SealingPolicy(max_readings=200, max_age_s=0.5, anchor_every_s=0.5)
-    with running_gateway(settings, ledger=ledger, sealing=sealing) as running:
-        server = uvicorn.Server(
-            uvicorn.Config(running.app(), host="127.0.0.1", port=port, log_level="warning")
+    with (
+        running_gateway(settings, ledger=ledger, sealing=sealing) as running,
+        served(running.app()) as url,
+    ):
+        yield Setup(
+            work,
+            ("--rpc-url", anvil_url, "--deployment", str(deployment)),
+            url,
+            running,
+            ledger,
+            admin_key,
         )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started)
-        try:
-            yield Setup(
-                work,
-                ("--rpc-url", anvil_url, "--deployment", str(deployment)),
-                f"http://127.0.0.1:{port}",
-                running,
-                ledger,
-                admin_key,
-            )
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
 
 def sealed_and_anchored(s: Setup, patient: str, readings: int) -> None:

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from vitalchain.care.access import AccessError, ProviderClient
@@ -37,8 +35,7 @@ from vitalchain.gateway.broker import BrokerError, find_mosquitto
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
-from vitalchain.ledger.devnode import free_port
-from vitalchain.node import RunningGateway, rpc_backend, running_gateway
+from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 from vitalchain.store import SqliteStore
 from vitalchain.vitals import Vital
 
@@ -161,30 +158,6 @@ class DemoRun:
         }
 
 
-class _Server:
-    """uvicorn on a loopback port in a thread: real HTTP and WebSocket for the demo's clients."""
-
-    def __init__(self, app: FastAPI) -> None:
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
-
-    def __enter__(self) -> _Server:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the gateway's HTTP server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)
-
-
 def _open_ledger(config: DemoConfig, admin: PrivateKey) -> tuple[Ledger, str]:
     if config.rpc_url is None:
         return Ledger.deploy(EmbeddedBackend(), admin), "embedded (py-evm, in process)"
@@ -301,8 +274,8 @@ def _start_cluster(
             update={"mqtt": False, "data_dir": settings.data_dir.with_name(f"gateway-{index + 1}b")}
         )
         node = stack.enter_context(running_gateway(settings, ledger=ledger, sealing=sealing))
-    server = stack.enter_context(_Server(node.app()))
-    http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+    url = stack.enter_context(served(node.app()))
+    http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
     simulation = Simulation(
         http,
         token,
@@ -321,7 +294,7 @@ def _start_cluster(
         ),
     )
     transport = "mqtt" if node.bridge is not None else "http"
-    return Cluster(index, node, server.url, token, simulation, transport)
+    return Cluster(index, node, url, token, simulation, transport)
 
 
 def _onboard(
