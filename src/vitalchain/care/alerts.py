@@ -393,9 +393,10 @@ class AlertService:
                     for key in [k for k in self._consents if k[0] == patient]:
                         del self._consents[key]
                     changed.add(patient)
-                elif event.contract == "KeyDirectory":
-                    self._keys.clear()
-                    changed |= self._seen
+                elif event.contract == "KeyDirectory" and "account" in event.args:
+                    account = event.args["account"]
+                    self._keys.pop(account, None)  # read again when next needed
+                    changed.add(account)
                 else:
                     continue
                 self._generation += 1
