@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/paper002.py [--runs 100] [--loop 100] [--gap-ms 100] [--no-capture]
 
-A gateway node (``vitalchain.node.running_gateway``: embedded chain, SQLite store, sealer) is
-started in a child process and served by uvicorn on 127.0.0.1 at a free port; the device runs
+A gateway (``vitalchain gateway run --no-mqtt``: embedded chain, SQLite store, sealer) is
+started in a child process on 127.0.0.1 at a free port; the device runs
 in this process, so its CPU time is its own.  Measured, as in the paper:
 
 1. **Time to prepare an association request and a data message** (``time.perf_counter``),
@@ -175,24 +175,14 @@ def find_rapl(root: Path = RAPL_ROOT) -> tuple[Rapl | None, str]:
 # --- the gateway in its own process ------------------------------------------------------------
 
 
-def serve_gateway(data_dir: Path, port: int) -> None:
-    """Child process: a node with the embedded chain, served by uvicorn on 127.0.0.1:port."""
-    import uvicorn
-
-    from vitalchain.gateway.settings import GatewaySettings
-    from vitalchain.node import running_gateway
-
-    # The admin token comes from VITALCHAIN_GATEWAY_ADMIN_TOKEN, never the command line.
-    settings = GatewaySettings(data_dir=data_dir, host="127.0.0.1", port=port, mqtt=False)
-    with running_gateway(settings) as node:
-        uvicorn.run(node.app(), host="127.0.0.1", port=port, log_level="warning")
-
-
 @contextlib.contextmanager
 def gateway_process(data_dir: Path, token: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = os.environ | {"VITALCHAIN_GATEWAY_ADMIN_TOKEN": token}
-    args = [sys.executable, __file__, "--serve-gateway", str(port), "--data-dir", str(data_dir)]
+    # The gateway as operators run it: embedded chain, HTTP only, on loopback; the admin token
+    # comes from VITALCHAIN_GATEWAY_ADMIN_TOKEN, never the command line.
+    args = [sys.executable, "-m", "vitalchain", "gateway", "run", "--data-dir", str(data_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--no-mqtt"]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -549,12 +539,7 @@ def main() -> int:
     parser.add_argument("--loop", type=int, default=100, help="messages in the loop")
     parser.add_argument("--gap-ms", type=float, default=100.0, help="pause between messages")
     parser.add_argument("--no-capture", action="store_true", help="skip the tshark capture")
-    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_gateway is not None:
-        serve_gateway(args.data_dir, args.serve_gateway)
-        return 0
     if args.runs < 2 or args.loop < 1:
         parser.error("--runs must be at least 2 and --loop at least 1")
 
