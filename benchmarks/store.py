@@ -31,12 +31,13 @@ from vitalchain.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, 
 from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger.devnode import run_anvil
-from vitalchain.store import Message, Reading, SqliteStore
+from vitalchain.store import Message, Reading, open_store
 from vitalchain.store.base import Store
 from vitalchain.vitals import Vital
 
 READINGS_PER_MESSAGE = 10
 MESSAGES_PER_BLOCK = 12
+TOKEN = "benchmark-admin-token"  # the gateway refuses admin tokens under 16 bytes
 _seq = itertools.count(1)
 
 
@@ -132,7 +133,12 @@ def fetch_latency(runs: int, ledger: Ledger, admin: PrivateKey) -> tuple[float, 
     from vitalchain.node import running_gateway
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = GatewaySettings(data_dir=Path(tmp), admin_token=SecretStr("t"), mqtt=False)
+        settings = GatewaySettings(
+            data_dir=Path(tmp),
+            admin_token=SecretStr(TOKEN),
+            mqtt=False,
+            preauth_burst=10**6,  # one challenge per fetch, all from this one client
+        )
         node_cm = running_gateway(settings, ledger=ledger, background=False)
         with node_cm as node, TestClient(node.app()) as http:
             patient, doctor = PrivateKey.generate(), PrivateKey.generate()
@@ -142,7 +148,7 @@ def fetch_latency(runs: int, ledger: Ledger, admin: PrivateKey) -> tuple[float, 
             ledger.register_provider(admin, doctor.address)
             ledger.grant(patient, doctor.address, Vital.SPO2.bit, ledger.timestamp() + 86400)
             device = DeviceClient(PrivateKey.generate(), 5, http=http)
-            device.onboard(enrol(http, "t", patient.address))
+            device.onboard(enrol(http, TOKEN, patient.address))
             for _ in range(MESSAGES_PER_BLOCK):
                 device.send(device.prepare([(Vital.SPO2, 97.0)] * READINGS_PER_MESSAGE))
             node.sealer.seal_due()
@@ -181,15 +187,14 @@ def main() -> None:
 
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "store.db")
+        store = open_store(Path(tmp))  # the journal, and SQLite + block files for blocks
         runs = [sealing_rate(store, ledger, args.blocks) for _ in range(args.seal_runs)]
         rates.append(["SQLite + block files", *spread(runs)])
         store.close()
     from vitalchain.store.pgserver import LocalPostgres
-    from vitalchain.store.postgres import PostgresStore
 
-    with LocalPostgres() as pg:
-        pstore = PostgresStore(pg.dsn)
+    with LocalPostgres() as pg, tempfile.TemporaryDirectory() as tmp:
+        pstore = open_store(Path(tmp), pg.dsn)  # the local journal, blocks in PostgreSQL
         runs = [sealing_rate(pstore, ledger, args.blocks) for _ in range(args.seal_runs)]
         rates.append(["PostgreSQL (local, loopback)", *spread(runs)])
         pstore.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,46 @@ def assert_promises_kept(summary: dict[str, Any]) -> None:
     assert all(summary["checks"].values())
     transports = set(summary["transports"].values())
     assert transports == ({"mqtt", "http"} if find_mosquitto() else {"http"})
+
+
+def assert_data_dir_kept_private(data: Path) -> None:
+    """``--data-dir`` kept the deployment and a folder per gateway; everything in it is the
+    gateway user's alone; and every anchored message is gone from the journals."""
+    assert json.loads((data / "deployment.json").read_text())
+    gateways = sorted(p for p in data.iterdir() if p.is_dir())
+    assert len(gateways) >= 2
+    wrong = {}
+    for path in [data, *data.rglob("*")]:
+        if path.is_symlink() or path.is_socket():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            wrong[str(path.relative_to(data))] = oct(mode)
+    assert wrong == {}
+    for gateway in gateways:
+        assert {"journal.db", "store.db", "gateway.db", "master.key"} <= {
+            p.name for p in gateway.iterdir()
+        }
+        journal = sqlite3.connect(f"file:{gateway / 'journal.db'}?mode=ro", uri=True)
+        try:  # the demo seals and anchors everything at the end: nothing is left in clear
+            assert journal.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+            assert journal.execute("SELECT COUNT(*) FROM readings").fetchone() == (0,)
+            assert journal.execute("SELECT COUNT(*) FROM seq_ranges").fetchone()[0] > 0
+        finally:
+            journal.close()
+
+
+def addresses_in(data: Path) -> dict[str, set[str]]:
+    """The patients and devices the run's gateways onboarded, from their state files."""
+    found: dict[str, set[str]] = {"patient": set(), "device": set()}
+    for state in data.glob("*/gateway.db"):
+        db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+        try:
+            for device, patient in db.execute("SELECT device, patient FROM sessions"):
+                if device:
+                    found["device"].add(device)
+                if patient:
+                    found["patient"].add(patient)
+        finally:
+            db.close()
+    return found

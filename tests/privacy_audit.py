@@ -88,10 +88,15 @@ __all__ = [
     "Needles",
     "Segment",
     "collect",
+    "file_writes",
     "find_leaks",
+    "postgres_tables",
+    "row_writes",
+    "sqlite_tables",
+    "store_needles",
 ]
 
-Kind = Literal["calldata", "event", "storage"]
+Kind = Literal["calldata", "event", "storage", "file", "row"]
 Match = Literal["raw", "word", "lane"]
 Category = Literal["value", "unit", "identifier", "plaintext"]
 Tracer = Literal["auto", "prestate", "structlog"]
@@ -480,3 +485,94 @@ def find_leaks(writes: Iterable[ChainWrite], needles: Iterable[Needle]) -> list[
                 for at in _positions(chunk, segment, needle):
                     leaks.append(Leak(write, needle, segment.start + at, segment.name))
     return leaks
+
+
+# -- the store: every file and every table of a store backend -------------------------------------
+#
+# Issue 12 item 11 asks the same of the store that issue 6 asked of the chain: what providers
+# read (SQLite + block files, or PostgreSQL) holds ciphertext blocks, key stanzas, anchors and
+# nonces only, and the gateway's journal forgets what is anchored.  The same needles are
+# searched in the same way, as raw bytes: each file whole (a database file holds its rows'
+# values as they are stored: text as UTF-8, a REAL as a big-endian IEEE-754 double), and each
+# value of each table row as read back through SQL.  The chain-specific forms (ABI words, packed
+# storage lanes, ABI strings) are left out: a database file is full of zero runs, where a word
+# of 30 zero bytes and two value bytes would turn up by chance.
+
+
+def store_needles(needles: Iterable[Needle]) -> list[Needle]:
+    """The needles that mean something in a file or a row: raw byte strings, minus ABI forms."""
+    return [n for n in needles if n.match == "raw" and n.form != "abi string"]
+
+
+def _one(kind: Kind, label: str, data: bytes) -> ChainWrite:
+    return ChainWrite(
+        kind, label, "", data, 0, (Segment(kind, 0, len(data), align=None),), label=label
+    )
+
+
+def file_writes(paths: Iterable[Any]) -> list[ChainWrite]:
+    """Each file (a ``pathlib.Path``) under the given files and folders, whole."""
+    from pathlib import Path
+
+    writes = []
+    for root in paths:
+        root = Path(root)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        writes.extend(_one("file", str(p), p.read_bytes()) for p in files)
+    return writes
+
+
+def _value_bytes(value: Any) -> list[bytes]:
+    if value is None:
+        return []
+    if isinstance(value, bytes | bytearray | memoryview):
+        return [bytes(value)]
+    if isinstance(value, float):
+        return [repr(value).encode(), struct.pack(">d", value), struct.pack("<d", value)]
+    return [str(value).encode()]
+
+
+def row_writes(database: str, tables: dict[str, list[tuple[Any, ...]]]) -> list[ChainWrite]:
+    """Each row of each table as one write, each column value its own segment."""
+    writes = []
+    for table, rows in tables.items():
+        for i, row in enumerate(rows):
+            parts = [b for value in row for b in _value_bytes(value)]
+            data, segments, at = b"", [], 0
+            for n, part in enumerate(parts):
+                segments.append(Segment(f"value {n}", at, at + len(part), align=None))
+                data += part
+                at += len(part)
+            label = f"{database}:{table}#{i}"
+            writes.append(ChainWrite("row", label, "", data, 0, tuple(segments), label=label))
+    return writes
+
+
+def sqlite_tables(path: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of a SQLite database, read-only."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: db.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
+    finally:
+        db.close()
+
+
+def postgres_tables(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table in the database's public schema."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        ]
+        return {
+            name: conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(name))).fetchall()
+            for name in names
+        }

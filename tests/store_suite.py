@@ -1,7 +1,9 @@
 """Backend-neutral store tests (web3.py's module_testing pattern).
 
-``StoreSuite`` holds every test; each backend subclasses it and provides a fresh ``store``
-fixture: tests/unit/store/test_sqlite_store.py and tests/integration/test_postgres_store.py.
+``StoreSuite`` holds every test; each block store backend subclasses it and provides a fresh
+``store`` fixture, a :class:`~vitalchain.store.GatewayStore` (the gateway's local journal and
+that block store): tests/unit/store/test_sqlite_store.py and
+tests/integration/test_postgres_store.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.envelope import Stanza
-from vitalchain.store import DuplicateReading, Message, Reading, StoreError
+from vitalchain.store import DuplicateReading, GatewayStore, Message, Reading, StoreError
 from vitalchain.store.base import AnchorRecord, Store
 from vitalchain.store.blocks import Block, BlockEntry, open_payload, seal_block
 from vitalchain.vitals import Vital
@@ -25,9 +27,14 @@ _seq = itertools.count(1)
 
 
 def message(
-    device: str = "0xDevice", patient: str = "0xPatient", group: int = 1, n: int = 1, t: int = 0
+    device: str = "0xDevice",
+    patient: str = "0xPatient",
+    group: int = 1,
+    n: int = 1,
+    t: int = 0,
+    seqs: list[int] | None = None,
 ) -> Message:
-    seqs = [next(_seq) for _ in range(n)]
+    seqs = seqs or [next(_seq) for _ in range(n)]
     readings = tuple(Reading(s, Vital.SPO2, 97.0 + i, t + i) for i, s in enumerate(seqs))
     payload = f'{{"seqs": {seqs}}}'.encode()
     return Message(
@@ -239,3 +246,98 @@ class StoreSuite:
         with pytest.raises(StoreError) as err:
             store.add_nonce(b"n1", "0xProvider", expires_at_ms=9_000)
         assert err.value.code == "nonce_taken"
+
+    # -- the journal: pruning, replay protection that outlives it, crash recovery ---------------
+
+    def test_an_anchor_prunes_the_plaintext_it_covers_and_only_that(self, store: Store) -> None:
+        """Issue 12 item 11: a message is forgotten once its block is sealed and anchored."""
+        p = PrivateKey.generate()
+        first = [store.append(message(patient=p.address)) for _ in range(2)]
+        blk1, ring1 = block(store, p.address, [p])
+        store.add_block(blk1, ring1, first)
+        second = [store.append(message(patient=p.address))]
+        blk2, ring2 = block(store, p.address, [p])
+        store.add_block(blk2, ring2, second)
+        waiting = store.append(message(patient=p.address))  # not sealed yet
+        counted = store.count_readings()
+        assert {sealed.leaf_index for sealed in store.sealed_leaves()} == {0, 1}
+        store.record_anchor(AnchorRecord(1, 1, b"\x01" * 32, b"\x02" * 32, 1))  # covers leaf 0
+        assert [m.id for m in store.messages()] == [*second, waiting]
+        store.record_anchor(AnchorRecord(1, 2, b"\x03" * 32, b"\x04" * 32, 2))
+        assert [m.id for m in store.messages()] == [waiting]
+        assert store.sealed_leaves() == []
+        assert store.count_readings() == counted  # readings ever stored, pruned ones too
+        assert [b.number for b in store.blocks(1, p.address)] == [1, 2]  # the blocks stay
+        assert [m.id for m in store.unsealed(1, p.address)] == [waiting]
+
+    def test_a_replay_of_a_pruned_message_is_still_refused(self, store: Store) -> None:
+        p = PrivateKey.generate()
+        m = message(patient=p.address, n=3)
+        ids = [store.append(m)]
+        blk, ring = block(store, p.address, [p])
+        store.add_block(blk, ring, ids)
+        store.record_anchor(AnchorRecord(1, 1, b"\x01" * 32, b"\x02" * 32, 1))
+        assert store.messages() == []
+        with pytest.raises(DuplicateReading):
+            store.append(m)  # the same bytes (message id and seqs)
+        overlap = message(patient=p.address, seqs=[m.readings[-1].seq, m.readings[-1].seq + 1])
+        with pytest.raises(DuplicateReading):
+            store.append(overlap)  # one seq stored before
+        assert store.last_seqs() == {m.device: m.readings[-1].seq}
+
+    def test_stored_seqs_are_kept_as_ranges(self, store: Store) -> None:
+        for seqs in ([10, 11], [14], [12, 13], [20, 22, 23], [16]):
+            store.append(message(device="0xR", seqs=seqs))
+        assert store.stored_ranges()["0xR"] == [(10, 14), (16, 16), (20, 20), (22, 23)]
+        assert store.last_seqs()["0xR"] == 23
+        with pytest.raises(DuplicateReading):
+            store.append(message(device="0xR", seqs=[15, 16]))
+        store.append(message(device="0xR", seqs=[15, 21]))  # gaps filled: merged
+        assert store.stored_ranges()["0xR"] == [(10, 16), (20, 23)]
+        assert store.count_readings() == 11
+
+    def test_a_block_the_block_store_refuses_leaves_its_messages_pending(
+        self, store: Store
+    ) -> None:
+        p = PrivateKey.generate()
+        kept, ring = block(store, p.address, [p])
+        store.add_block(kept, ring, [])
+        ids = [store.append(message(patient=p.address))]
+        clash = seal_block(
+            GATEWAY, group_id=1, patient=p.address, number=2, previous=kept.hash,
+            leaf_index=kept.leaf_index, sealed_at_ms=2, entries=[], readings=1, vitals=0,
+            recipients=[p.public_key],
+        )[0]  # fmt: skip
+        with pytest.raises(StoreError) as err:
+            store.add_block(clash, ring, ids)
+        assert err.value.code == "block_conflict"
+        assert [m.id for m in store.unsealed(1, p.address)] == ids  # not lost, not marked
+        assert store.sealed_leaves() == []
+
+    def test_reopening_undoes_the_marks_of_a_block_that_was_never_kept(
+        self, store: GatewayStore
+    ) -> None:
+        """A crash between marking the messages and keeping the block: on open, the marks of
+        any block the block store does not hold are undone, so the messages seal again."""
+        p = PrivateKey.generate()
+        ids = [store.append(message(patient=p.address)) for _ in range(2)]
+        blk, _ = block(store, p.address, [p])
+        store.journal.mark_sealed(1, blk.leaf_index, blk.leaf, ids)  # ... and then the crash
+        assert store.unsealed(1, p.address) == []
+        again = GatewayStore(store.journal, store.block_store)  # what open_store does
+        assert [m.id for m in again.unsealed(1, p.address)] == ids
+        # a kept block's marks survive the same check; an anchor recorded before a crash prunes
+        blk, ring = block(again, p.address, [p])
+        again.add_block(blk, ring, ids)
+        again.block_store.record_anchor(AnchorRecord(1, 1, blk.leaf, b"\x02" * 32, 1))
+        assert len(again.messages()) == 2
+        GatewayStore(store.journal, store.block_store)
+        assert again.messages() == []
+
+    def test_a_bare_block_store_keeps_no_messages(self, store: GatewayStore) -> None:
+        p = PrivateKey.generate()
+        blk, ring = block(store, p.address, [p])
+        with pytest.raises(StoreError) as err:
+            store.block_store.add_block(blk, ring, [1])
+        assert err.value.code == "block_conflict"
+        assert store.block(1, blk.leaf_index) is None

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +22,30 @@ from vitalchain.care.access import AccessService, mount_access
 from vitalchain.care.alerts import AlertService
 from vitalchain.care.delivery import AlertApi, AlertHub, mount_alerts
 from vitalchain.crypto.keys import PrivateKey
+from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.broker import BrokerAdmin, BrokerEndpoint, Mosquitto, find_mosquitto
-from vitalchain.gateway.mqtt import MqttBridge
+from vitalchain.gateway.health import (
+    ChainProbe,
+    ComponentProbe,
+    HealthMonitor,
+    StoreProbe,
+)
+from vitalchain.gateway.mqtt import MqttBridge, MqttProbe
 from vitalchain.gateway.policy import NORMAL, ThresholdPolicy
 from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.gateway.service import Gateway, MqttInfo
 from vitalchain.gateway.settings import GatewaySettings
+from vitalchain.gateway.startup import (
+    DataDirLock,
+    StartupError,
+    check_chain,
+    listen_socket,
+    reset_data_dir,
+)
 from vitalchain.ledger import ANVIL_DEV_KEY, Deployment, Ledger, RpcBackend
-from vitalchain.store import Message
+from vitalchain.store import Message, open_store
+from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital, from_fixed
 
 __all__ = [
@@ -59,10 +74,10 @@ def load_or_create_key(path: Path) -> PrivateKey:
     return key
 
 
-def rpc_backend(url: str) -> RpcBackend:
+def rpc_backend(url: str, timeout: float = 10.0) -> RpcBackend:
     """A node at ``url``, funded by anvil's well-known dev account on anvil's chain ID, else by
     ``VITALCHAIN_FUNDER_KEY`` when set (new accounts need gas)."""
-    backend = RpcBackend(url)
+    backend = RpcBackend(url, timeout=timeout)
     if backend.w3.eth.chain_id == ANVIL_CHAIN_ID:
         backend.funder = PrivateKey(ANVIL_DEV_KEY)
     elif funder := os.environ.get("VITALCHAIN_FUNDER_KEY"):
@@ -71,16 +86,59 @@ def rpc_backend(url: str) -> RpcBackend:
 
 
 def open_ledger(settings: GatewaySettings, deployer: PrivateKey) -> Ledger:
-    """The embedded chain, or the node at ``rpc_url``; deploys once and remembers where."""
+    """The embedded chain, or the node at ``rpc_url``; deploys once and remembers where.
+
+    A node that does not answer, a deployment file that is not one, or one naming contracts
+    the chain does not hold (a restarted dev node forgets them) raise :class:`StartupError`
+    with one line (``chain_unavailable``, ``bad_deployment``, ``deployment_not_on_chain``),
+    before anything is deployed or stored.
+    """
+    from web3.exceptions import Web3Exception
+
     if settings.rpc_url is None:
         return Ledger.embedded()
-    backend = rpc_backend(settings.rpc_url)
+    url = settings.rpc_url
     path = settings.data_dir / "deployment.json"
-    if path.exists():
-        return Ledger(backend, Deployment.load(path))
-    ledger = Ledger.deploy(backend, deployer)
-    ledger.deployment.save(path)
-    return ledger
+    try:
+        backend = rpc_backend(url, settings.rpc_timeout_s)
+        if not path.exists():
+            ledger = Ledger.deploy(backend, deployer)
+            ledger.deployment.save(path)
+            return ledger
+        try:
+            plan = Deployment.load(path)
+        except (ValueError, KeyError, TypeError, VitalchainError) as exc:
+            raise StartupError(
+                f"{path} is not a vitalchain deployment file ({type(exc).__name__})",
+                code="bad_deployment",
+            ) from None
+        ledger = Ledger(backend, plan)
+        if not ledger.w3.eth.get_code(ledger.address_of("TrustGroups")):  # type: ignore[arg-type]
+            raise StartupError(
+                f"the chain at {url} holds no vitalchain contracts where {path} says (a "
+                "restarted dev node forgets them): deploy again (`vitalchain chain deploy "
+                f"--force --out {path}`), or remove {path} to let the gateway deploy",
+                code="deployment_not_on_chain",
+            )
+        return ledger
+    except VitalchainError as exc:
+        if exc.code != "chain_unavailable":
+            raise
+        raise StartupError(
+            f"no Ethereum JSON-RPC node answers at {url} ({exc.message})",
+            code="chain_unavailable",
+        ) from None
+    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
+        raise StartupError(
+            f"no Ethereum JSON-RPC node answers at {url} ({type(exc).__name__})",
+            code="chain_unavailable",
+        ) from None
+    except Web3Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise StartupError(
+            f"the node at {url} answered unexpectedly ({type(exc).__name__}: {first})",
+            code="chain_error",
+        ) from None
 
 
 @dataclass
@@ -94,10 +152,11 @@ class RunningGateway:
     alerts: AlertService
     hub: AlertHub
     alert_api: AlertApi
+    health: HealthMonitor | None = None
 
     def app(self) -> FastAPI:
         """The HTTP surface: the gateway's API Edge, the provider access API, alerts."""
-        app = create_app(self.gateway)
+        app = create_app(self.gateway, self.health)
         mount_access(app, self.access)
         mount_alerts(app, self.alert_api)
         return app
@@ -111,13 +170,27 @@ def running_gateway(
     master: PrivateKey | None = None,
     sealing: SealingPolicy | None = None,
     background: bool = True,
+    reset_data: bool = False,
 ) -> Iterator[RunningGateway]:
     """Everything started, and stopped on exit; ``background=False`` leaves sealing and
-    anchoring to explicit calls (deterministic tests)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    master = master or load_or_create_key(settings.data_dir / "master.key")
-    ledger = ledger or open_ledger(settings, master)
+    anchoring to explicit calls (deterministic tests).
+
+    First of all, the data directory is locked (a second gateway on it is refused with
+    ``data_dir_locked``) and, once the chain is open, checked to belong to that chain
+    (``chain_mismatch``); ``reset_data=True`` moves its old data aside first (see
+    gateway/startup.py)."""
+    lock = DataDirLock.acquire(settings.data_dir)  # before anything opens a store
+    try:
+        if reset_data:
+            reset_data_dir(settings.data_dir)
+        master = master or load_or_create_key(settings.data_dir / "master.key")
+        ledger = ledger or open_ledger(settings, master)
+        check_chain(settings.data_dir, ledger)
+    except BaseException:
+        lock.release()
+        raise
     with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)  # the last thing released
         broker: Mosquitto | None = None
         admin: BrokerAdmin | None = None
         endpoint: BrokerEndpoint | None = None
@@ -127,11 +200,15 @@ def running_gateway(
             admin = stack.enter_context(BrokerAdmin(endpoint, *broker.admin))
         elif settings.mqtt:
             log.warning("mosquitto is not installed: serving telemetry over HTTP only")
-        store = None
-        if settings.store_dsn:
-            from vitalchain.store.postgres import PostgresStore
-
-            store = PostgresStore(settings.store_dsn)
+        # Nothing a gateway writes is for other local users (keys, sessions, readings): new
+        # files 0600 and directories 0700, and those made before this point tightened.
+        stack.callback(os.umask, os.umask(0o077))
+        for name in ("gateway.db", "deployment.json", "master.key"):
+            if name == "gateway.db" or (settings.data_dir / name).exists():
+                private_database(settings.data_dir / name)  # (-wal, -shm too)
+        # The store: journal.db (plaintext, local), blocks in store.db + blocks/ or PostgreSQL.
+        store = open_store(settings.data_dir, settings.store_dsn)
+        stack.callback(store.close)
         gateway = Gateway(
             settings,
             master,
@@ -146,11 +223,16 @@ def running_gateway(
         if admin is not None and endpoint is not None:
             username, password = f"gateway-{settings.group_id}", secrets.token_urlsafe(24)
             admin.ensure_gateway(settings.group_id, username, password)
-            bridge = MqttBridge(gateway, endpoint, username, password)
-            bridge.start()
-            stack.callback(bridge.stop)
+            bridge = MqttBridge(gateway, endpoint, username, password)  # started below
         sealer = Sealer(
-            gateway.store, ledger, master, settings.group_id, sealing or SealingPolicy()
+            gateway.store,
+            ledger,
+            master,
+            settings.group_id,
+            sealing
+            or SealingPolicy(
+                settings.seal_max_readings, settings.seal_max_age_s, settings.anchor_every_s
+            ),
         )
         policy = ThresholdPolicy(ledger)
 
@@ -184,6 +266,11 @@ def running_gateway(
         gateway.ingest_core.on_stored(alerts.on_message)
         gateway.ingest_core.on_stored(seal_abnormal_at_once)
         sealer.on_tick(alerts.tick)
+        if bridge is not None:
+            # Only once the hooks are in: the broker hands over what it queued for us while
+            # we were away at once, and those readings must raise alerts like any other.
+            bridge.start()
+            stack.callback(bridge.stop)
 
         def alert_credentials(address: str) -> dict[str, object]:
             assert admin is not None
@@ -199,15 +286,42 @@ def running_gateway(
             }
 
         alert_api = AlertApi(
-            alerts, hub, gateway.store, mqtt_credentials=alert_credentials if admin else None
+            alerts,
+            hub,
+            gateway.store.block_store,
+            mqtt_credentials=alert_credentials if admin else None,
         )
         if background:
             sealer.start()
             stack.callback(sealer.stop)
-        access = AccessService(gateway.store, ledger)
+        access = AccessService(gateway.store.block_store, ledger)
+        health = _health_monitor(settings, gateway, broker, bridge, sealer)
+        if background:
+            health.start()
+            stack.callback(health.stop)  # first to stop: shutdown is not an outage
         yield RunningGateway(
-            gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api
+            gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api, health
         )
+
+
+def _health_monitor(
+    settings: GatewaySettings,
+    gateway: Gateway,
+    broker: Mosquitto | None,
+    bridge: MqttBridge | None,
+    sealer: Sealer,
+) -> HealthMonitor:
+    """Probes of the chain, the store and the managed broker, checked once before serving."""
+    probes: dict[str, ComponentProbe] = {
+        "chain": ChainProbe(gateway.ledger, settings.health_timeout_s),
+        "store": StoreProbe(gateway.store, gateway.group_id),
+    }
+    if bridge is not None:
+        # From the supervisor's and the bridge's bookkeeping: never blocks, never connects.
+        probes["broker"] = MqttProbe(bridge, broker)
+    monitor = HealthMonitor(probes, interval_s=settings.health_interval_s, sealing=sealer.status)
+    monitor.probe_once()
+    return monitor
 
 
 @contextlib.contextmanager
@@ -236,9 +350,46 @@ def served(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def serve(settings: GatewaySettings) -> None:
+def serve(
+    settings: GatewaySettings,
+    *,
+    reset_data: bool = False,
+    on_started: Callable[[RunningGateway, str], None] | None = None,
+) -> None:
+    """``vitalchain gateway run``: the node over HTTP until SIGINT or SIGTERM.
+
+    The HTTP port is bound first (a busy port is refused before the chain is touched, and the
+    bound socket goes to uvicorn, so nothing takes the port in between); ``on_started`` gets
+    the running node and its URL once everything is up.  On SIGINT or SIGTERM uvicorn stops
+    and this returns normally, so ``running_gateway``'s cleanup (broker, stores, lock) runs:
+    uvicorn would re-raise the signal after its shutdown, killing the process before that.
+    """
+    import functools
+    import socket
+
     import uvicorn
 
-    with running_gateway(settings) as running:
+    announce: Callable[[], None] | None = None
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()  # handled: do not re-raise after shutdown
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if announce is not None and not self.should_exit:
+                announce()  # serving, and Ctrl-C is uvicorn's now: a clean stop from here
+
+    sock = listen_socket(settings.host, settings.port)
+    with contextlib.closing(sock), running_gateway(settings, reset_data=reset_data) as running:
+        port = int(sock.getsockname()[1])
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        url = f"http://{host}:{port}"
         log.info("gateway %s for group %s", running.gateway.master.address, settings.group_id)
-        uvicorn.run(running.app(), host=settings.host, port=settings.port, log_level="warning")
+        if on_started is not None:
+            announce = functools.partial(on_started, running, url)
+        config = uvicorn.Config(running.app(), host=settings.host, port=port, log_level="warning")
+        Server(config).run(sockets=[sock])

@@ -92,6 +92,7 @@ class Probe:
     def subscribe(self, topic: str) -> ReasonCode:
         result, mid = self.client.subscribe(topic, qos=1)
         assert result == mqtt.MQTT_ERR_SUCCESS
+        assert mid is not None
         return self._await(mid)
 
     def expect(self, topic: str) -> bytes:
@@ -534,7 +535,7 @@ def test_no_broker_is_a_broker_error() -> None:
 
 
 def test_start_failure_reports_the_broker_stderr(mosquitto: Mosquitto, tmp_path: Any) -> None:
-    taken = Mosquitto(tmp_path, port=mosquitto.endpoint.port)
+    taken = Mosquitto(tmp_path, port=mosquitto.endpoint.port, port_busy_grace_s=0.5)
     with pytest.raises(BrokerError, match="Address already in use") as info:
         taken.start()
     assert info.value.code == "broker_start_failed"
@@ -547,6 +548,11 @@ def test_managed_broker_files(mosquitto: Mosquitto) -> None:
     conf = mosquitto.conf_path.read_text()
     assert f"listener {mosquitto.endpoint.port} 127.0.0.1" in conf
     assert "allow_anonymous false" in conf
+    # the broker queues telemetry for an offline gateway, and keeps it across its own restart
+    assert "persistence true" in conf
+    assert f"persistence_location {mosquitto.persistence_dir}/" in conf
+    assert "max_queued_messages 100000" in conf
+    assert mosquitto.persistence_dir.stat().st_mode & 0o777 == 0o700
     assert mosquitto.admin[1] not in conf
     assert mosquitto.admin[1] not in mosquitto.log_path.read_text()
     assert mosquitto.dynsec_path.stat().st_mode & 0o077 == 0

@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 from tests.alert_suite import wait_for
 from vitalchain.cli import app
+from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Deployment, Ledger
@@ -34,8 +35,9 @@ from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"
 
 
-def cli(*args: str, ok: bool = True) -> Result:
-    result = CliRunner().invoke(app, list(args), env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": None})
+def cli(*args: str, ok: bool = True, token: str | None = None) -> Result:
+    """The CLI in this process; ``token`` is given the way operators give it (environment)."""
+    result = CliRunner().invoke(app, list(args), env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": token})
     if ok:
         assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
@@ -125,8 +127,8 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     # a pulse oximeter is enrolled for the patient and streams a minute of patient time
     device_file = work / "oximeter.json"
     result = cli(
-        "device", "enrol", "--gateway", s.gateway_url, "--admin-token", ADMIN_TOKEN,
-        "--patient", patient, "--kind", "pulse_oximeter", "--out", str(device_file),
+        "device", "enrol", "--gateway", s.gateway_url, "--patient", patient,
+        "--kind", "pulse_oximeter", "--out", str(device_file), token=ADMIN_TOKEN,
     )  # fmt: skip
     record = json.loads(device_file.read_text())
     assert device_file.stat().st_mode & 0o777 == 0o600
@@ -224,6 +226,51 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     result = cli(*verify, "--key", patient_key)
     assert "verified: no check failed" in result.output
     assert cli(*verify, "--key", doctor_key, ok=False).exit_code == 3
+
+
+def test_simulated_patients_keys_are_kept_and_published_so_their_blocks_seal(
+    setup: Setup,
+) -> None:
+    """`device simulate --patients N` used to throw the patients' keys away: their readings
+    never sealed (no published key to wrap for) and nobody could ever read them."""
+    s = setup
+    out = s.dir / "simulated"
+    out.mkdir()
+    result = cli(
+        "device", "simulate", "--gateway", s.gateway_url, "--patients", "2", "--minutes", "1",
+        "--seed", "5", "--out", str(out), *s.rpc, token=ADMIN_TOKEN,
+    )  # fmt: skip
+    assert "published the keys of 2 patients" in result.output
+    key_files = sorted(out.glob("patient-*.key"))
+    device_files = sorted(out.glob("*.json"))
+    assert len(key_files) == 2
+    assert len(device_files) == 4  # a cuff and an oximeter each
+    for path in (*key_files, *device_files):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    for path in key_files:
+        assert path.read_text().strip() not in result.output
+    patients = [path.name.removeprefix("patient-").removesuffix(".key") for path in key_files]
+    for patient, path in zip(patients, key_files, strict=True):
+        key = PrivateKey(bytes.fromhex(path.read_text().strip()))
+        assert key.address == patient
+        assert s.ledger.has_key(patient)  # published: the gateway can wrap for the patient
+    records = [json.loads(p.read_text()) for p in device_files]
+    assert {r["patient"] for r in records} == set(patients)
+    assert all(r["next_seq"] > 0 for r in records)  # saved after the run
+
+    # the readings seal, and the patient reads them with the kept key
+    store = s.running.gateway.store
+    for patient in patients:
+        wait_for(lambda p=patient: store.blocks(s.group_id, p))  # type: ignore[misc]
+    fetched = json.loads(
+        cli("provider", "fetch", "--key", str(key_files[0]), "--patient", patients[0],
+            "--gateway", s.gateway_url, "--json").stdout
+    )  # fmt: skip
+    assert fetched["readings"]
+    assert {r["device"] for r in fetched["readings"]} <= {r["address"] for r in records}
+    # the simulated devices stream again from their files, no token needed
+    again = cli("device", "simulate", "--device", str(device_files[0]), "--minutes", "0.2")
+    assert "readings accepted" in again.output
 
 
 def test_a_refusal_by_the_chain_is_one_clear_line(setup: Setup) -> None:

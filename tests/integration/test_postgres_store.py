@@ -1,4 +1,5 @@
-"""The backend-neutral store suite on PostgreSQL (a real server: the ``postgres`` fixture).
+"""The backend-neutral store suite with PostgreSQL as the block store (a real server: the
+``postgres`` fixture) and the gateway's local SQLite journal beside it.
 
 Each test gets a fresh, empty database of its own (CREATE DATABASE, dropped afterwards), so the
 store's idempotent schema creation runs every time.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,6 +17,7 @@ from psycopg import sql
 
 from tests.store_suite import StoreSuite, block, message
 from vitalchain.crypto import PrivateKey
+from vitalchain.store import GatewayStore, SqliteJournal
 from vitalchain.store.pgserver import LocalPostgres
 from vitalchain.store.postgres import PostgresStore
 
@@ -22,11 +25,13 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def store(postgres: LocalPostgres) -> Iterator[PostgresStore]:
+def store(postgres: LocalPostgres, tmp_path: Path) -> Iterator[GatewayStore]:
     name = f"store_test_{next(_names)}"
     with psycopg.connect(postgres.admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        s = PostgresStore(postgres.dsn_for(name))
+        s = GatewayStore(
+            SqliteJournal(tmp_path / "journal.db"), PostgresStore(postgres.dsn_for(name))
+        )
         try:
             yield s
         finally:
@@ -34,31 +39,97 @@ def store(postgres: LocalPostgres) -> Iterator[PostgresStore]:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _dsn(store: GatewayStore) -> str:
+    blocks = store.block_store
+    assert isinstance(blocks, PostgresStore)
+    return blocks.dsn
+
+
+def _tables(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 class TestPostgresStore(StoreSuite):
-    def test_blocks_are_rows(self, store: PostgresStore) -> None:
+    def test_blocks_are_rows(self, store: GatewayStore) -> None:
         p = PrivateKey.generate()
         blk, ring = block(store, p.address, [p])
         store.add_block(blk, ring, [])
-        with psycopg.connect(store.dsn) as conn:
+        with psycopg.connect(_dsn(store)) as conn:
             row = conn.execute("SELECT data FROM blocks WHERE leaf_index = 0").fetchone()
         assert row is not None
         assert bytes(row[0]) == blk.to_bytes()
 
-    def test_reopening_keeps_everything(self, store: PostgresStore) -> None:
+    def test_messages_never_reach_the_shared_database(self, store: GatewayStore) -> None:
+        """Issue 12 item 11: the database providers read (and its operator sees) has no table
+        for messages or readings; they are in the gateway's local journal."""
+        p = PrivateKey.generate()
+        ids = [store.append(message(patient=p.address, n=2)) for _ in range(2)]
+        blk, ring = block(store, p.address, [p])
+        store.add_block(blk, ring, ids)
+        assert _tables(_dsn(store)) == {"blocks", "key_ring", "anchors", "nonces"}
+
+    def test_a_legacy_database_with_plaintext_tables_is_emptied(
+        self, store: GatewayStore, tmp_path: Path
+    ) -> None:
+        """A database from before issue 12 kept every message and reading, readable by its
+        operator: on open the unsealed ones move to the local journal, every stored seq is
+        remembered, and the tables are dropped."""
+        from vitalchain.store import open_store
+
+        dsn = _dsn(store)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE messages (id BIGINT PRIMARY KEY, message_id BYTEA NOT NULL, "
+                "device TEXT NOT NULL, group_id BIGINT NOT NULL, patient TEXT NOT NULL, "
+                "received_at BIGINT NOT NULL, payload BYTEA NOT NULL, signature BYTEA NOT NULL, "
+                "block_id BIGINT)"
+            )
+            conn.execute(
+                "CREATE TABLE readings (device TEXT NOT NULL, seq BIGINT NOT NULL, message BIGINT "
+                "NOT NULL, patient TEXT NOT NULL, vital BIGINT NOT NULL, value DOUBLE PRECISION "
+                "NOT NULL, t BIGINT NOT NULL, PRIMARY KEY (device, seq))"
+            )
+            conn.execute(
+                "INSERT INTO messages VALUES (1, '\\x01', '0xD', 1, '0xP', 5, '{}', '\\x02', NULL),"
+                " (2, '\\x03', '0xD', 1, '0xP', 6, '{}', '\\x02', 9)"
+            )
+            conn.execute(
+                "INSERT INTO readings VALUES ('0xD', 7, 1, '0xP', 1, 97.5, 5), "
+                "('0xD', 8, 2, '0xP', 1, 96.5, 6)"
+            )
+        moved = open_store(tmp_path / "gw", dsn)
+        try:
+            (kept,) = moved.messages()
+            assert [r.value for r in kept.message.readings] == [97.5]
+            assert moved.last_seqs() == {"0xD": 8}
+            assert _tables(dsn) == {"blocks", "key_ring", "anchors", "nonces"}
+        finally:
+            moved.close()
+
+    def test_reopening_keeps_everything(self, store: GatewayStore, tmp_path: Path) -> None:
         m = message(n=2)
         row_id = store.append(m)
-        again = PostgresStore(store.dsn)  # the schema statements are idempotent
-        try:
+        p = PrivateKey.generate()
+        blk, ring = block(store, p.address, [p])
+        store.add_block(blk, ring, [])
+        store.journal.close()
+        again = GatewayStore(SqliteJournal(tmp_path / "journal.db"), PostgresStore(_dsn(store)))
+        try:  # the schema statements are idempotent
             assert [s.id for s in again.messages()] == [row_id]
-            assert again.last_seqs() == store.last_seqs()
+            assert again.last_seqs() == {m.device: m.readings[-1].seq}
+            assert again.block(1, blk.leaf_index) == blk
         finally:
             again.close()
 
-    def test_close_commits_what_is_queued(self, store: PostgresStore) -> None:
+    def test_close_commits_what_is_queued(self, store: GatewayStore, tmp_path: Path) -> None:
         futures = [store.submit(message(device="0xQueued")) for _ in range(50)]
         store.close()
         assert all(f.result(timeout=0) > 0 for f in futures)
-        reopened = PostgresStore(store.dsn)
+        reopened = SqliteJournal(tmp_path / "journal.db")
         try:
             assert reopened.count_readings() == 50
         finally:

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
+from psycopg import sql
 from pydantic import SecretStr
 
 from tests.gateway_fixtures import ADMIN_TOKEN
@@ -33,7 +35,12 @@ from tests.privacy_audit import (
     Needles,
     Segment,
     collect,
+    file_writes,
     find_leaks,
+    postgres_tables,
+    row_writes,
+    sqlite_tables,
+    store_needles,
 )
 from vitalchain.care.access import ProviderClient
 from vitalchain.crypto import PrivateKey
@@ -45,6 +52,8 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, Ledger, RpcBackend
 from vitalchain.ledger.devnode import find_anvil, free_port, wait_for_port
 from vitalchain.node import running_gateway
+from vitalchain.store import StoredMessage
+from vitalchain.store.pgserver import LocalPostgres
 from vitalchain.vitals import Vital, scope_of, to_fixed
 
 HOUR = 3600
@@ -344,6 +353,7 @@ class Scenario:
     payloads: list[bytes]  # every data message the devices signed, as stored by the gateway
     hashed_texts: list[bytes]  # texts of which only a hash may reach the chain
     txs: dict[str, list[str]] = field(default_factory=dict)  # step → transaction hashes
+    data_dir: Path = Path()  # the node's data directory, left in place
 
     def needles(self) -> Needles:
         needles = Needles().units().markers()
@@ -359,11 +369,14 @@ class Scenario:
         return needles
 
 
-def run_demo_scenario(ledger: Ledger, tmp_path: Path, admin: PrivateKey) -> Scenario:
+def run_demo_scenario(
+    ledger: Ledger, tmp_path: Path, admin: PrivateKey, store_dsn: str | None = None
+) -> Scenario:
     """One node over ``ledger`` (``admin`` is its deployer, who registers providers), six
     patients with one device each, three providers; consent granted, denied, revoked and
     broken; thresholds set by patients and by providers; two rounds of telemetry with abnormal
-    readings, each sealed and anchored.  Returns what the audit needs to know."""
+    readings, each sealed and anchored.  Blocks go to ``store_dsn`` (PostgreSQL) if given,
+    else to SQLite and files in the node's data directory.  Returns what the audit needs."""
     txs: dict[str, list[str]] = {}
 
     def note(step: str, tx_hash: bytes) -> None:
@@ -376,6 +389,7 @@ def run_demo_scenario(ledger: Ledger, tmp_path: Path, admin: PrivateKey) -> Scen
         admin_token=SecretStr(ADMIN_TOKEN),
         mqtt=False,
         alert_ring_k=len(PATIENTS) - 1,  # every device rings with all the others
+        store_dsn=store_dsn,
     )
     sealing = SealingPolicy(max_readings=4, max_age_s=3600)
     with contextlib.ExitStack() as stack:
@@ -448,7 +462,11 @@ def run_demo_scenario(ledger: Ledger, tmp_path: Path, admin: PrivateKey) -> Scen
                     ack = device.send(device.prepare(message))
                     assert ack["accepted"] == len(message)
 
+        stored: dict[bytes, StoredMessage] = {}
+
         def seal_and_anchor() -> None:
+            # what the journal holds now, before the anchor prunes it (issue 12 item 11)
+            stored.update((m.message.message_id, m) for m in gateway.store.messages(limit=10_000))
             sealer.seal_due()  # abnormal readings asked for their patient's block already
             for pending in gateway.store.pending_patients():
                 if pending.group_id == settings.group_id:
@@ -487,9 +505,10 @@ def run_demo_scenario(ledger: Ledger, tmp_path: Path, admin: PrivateKey) -> Scen
         (glass,) = ledger.events.query("BreakGlassAccessed", patient=tomasz.key.address)
         note("break-glass", glass.transaction_hash)
 
-        stored = gateway.store.messages(limit=10_000)
-        payloads = [m.message.payload for m in stored]
-        readings = [(r.vital, r.value) for m in stored for r in m.message.readings]
+        assert gateway.store.messages() == []  # everything was anchored: the journal is empty
+        kept = sorted(stored.values(), key=lambda m: m.id)
+        payloads = [m.message.payload for m in kept]
+        readings = [(r.vital, r.value) for m in kept for r in m.message.readings]
     return Scenario(
         ledger=ledger,
         group_id=settings.group_id,
@@ -501,6 +520,7 @@ def run_demo_scenario(ledger: Ledger, tmp_path: Path, admin: PrivateKey) -> Scen
         payloads=payloads,
         hashed_texts=[BREAK_GLASS_REASON],
         txs=txs,
+        data_dir=settings.data_dir,
     )
 
 
@@ -587,3 +607,108 @@ def test_demo_run_puts_no_health_data_on_chain(anvil_url: str, tmp_path: Path) -
         f"{len(needles)} needles; run {ran - started:.1f} s, collect and scan "
         f"{scanned - ran:.1f} s"
     )
+
+
+# --- 3. the store: issue 12 item 11 --------------------------------------------------------------
+
+
+def _store_writes(
+    data_dir: Path, pg: LocalPostgres | None, dsn: str | None
+) -> tuple[list[ChainWrite], list[ChainWrite]]:
+    """Every file and table row of the store backend in use and of the node's journal; and,
+    apart, PostgreSQL's WAL (shared with its own catalogs: see the test)."""
+    writes = file_writes(sorted(data_dir.glob("journal.db*")))
+    writes += row_writes("journal", sqlite_tables(data_dir / "journal.db"))
+    if dsn is None:
+        writes += file_writes([*sorted(data_dir.glob("store.db*")), data_dir / "blocks"])
+        writes += row_writes("store", sqlite_tables(data_dir / "store.db"))
+        return writes, []
+    assert pg is not None
+    assert pg.root is not None
+    writes += row_writes("postgres", postgres_tables(dsn))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # the table files on disk hold every committed row now
+        # the files of every table in the public schema, with its TOAST table and indexes
+        relations = conn.execute(
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+            "UNION SELECT pg_relation_filepath(c.reltoastrelid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.reltoastrelid <> 0 "
+            "UNION SELECT pg_relation_filepath(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class t ON t.oid = i.indrelid WHERE t.reltoastrelid <> 0 "
+            "AND i.indrelid IN (SELECT reltoastrelid FROM pg_class)"
+        ).fetchall()
+    files = pg.root / "data"
+    tables = [files / r[0] for r in relations if r[0] and (files / r[0]).exists()]
+    assert len(tables) >= 4
+    return writes + file_writes(tables), file_writes([files / "pg_wal"])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_demo_run_leaves_no_plaintext_in_the_store(
+    anvil_url: str, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The demo-sized run, then every file and every table row of the store (SQLite + block
+    files, or PostgreSQL's tables and its files on disk) and of the node's journal searched
+    for the run's vital values, units, JSON keys, payloads and patient identifiers: none.
+    Then a planted plaintext row and file are found, so the scan can fail."""
+    pg: LocalPostgres | None = None
+    dsn = None
+    if backend == "postgres":
+        pg = request.getfixturevalue("postgres")
+        name = f"audit_{secrets.token_hex(4)}"
+        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin_conn:
+            admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        dsn = pg.dsn_for(name)
+    ledger, admin = deploy(anvil_url)
+    scenario = run_demo_scenario(ledger, tmp_path, admin, store_dsn=dsn)
+    data_dir = scenario.data_dir
+    needles = store_needles(scenario.needles())
+    assert {n.category for n in needles} == {"value", "unit", "identifier", "plaintext"}
+    writes, wal = _store_writes(data_dir, pg, dsn)
+    # PostgreSQL's WAL also logs its own catalogs (information_schema's view definitions name
+    # a column "unit"), so there the bare JSON keys prove nothing; every other needle counts.
+    in_wal = [n for n in needles if n.form != "marker"]
+    leaks = find_leaks(writes, needles) + find_leaks(wal, in_wal)
+    assert leaks == [], "plaintext in the store:\n" + "\n".join(str(k) for k in leaks[:20])
+
+    # the scan looked at the real thing: blocks, key rings, anchors, and the journal's ranges
+    rows = Counter(w.tx_hash.split("#")[0] for w in writes if w.kind == "row")
+    place = "store" if dsn is None else "postgres"
+    for table in ("blocks", "key_ring", "anchors"):
+        assert rows[f"{place}:{table}"] > 0, rows
+    assert rows["journal:seq_ranges"] > 0
+    assert "journal:messages" not in rows  # pruned: every block was anchored
+    if dsn is None:
+        assert any(w.kind == "file" and w.tx_hash.endswith(".vcb") for w in writes)
+    else:
+        assert not (data_dir / "store.db").exists()  # blocks went to PostgreSQL only
+
+    # control: a plaintext reading row and a plaintext file, planted, are both found
+    vital, value = scenario.readings[0]
+    payload = scenario.payloads[0]
+    if dsn is None:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(data_dir / "store.db")) as db:
+            db.execute("CREATE TABLE planted (patient TEXT, vital INTEGER, value REAL)")
+            db.execute("INSERT INTO planted VALUES ('x', ?, ?)", (int(vital), value))
+            db.commit()
+        (data_dir / "blocks" / "planted.json").write_bytes(payload)
+    else:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE planted (payload BYTEA, value DOUBLE PRECISION)")
+            conn.execute("INSERT INTO planted VALUES (%s, %s)", (payload, value))
+        (data_dir / "journal.db-planted").write_bytes(payload)
+    writes, wal = _store_writes(data_dir, pg, dsn)
+    found = find_leaks(writes, needles) + find_leaks(wal, in_wal)
+    label = f"{vital.info.short} reading {value!r}"
+    where = {(k.write.kind, k.needle.label, k.needle.form) for k in found}
+    assert ("row", label, "float64 big-endian") in where  # the REAL / float8 column, by SQL
+    # ... and in the database's file: SQLite stores a REAL big-endian, PostgreSQL natively
+    assert {("file", label, f"float64 {end}-endian") for end in ("big", "little")} & where
+    assert ("file", "signed payload #0", "exact") in where
+    assert ("file", "telemetry/FHIR JSON", "marker") in where
+    if dsn is not None:
+        assert ("row", "signed payload #0", "exact") in where

@@ -359,33 +359,48 @@ def test_ws_url_follows_the_gateway_scheme() -> None:
 # -- devices -------------------------------------------------------------------------------------
 
 
+TOKEN = {"VITALCHAIN_GATEWAY_ADMIN_TOKEN": "a-client-side-token"}
+
+
 def test_device_enrol_refusals(tmp_path: Path) -> None:
     out = tmp_path / "dev.json"
     base = ("device", "enrol", "--out", str(out))
-    refused(invoke(*base, "--patient", "0x1", "--admin-token", "t"), "--patient")
-    refused(invoke(*base, "--patient", ADDRESS), "--admin-token", "admin token")
-    refused(
-        invoke(*base, "--patient", ADDRESS, "--admin-token", "t", "--kind", "toaster"), "--kind"
-    )
-    refused(
-        invoke(*base, "--patient", ADDRESS, "--admin-token", "t", "--gateway", "gw"), "--gateway"
-    )
+    refused(invoke(*base, "--patient", "0x1", env=TOKEN), "--patient")
+    refused(invoke(*base, "--patient", ADDRESS), "--admin-token-file", "admin token")
+    refused(invoke(*base, "--patient", ADDRESS, "--kind", "toaster", env=TOKEN), "--kind")
+    refused(invoke(*base, "--patient", ADDRESS, "--gateway", "gw", env=TOKEN), "--gateway")
     failed(
-        invoke(*base, "--patient", ADDRESS, "--admin-token", "t", "--gateway", NOWHERE),
+        invoke(*base, "--patient", ADDRESS, "--gateway", NOWHERE, env=TOKEN),
         "enrolment through",
         "failed",
     )
     assert not out.exists()  # nothing half-written
     out.write_text("{}")
-    refused(invoke(*base, "--patient", ADDRESS, "--admin-token", "t"), "--out", "never")
+    refused(invoke(*base, "--patient", ADDRESS, env=TOKEN), "--out", "never")
 
 
-def test_admin_token_comes_from_the_environment_too(tmp_path: Path) -> None:
-    result = invoke(
-        "device", "enrol", "--out", str(tmp_path / "d.json"), "--patient", ADDRESS,
-        "--gateway", NOWHERE, env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": "from-env"},
-    )  # fmt: skip
-    failed(result, "failed")  # past the token check, to the unreachable gateway
+def test_admin_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    enrol = ("device", "enrol", "--out", str(tmp_path / "d.json"), "--patient", ADDRESS,
+             "--gateway", NOWHERE)  # fmt: skip
+    failed(invoke(*enrol, env=TOKEN), "failed")  # past the token check, to the gateway
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789\n")
+    failed(invoke(*enrol, "--admin-token-file", str(token_file)), "failed")
+
+
+def test_the_admin_token_flag_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    """A token on the command line is in every local user's process list: refused with the
+    way to give it instead, by every command that took it."""
+    secret = "visible-to-everyone-0123456789"
+    for command in (
+        ("gateway", "run"),
+        ("device", "enrol", "--out", str(tmp_path / "d.json"), "--patient", ADDRESS),
+        ("device", "simulate"),
+    ):
+        result = invoke(*command, "--admin-token", secret)
+        refused(result, "--admin-token", "VITALCHAIN_GATEWAY_ADMIN_TOKEN", "--admin-token-file")
+        assert "(admin_token_on_command_line)" in result.output
+        assert secret not in result.output
 
 
 @pytest.mark.parametrize(
@@ -416,13 +431,13 @@ def test_device_files_are_checked(tmp_path: Path, key_file: Path) -> None:
     refused(invoke("device", "send", "--device", str(fake), "spo2=97"), "--device", "not a")
 
 
-def test_device_simulate_refusals() -> None:
-    refused(invoke("device", "simulate", "--transport", "pigeon", "--admin-token", "x"), "http")
+def test_device_simulate_refusals(tmp_path: Path) -> None:
+    refused(invoke("device", "simulate", "--transport", "pigeon", env=TOKEN), "http")
     refused(invoke("device", "simulate"), "admin token")
-    refused(invoke("device", "simulate", "--patients", "0", "--admin-token", "x"), "--patients")
-    refused(invoke("device", "simulate", "--speedup", "0.5", "--admin-token", "x"), "--speedup")
+    refused(invoke("device", "simulate", "--patients", "0", env=TOKEN), "--patients")
+    refused(invoke("device", "simulate", "--speedup", "0.5", env=TOKEN), "--speedup")
     failed(
-        invoke("device", "simulate", "--gateway", NOWHERE, "--admin-token", "x"),
+        invoke("device", "simulate", "--gateway", NOWHERE, "--out", str(tmp_path), env=TOKEN),
         "onboarding failed",
     )
 

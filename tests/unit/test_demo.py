@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.demo_checks import assert_promises_kept, run_reduced
+from tests.demo_checks import (
+    PATIENTS,
+    addresses_in,
+    assert_data_dir_kept_private,
+    assert_promises_kept,
+    run_reduced,
+)
 from vitalchain import node
 from vitalchain.cli import app
 from vitalchain.demo import scenario
@@ -17,10 +24,41 @@ from vitalchain.gateway.broker import BrokerError
 from vitalchain.ledger.devnode import free_port
 
 
-def test_the_reduced_demo_keeps_every_promise(tmp_path: Path) -> None:
-    summary = run_reduced(tmp_path / "runs")
+def test_the_reduced_demo_keeps_every_promise(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also, issue 12: ``--data-dir`` keeps the run's data; every file and folder in it is
+    private (0600 / 0700); what is anchored is gone from the journal; and the run's logs,
+    captured at DEBUG from every logger, name no patient and no device (item 14)."""
+    data = tmp_path / "data"
+    with caplog.at_level(logging.DEBUG):
+        summary = run_reduced(tmp_path / "runs", "--data-dir", str(data))
     assert summary["chain"].startswith("embedded")
     assert_promises_kept(summary)
+    assert_data_dir_kept_private(data)
+    people = addresses_in(data)
+    assert len(people["patient"]) == PATIENTS  # over both clusters
+    assert len(people["device"]) == 2 * PATIENTS
+    leaks = {
+        (kind, record.name, record.getMessage()[:200])
+        for kind, found in people.items()
+        for record in caplog.records
+        for address in found
+        if address.lower() in (record.getMessage() + (record.exc_text or "")).lower()
+    }
+    assert leaks == set()
+    assert caplog.records  # the capture did see the run
+
+
+def test_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "something").write_text("x")
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "busy")]
+    )
+    assert result.exit_code == 2
+    assert "not an empty folder" in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "vitalchain"
 
-BASE = {"errors", "vitals"}
+BASE = {"errors", "vitals", "logs"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "logs": set(),
     "vitals": {"errors"},
     "crypto": {"errors"},
     "ledger": BASE | {"crypto"},

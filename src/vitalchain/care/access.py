@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitalchain.care.source import HttpSource, StoreSource
@@ -23,8 +23,11 @@ from vitalchain.crypto.envelope import Stanza
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.ledger import ConsentStatus, Ledger
-from vitalchain.store.base import Store
+from vitalchain.ledger.address import Address
+from vitalchain.ledger.errors import ChainUnavailable
+from vitalchain.store.base import BlockStore
 from vitalchain.store.blocks import Block, BlockEntry, open_payload
+from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import Reading
 from vitalchain.vitals import Vital
 
@@ -62,7 +65,7 @@ def access_message(
 class AccessService:
     def __init__(
         self,
-        store: Store,
+        store: BlockStore,
         ledger: Ledger,
         *,
         clock: Callable[[], float] = time.time,
@@ -73,10 +76,18 @@ class AccessService:
         self.clock = clock
         self.random = random
         self.source = StoreSource(store)
+        self._purged_at = float("-inf")
 
     def challenge(self, provider: str) -> dict[str, Any]:
+        now = self.clock()
+        if now - self._purged_at >= NONCE_TTL_S:
+            # Amortised: expired challenges go at most one lifetime after they expire, so a
+            # stream of unanswered challenges cannot grow the table (a gateway node's periodic
+            # purge does the same; this covers an access API served without one).
+            self._purged_at = now
+            self.store.purge_nonces(int(now * 1000))
         nonce = self.random(32)
-        expires_at = int(self.clock()) + NONCE_TTL_S
+        expires_at = int(now) + NONCE_TTL_S
         self.store.add_nonce(nonce, provider, expires_at * 1000)
         return {"v": 1, "nonce": nonce.hex(), "expires_at": expires_at}
 
@@ -147,8 +158,14 @@ class AccessService:
 
 # -- HTTP ----------------------------------------------------------------------------------------
 
-_ADDRESS = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
 _HEX = r"^[0-9a-fA-F]*$"
+# Numbers that reach SQL are BIGINT: bounded in the schema, so a larger one is a 422.
+GroupId = Annotated[int, Path(ge=1, lt=2**63)]
+# The care routes' refusals (store access here, alerts in delivery.py), for the OpenAPI.
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    status: {"description": "refused: {error: {code, message}}"}
+    for status in (400, 401, 403, 404, 409, 422, 429, 503)
+}
 
 
 class _Strict(BaseModel):
@@ -157,14 +174,14 @@ class _Strict(BaseModel):
 
 class ChallengeRequest(_Strict):
     v: Literal[1]
-    provider: str = _ADDRESS
+    provider: Address
 
 
 class AccessRequest(_Strict):
     v: Literal[1]
-    provider: str = _ADDRESS
+    provider: Address
     group_id: int = Field(ge=1, lt=2**63)
-    patient: str = _ADDRESS
+    patient: Address
     after_number: int = Field(0, ge=0, lt=2**63)
     number: int | None = None
     nonce: str = Field(pattern=_HEX, min_length=64, max_length=64)
@@ -182,12 +199,12 @@ ServiceDep = Annotated[AccessService, Depends(_service)]
 def create_access_router() -> APIRouter:
     router = APIRouter(prefix="/v1/store", tags=["store"])
 
-    @router.post("/challenges", status_code=201)
+    @router.post("/challenges", status_code=201, responses=REFUSALS)
     def challenge(body: ChallengeRequest, service: ServiceDep) -> dict[str, Any]:
         """A one-time nonce for the provider's next signed request."""
         return service.challenge(body.provider)
 
-    @router.post("/access")
+    @router.post("/access", responses=REFUSALS)
     def access(body: AccessRequest, service: ServiceDep) -> dict[str, Any]:
         """Ciphertext of the patient's blocks, if the chain says the consent is valid now."""
         if body.number is not None and not 1 <= body.number < 2**63:
@@ -202,9 +219,9 @@ def create_access_router() -> APIRouter:
             signature=bytes.fromhex(body.signature),
         )
 
-    @router.get("/groups/{group_id}/proofs/inclusion")
+    @router.get("/groups/{group_id}/proofs/inclusion", responses=REFUSALS)
     def inclusion(
-        group_id: int,
+        group_id: GroupId,
         service: ServiceDep,
         leaf_index: Annotated[int, Query(ge=0, lt=2**63)],
         tree_size: Annotated[int, Query(ge=1, lt=2**63)],
@@ -212,13 +229,15 @@ def create_access_router() -> APIRouter:
         """RFC 9162 inclusion proof: hashes only."""
         try:
             proof = service.source.inclusion_proof(group_id, leaf_index, tree_size)
+        except (ChainUnavailable, StoreUnavailable):
+            raise  # an outage is the app's 503, not a missing proof
         except VitalchainError as exc:
             raise AccessError(404, exc.code, exc.message) from None
         return {"v": 1, "proof": proof.to_bytes().hex()}
 
-    @router.get("/groups/{group_id}/proofs/consistency")
+    @router.get("/groups/{group_id}/proofs/consistency", responses=REFUSALS)
     def consistency(
-        group_id: int,
+        group_id: GroupId,
         service: ServiceDep,
         size1: Annotated[int, Query(ge=0, lt=2**63)],
         size2: Annotated[int, Query(ge=0, lt=2**63)],
@@ -226,6 +245,8 @@ def create_access_router() -> APIRouter:
         """RFC 9162 consistency proof between two sizes of the group's log."""
         try:
             proof = service.source.consistency_proof(group_id, size1, size2)
+        except (ChainUnavailable, StoreUnavailable):
+            raise  # an outage is the app's 503, not a missing proof
         except VitalchainError as exc:
             raise AccessError(404, exc.code, exc.message) from None
         return {"v": 1, "proof": proof.to_bytes().hex()}

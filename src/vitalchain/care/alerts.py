@@ -38,6 +38,8 @@ from vitalchain.crypto.ring import RingProof, alert_context
 from vitalchain.errors import DecodeError, InvalidProof, InvalidSignature, VitalchainError
 from vitalchain.ledger import ConsentStatus, Ledger
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.logs import Transitions, pseudonym, safe_error
+from vitalchain.store.files import private_database
 from vitalchain.store.model import Message
 from vitalchain.vitals import Vital
 
@@ -226,6 +228,7 @@ class _AlertLog:
     """Alerts this gateway raised, durably; a key image can be used once (replays refused)."""
 
     def __init__(self, path: Path) -> None:
+        private_database(path)  # 0600, its -wal and -shm too: it names patients
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -313,6 +316,8 @@ class AlertService:
         self._cursor = 0
         self._generation = 0  # bumped when events invalidate the caches (see _cache_put)
         self._seen: set[str] = set()
+        self._failing = Transitions()  # patient pseudonym → why its alerts fail
+        self._warm_failing = Transitions()  # patient pseudonym → why its warm-up failed
         self._lock = threading.Lock()
         self._warm: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._warmer = threading.Thread(target=self._warm_up, name="alert-warm", daemon=True)
@@ -377,8 +382,15 @@ class AlertService:
                 self._key(patient)
                 for provider in self.providers(patient, None):
                     self._key(provider)
-            except Exception:  # a cold cache only costs the next alert a chain read
-                log.warning("could not read recipients ahead of time", exc_info=True)
+            except Exception as exc:  # a cold cache only costs the next alert a chain read
+                if self._warm_failing.change(pseudonym(patient), safe_error(exc)) is not None:
+                    log.warning(
+                        "could not read the recipients of %s ahead of time: %s",
+                        pseudonym(patient),
+                        safe_error(exc),
+                    )
+            else:
+                self._warm_failing.change(pseudonym(patient), None)
 
     def refresh(self) -> None:
         """Forget consent and keys the chain changed since the last refresh (within a block),
@@ -406,6 +418,29 @@ class AlertService:
     # -- raising ---------------------------------------------------------------------------------
 
     def on_message(self, message: Message) -> None:
+        """Run the rules on a stored message; raise what they raise.
+
+        A patient whose messages cannot be handled (an address the chain refuses, a key that
+        cannot be read) is that patient's problem only: it is logged by pseudonym once when it
+        starts and once when it ends, and this listener does not raise, so neither the other
+        patients nor the next listener are held up.
+        """
+        try:
+            self._on_message(message)
+        except Exception as exc:
+            self._failed(message.patient, exc)
+
+    def _failed(self, patient: str, exc: BaseException) -> None:
+        tag = pseudonym(patient)
+        if self._failing.change(tag, safe_error(exc)) is not None:
+            log.error("alerts for %s fail: %s", tag, safe_error(exc))
+
+    def failing(self) -> dict[str, str]:
+        """Patient pseudonyms whose last alert could not be raised, with a code (cleared by
+        the next alert raised for that patient)."""
+        return self._failing.current()
+
+    def _on_message(self, message: Message) -> None:
         if message.patient not in self._seen:
             self._seen.add(message.patient)
             self._warm.put(message.patient)
@@ -494,6 +529,8 @@ class AlertService:
         alert = dataclasses.replace(unsigned, signature=signature)
         if not self.log.add(alert, patient):
             raise AlertError(409, "alert_replayed", "this alert's key image was already used")
+        if self._failing.change(pseudonym(patient), None) is not None:
+            log.info("alerts for %s work again", pseudonym(patient))
         with self._lock:
             self.raised.append(alert)
         for delivery in self.escalator.open(alert.alert_id.hex(), patient, vital, providers):
@@ -531,8 +568,8 @@ class AlertService:
         while (alert := self._chain.get()) is not None:
             try:
                 self.record(alert)
-            except Exception:  # the recorder must outlive one bad write
-                log.exception("alert %s: recording failed", alert.alert_id.hex())
+            except Exception as exc:  # the recorder must outlive one bad write
+                log.error("alert %s: recording failed: %s", alert.alert_id.hex(), safe_error(exc))
             finally:
                 self._chain.task_done()
 
@@ -573,6 +610,8 @@ class AlertService:
                 self.raise_stale(stale)
             except VitalchainError as exc:
                 log.warning("stale alarm not raised: %s", exc.code)
+            except Exception as exc:  # one patient's problem: the other alarms still go out
+                self._failed(stale.patient, exc)
         for delivery in self.escalator.due():
             found = self.log.get(bytes.fromhex(delivery.alert_id))
             if found is not None:

@@ -22,12 +22,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from vitalchain.care.access import REFUSALS
 from vitalchain.care.alerts import Alert, AlertError, AlertService
 from vitalchain.care.escalation import Delivery, EscalationError
 from vitalchain.care.rules import RuleError
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature
-from vitalchain.store.base import Store
+from vitalchain.ledger.address import Address
+from vitalchain.logs import safe_error
+from vitalchain.store.base import BlockStore
 from vitalchain.vitals import Vital
 
 __all__ = ["AlertApi", "AlertHub", "AlertSubscriber", "mount_alerts", "sign_action"]
@@ -121,27 +124,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-_ADDRESS = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
 _NONCE = Field(pattern=r"^[0-9a-f]{64}$")
 _SIGNATURE = Field(pattern=r"^[0-9a-fA-F]{130}$")
 
 
 class ChallengeRequest(_Strict):
     v: Literal[1]
-    address: str = _ADDRESS
+    address: Address
 
 
 class AckRequest(_Strict):
     v: Literal[1]
-    by: str = _ADDRESS
+    by: Address
     nonce: str = _NONCE
     signature: str = _SIGNATURE
 
 
 class SnoozeRequest(_Strict):
     v: Literal[1]
-    by: str = _ADDRESS
-    patient: str = _ADDRESS
+    by: Address
+    patient: Address
     vital: str | None = None
     duration_s: float = Field(gt=0, le=86400)
     nonce: str = _NONCE
@@ -155,7 +157,7 @@ class AlertApi:
         self,
         service: AlertService,
         hub: AlertHub,
-        store: Store,
+        store: BlockStore,
         *,
         mqtt_credentials: Callable[[str], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
@@ -218,22 +220,22 @@ ApiDep = Annotated[AlertApi, Depends(_api)]
 def create_alert_router() -> APIRouter:
     router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
-    @router.post("/challenges", status_code=201)
+    @router.post("/challenges", status_code=201, responses=REFUSALS)
     def challenge(body: ChallengeRequest, api: ApiDep) -> dict[str, Any]:
         """A one-time nonce for the sender's next signed acknowledgement or snooze."""
         return api.challenge(body.address)
 
-    @router.post("/snoozes")
+    @router.post("/snoozes", responses=REFUSALS)
     def snooze(body: SnoozeRequest, api: ApiDep) -> dict[str, Any]:
         """Suppress deliveries of a patient's alerts (one vital, or all) to the sender."""
         return api.snooze(body)
 
-    @router.post("/mqtt-credentials", status_code=201)
+    @router.post("/mqtt-credentials", status_code=201, responses=REFUSALS)
     def mqtt(body: AckRequest, api: ApiDep) -> dict[str, Any]:
         """MQTT credentials for ``vitalchain/v1/<group>/alerts/<address>``, read-only."""
         return api.mqtt(body)
 
-    @router.get("/{alert_id}")
+    @router.get("/{alert_id}", responses=REFUSALS)
     def public(alert_id: str, api: ApiDep) -> dict[str, Any]:
         """The public alert object: ciphertext, ring proof, relay signature."""
         try:
@@ -242,7 +244,7 @@ def create_alert_router() -> APIRouter:
             raise AlertError(404, "unknown_alert", "no such alert") from None
         return api.service.public(raw).to_json()
 
-    @router.post("/{alert_id}/acknowledgements")
+    @router.post("/{alert_id}/acknowledgements", responses=REFUSALS)
     def acknowledge(alert_id: str, body: AckRequest, api: ApiDep) -> dict[str, Any]:
         """A recipient acknowledges: escalation stops."""
         return api.acknowledge(alert_id, body)
@@ -298,8 +300,8 @@ def mount_alerts(app: FastAPI, api: AlertApi) -> None:
             for task in pending:
                 task.cancel()
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.debug("alert stream ended: %r", task.exception())
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.debug("alert stream ended: %s", safe_error(error))  # no address
         except WebSocketDisconnect:
             pass
         finally:

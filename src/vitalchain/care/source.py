@@ -15,14 +15,14 @@ import httpx
 from vitalchain.crypto.envelope import Stanza
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof, MerkleTree
 from vitalchain.errors import VitalchainError
-from vitalchain.store.base import Store
+from vitalchain.store.base import BlockStore
 from vitalchain.store.blocks import Block
 
 __all__ = ["HttpSource", "StoreSource"]
 
 
 class StoreSource:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: BlockStore) -> None:
         self.store = store
         self._trees: dict[int, MerkleTree] = {}
         self._lock = threading.Lock()
@@ -51,7 +51,7 @@ class StoreSource:
 
     def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof:
         tree = self._tree(group_id)
-        if not 0 <= size1 <= size2 <= len(tree):
+        if not 0 < size1 <= size2 <= len(tree):  # size1 = 0: a proof from empty proves nothing
             raise VitalchainError("no such tree sizes in this log", code="unknown_block")
         return tree.consistency_proof(size1, size2)
 

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from vitalchain.cli._common import CliGroup
 from vitalchain.cli.alerts import alerts_app
 from vitalchain.cli.chain import chain_app
 from vitalchain.cli.consent import consent_app
@@ -27,6 +28,7 @@ from vitalchain.demo.command import demo as _demo
 __all__ = ["app"]
 
 app = typer.Typer(
+    cls=CliGroup,  # one error line with a code for every usage error
     help="vitalchain: blockchain-secured remote patient monitoring.",
     no_args_is_help=True,
     rich_markup_mode="markdown",

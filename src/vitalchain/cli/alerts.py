@@ -81,9 +81,9 @@ def watch(
     try:
         subscriber = AlertSubscriber(url, me)
     except VitalchainError as exc:
-        fail(f"the gateway refused the subscription: {exc.message} ({exc.code})")
+        fail(f"the gateway refused the subscription: {exc.message}", why=exc.code)
     except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
-        fail(f"cannot subscribe at {url}: {exc or type(exc).__name__}")
+        fail(f"cannot subscribe at {url}: {exc or type(exc).__name__}", why="unreachable")
     err().print(f"subscribed as {me.address} at {url}; waiting for alerts")
     deadline = None if timeout is None else time.monotonic() + timeout
     received = 0
@@ -97,7 +97,7 @@ def watch(
             except TimeoutError:
                 break
             except ConnectionClosed:
-                fail("the gateway closed the alert stream")
+                fail("the gateway closed the alert stream", why="stream_closed")
             if notice.get("type") != "alert":
                 continue
             try:
@@ -126,4 +126,4 @@ def watch(
     finally:
         subscriber.close()
     if count is not None and received < count:
-        fail(f"timed out after {received} of {count} alert(s)")
+        fail(f"timed out after {received} of {count} alert(s)", why="timeout")

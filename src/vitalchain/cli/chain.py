@@ -16,9 +16,11 @@ from rich.table import Table
 from vitalchain.cli._common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_RPC,
+    BadArgument,
     err,
     fail,
     guard,
+    new_file,
     parse_http_url,
     read_key,
     stdout,
@@ -61,12 +63,14 @@ def _deployer(path: Path) -> tuple[PrivateKey, bool]:
 
     if path.exists():
         return read_key(path, "--key"), False
+    new_file(path, "--key", default=DEFAULT_DEPLOYER)
     try:
         return load_or_create_key(path), True
     except OSError as exc:
-        raise typer.BadParameter(
+        raise BadArgument(
             f"cannot create a key file at {path}: {exc.strerror or type(exc).__name__}",
-            param_hint="--key",
+            "--key",
+            code="not_writable",
         ) from None
 
 
@@ -103,11 +107,13 @@ def deploy(
     deployer is funded from anvil's dev account; elsewhere set VITALCHAIN_FUNDER_KEY or fund it.
     """
     rpc_url = parse_http_url(rpc_url, "--rpc-url")
-    if out.exists() and not force:
-        raise typer.BadParameter(
-            f"{out} exists (gateways may rely on it); pass --force to replace it",
-            param_hint="--out",
-        )
+    new_file(
+        out,
+        "--out",
+        default=DEFAULT_DEPLOYMENT,
+        overwrite=force,
+        exists="gateways may rely on it; pass --force to replace it",
+    )
     deployer, new_key = _deployer(key)
     ledger = _deploy(rpc_url, deployer)
     _save_and_print(ledger, rpc_url, out, key, new_key, deployer.address)
@@ -117,10 +123,9 @@ def _save_and_print(
     ledger: Ledger, rpc_url: str, out: Path, key: Path, new_key: bool, admin: str
 ) -> None:
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         ledger.deployment.save(out)
     except OSError as exc:
-        fail(f"deployed, but cannot write {out}: {exc.strerror or exc}")
+        fail(f"deployed, but cannot write {out}: {exc.strerror or exc}", why="not_writable")
     table = Table(show_header=False, title="vitalchain contracts deployed", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -131,15 +136,6 @@ def _save_and_print(
     table.add_row("admin key", f"{key}{' (new, 0600)' if new_key else ''}")
     table.add_row("deployment", str(out))
     stdout().print(table)
-
-
-def _port_free(port: int) -> bool:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -173,24 +169,27 @@ def start(
     Binds 127.0.0.1 only, deploys with the deployer key (--key), writes deployment.json
     (--out), then keeps the node in the foreground until Ctrl-C or SIGTERM (there is no
     --detach: open another terminal for the gateway).  The node keeps its state in memory,
-    so stopping it forgets the chain; starting again rewrites the deployment file.
+    so stopping it forgets the chain; starting again rewrites the deployment file (a gateway
+    that served the old chain then needs `gateway run --reset-data`).
     """
-    from vitalchain.ledger.devnode import find_anvil, run_anvil
+    from vitalchain.ledger.devnode import find_anvil, port_free, run_anvil
     from vitalchain.ledger.errors import LedgerError
 
     if anvil is not None:
         if not anvil.is_file():
-            raise typer.BadParameter(f"no file at {anvil}", param_hint="--anvil")
+            raise BadArgument(f"no file at {anvil}", "--anvil", code="file_missing")
         binary = anvil
     else:
         try:
             binary = find_anvil()
         except LedgerError as exc:
-            raise typer.BadParameter(exc.message, param_hint="--anvil") from None
-    if not _port_free(port):
-        raise typer.BadParameter(
+            raise BadArgument(exc.message, "--anvil", code=exc.code) from None
+    new_file(out, "--out", default=DEFAULT_DEPLOYMENT, overwrite=True)  # rewritten each start
+    if not port_free(port):
+        raise BadArgument(
             f"127.0.0.1:{port} is in use (another node?); choose another --port",
-            param_hint="--port",
+            "--port",
+            code="port_in_use",
         )
     deployer, new_key = _deployer(key)
     out_console = stdout()
@@ -210,7 +209,7 @@ def start(
             )
             while _listening(port):
                 time.sleep(1)
-            fail("anvil stopped unexpectedly")
+            fail("anvil stopped unexpectedly", why="node_failed")
     except KeyboardInterrupt:
         out_console.print("stopped the chain")
     finally:

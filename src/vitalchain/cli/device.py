@@ -19,12 +19,23 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vitalchain.cli._common import (
+    ADMIN_TOKEN_ENV,
+    DEFAULT_DEPLOYMENT,
     DEFAULT_GATEWAY,
+    AdminTokenFileOpt,
+    AdminTokenFlag,
+    BadArgument,
+    DeploymentOpt,
+    admin_token,
+    check_data_dir,
     err,
     fail,
     gateway_client,
     guard,
+    new_file,
+    open_chain,
     parse_address,
+    parse_http_url,
     parse_vital,
     read_secret_json,
     stdout,
@@ -35,9 +46,11 @@ from vitalchain.device.vitals import DeviceKind
 if TYPE_CHECKING:
     import httpx
 
+    from vitalchain.crypto.keys import PrivateKey
     from vitalchain.device.client import DeviceClient
     from vitalchain.device.mqtt import MqttPublisher
     from vitalchain.device.simulator import SimulatedDevice
+    from vitalchain.ledger import Ledger
     from vitalchain.vitals import Vital
 
 __all__ = ["device_app", "simulate"]
@@ -49,13 +62,7 @@ device_app = typer.Typer(
 )
 
 FILE_TYPE = "vitalchain-device"
-AdminTokenOpt = Annotated[
-    str,
-    typer.Option(
-        envvar="VITALCHAIN_GATEWAY_ADMIN_TOKEN",
-        help="The gateway's admin token (or set VITALCHAIN_GATEWAY_ADMIN_TOKEN).",
-    ),
-]
+DEFAULT_SIMULATED = Path("var/simulated")
 DeviceFileOpt = Annotated[
     Path, typer.Option("--device", help="A device file written by `device enrol`.")
 ]
@@ -78,13 +85,19 @@ class Enrolled:
         return str(self.record["patient"])
 
     def save(self) -> None:
-        """Remember the next sequence number (the gateway refuses a replayed one)."""
+        """Remember the next sequence number (the gateway refuses a replayed one), and the
+        session as it is now: the SDK may have re-keyed it, and a key's use is counted."""
         self.record["next_seq"] = self.client.next_seq()
+        if self.client.session_key is not None:
+            usage = self.client.usage
+            self.record["session_id"] = self.client.session_id.hex()
+            self.record["session_key"] = self.client.session_key.hex()
+            self.record["used"] = {"messages": usage.messages, "blocks": usage.blocks}
         write_secret_json(self.path, self.record, replace=True)
 
 
 def _load(path: Path, http: httpx.Client | None) -> Enrolled:
-    from vitalchain.crypto.aead import Suite
+    from vitalchain.crypto.aead import Suite, Usage
     from vitalchain.crypto.keys import PrivateKey
     from vitalchain.device.client import DeviceClient
     from vitalchain.errors import VitalchainError
@@ -100,17 +113,21 @@ def _load(path: Path, http: httpx.Client | None) -> Enrolled:
             http=http,
             first_seq=int(record["next_seq"]),
         )
+        used = record.get("used") or {}  # absent in files written before re-keying
         client.attach(
             bytes.fromhex(record["session_id"]),
             bytes.fromhex(record["session_key"]),
             int(record["group_id"]),
+            used=Usage(int(used.get("messages", 0)), int(used.get("blocks", 0))),
+            gateway=parse_address(str(record["gateway"]), "--device"),
         )
         DeviceKind(record["kind"])
         parse_address(str(record["patient"]), "--device")
     except (KeyError, ValueError, TypeError, ArithmeticError, VitalchainError) as exc:
-        raise typer.BadParameter(
+        raise BadArgument(
             f"{path} is not a vitalchain device file ({type(exc).__name__})",
-            param_hint="--device",
+            "--device",
+            code="not_a_device_file",
         ) from None
     return Enrolled(path, record, client)
 
@@ -120,10 +137,11 @@ def _gateway_of(records: list[dict[str, Any]], given: str | None) -> str:
         return given
     urls = {str(r.get("gateway_url") or DEFAULT_GATEWAY) for r in records}
     if len(urls) > 1:
-        raise typer.BadParameter(
+        raise BadArgument(
             f"the devices belong to different gateways ({', '.join(sorted(urls))}); "
             "simulate one gateway's devices at a time",
-            param_hint="--device",
+            "--device",
+            code="mixed_gateways",
         )
     return urls.pop() if urls else DEFAULT_GATEWAY
 
@@ -144,7 +162,7 @@ def enrol(
         Path, typer.Option(help="Device file to create (mode 0600; holds the device key).")
     ],
     gateway: Annotated[str, typer.Option(help="Gateway base URL.")] = DEFAULT_GATEWAY,
-    admin_token: AdminTokenOpt = "",
+    admin_token_file: AdminTokenFileOpt = None,
     kind: Annotated[
         DeviceKind, typer.Option(help="What the device measures (for `device simulate`).")
     ] = DeviceKind.PULSE_OXIMETER,
@@ -153,6 +171,7 @@ def enrol(
         int | None,
         typer.Option(min=0, max=2**64 - 1, help="The device's object ID (default: random)."),
     ] = None,
+    _old_flag: AdminTokenFlag = None,
 ) -> None:
     """Enrol a new wearable for a patient and save it to a device file.
 
@@ -165,22 +184,16 @@ def enrol(
     from vitalchain.device.simulator import enrol as pairing_code
 
     whose = parse_address(patient, "--patient")
-    if not admin_token:
-        raise typer.BadParameter(
-            "an admin token is needed to enrol devices", param_hint="--admin-token"
+    token = admin_token(admin_token_file)
+    if not token:
+        raise BadArgument(
+            f"an admin token is needed to enrol devices: set {ADMIN_TOKEN_ENV} or use "
+            "--admin-token-file",
+            "--admin-token-file",
+            code="admin_token_missing",
         )
-    if out.exists():
-        raise typer.BadParameter(
-            f"{out} exists; a device file is never overwritten", param_hint="--out"
-        )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot write to {out.parent}: {exc}", param_hint="--out"
-        ) from None
-    if not os.access(out.parent, os.W_OK):
-        raise typer.BadParameter(f"cannot write to {out.parent}", param_hint="--out")
+    new_file(out, "--out", exists="a device file is never overwritten")
+    url = parse_http_url(gateway, "--gateway")
     key = PrivateKey.generate()
     oid = object_id if object_id is not None else secrets.randbelow(2**63)
     with (
@@ -188,28 +201,13 @@ def enrol(
         _spinner(f"onboarding a {kind.value} through {gateway}"),
         guard(f"enrolment through {gateway} failed"),
     ):
-        code = pairing_code(http, admin_token, whose, label or f"{kind.value} of {whose[:10]}")
+        code = pairing_code(http, token, whose, label or f"{kind.value} of {whose[:10]}")
         client = DeviceClient(key, oid, http=http)
         session = client.onboard(code)
-    assert client.session_key is not None
-    record: dict[str, Any] = {
-        "v": 1,
-        "type": FILE_TYPE,
-        "address": key.address,
-        "key": key.secret.hex(),
-        "object_id": oid,
-        "kind": kind.value,
-        "patient": whose,
-        "gateway_url": gateway.rstrip("/"),
-        "gateway": session.gateway,
-        "group_id": session.group_id,
-        "suite": client.suite.name,
-        "session_id": session.session_id.hex(),
-        "session_key": client.session_key.hex(),
-        "next_seq": 0,
-        "mqtt": dataclasses.asdict(session.mqtt) if session.mqtt else None,
-    }
-    write_secret_json(out, record)
+    try:
+        write_secret_json(out, device_record(client, kind, whose, url))
+    except OSError as exc:
+        fail(f"enrolled, but cannot write {out}: {exc.strerror or exc}", why="not_writable")
     table = Table(show_header=False, title="device enrolled", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -221,24 +219,52 @@ def enrol(
     stdout().print(table)
 
 
+def device_record(
+    client: DeviceClient, kind: DeviceKind, patient: str, gateway_url: str
+) -> dict[str, Any]:
+    """The device file of an onboarded device (see the module docstring)."""
+    session = client.session
+    if session is None or client.session_key is None:
+        raise ValueError("the device is not onboarded")
+    return {
+        "v": 1,
+        "type": FILE_TYPE,
+        "address": client.key.address,
+        "key": client.key.secret.hex(),
+        "object_id": client.object_id,
+        "kind": kind.value,
+        "patient": patient,
+        "gateway_url": gateway_url.rstrip("/"),
+        "gateway": session.gateway,
+        "group_id": session.group_id,
+        "suite": client.suite.name,
+        "session_id": session.session_id.hex(),
+        "session_key": client.session_key.hex(),
+        "used": {"messages": client.usage.messages, "blocks": client.usage.blocks},
+        "next_seq": client.next_seq(),
+        "mqtt": dataclasses.asdict(session.mqtt) if session.mqtt else None,
+    }
+
+
 def _reading(text: str) -> tuple[Vital, float]:
     name, sep, value = text.partition("=")
     if not sep:
-        raise typer.BadParameter(
-            f"{text!r} is not VITAL=VALUE (e.g. spo2=97)", param_hint="READINGS"
+        raise BadArgument(
+            f"{text!r} is not VITAL=VALUE (e.g. spo2=97)", "READINGS", code="bad_reading"
         )
     vitals = parse_vital(name, "READINGS")
     if len(vitals) != 1:
-        raise typer.BadParameter(
+        raise BadArgument(
             f"{name!r} names {len(vitals)} vitals; send systolic=… diastolic=…",
-            param_hint="READINGS",
+            "READINGS",
+            code="bad_reading",
         )
     try:
         number = float(value)
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise typer.BadParameter(f"{value!r} is not a number", param_hint="READINGS")
+        raise BadArgument(f"{value!r} is not a number", "READINGS", code="bad_reading")
     return vitals[0], number
 
 
@@ -273,7 +299,7 @@ def simulate(
         str | None,
         typer.Option(help="Gateway base URL (default: the device files', else 127.0.0.1:8700)."),
     ] = None,
-    admin_token: AdminTokenOpt = "",
+    admin_token_file: AdminTokenFileOpt = None,
     patients: Annotated[
         int, typer.Option(min=1, max=1000, help="Simulated patients (without --device).")
     ] = 2,
@@ -298,11 +324,29 @@ def simulate(
     ] = 150.0,
     transport: Annotated[str, typer.Option(help="http or mqtt.")] = "http",
     seed: Annotated[int | None, typer.Option(help="Random seed for reproducible vitals.")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the simulated patients' keys and device files (0600), so the "
+            "patients can read their blocks and the devices stream again (--device).",
+        ),
+    ] = DEFAULT_SIMULATED,
+    rpc_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish the simulated patients' keys on this chain first (with "
+            "--deployment), so their blocks seal; without it they are only written to --out.",
+        ),
+    ] = None,
+    deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    _old_flag: AdminTokenFlag = None,
 ) -> None:
     """Simulate wearables: enrol, onboard, and stream realistic vitals with abnormal episodes.
 
     Without --device, enrols --patients simulated patients (each wearing a cuff and an
-    oximeter) with the admin token; with --device, streams as those enrolled devices.
+    oximeter) with the admin token, writes each patient's key and each device's file to
+    --out, and with --rpc-url publishes the patients' keys (a gateway seals a patient's
+    blocks only for a published key); with --device, streams as those enrolled devices.
     """
     import httpx
 
@@ -310,17 +354,26 @@ def simulate(
     from vitalchain.device.simulator import Simulation
 
     if transport not in ("http", "mqtt"):
-        raise typer.BadParameter("transport is http or mqtt", param_hint="--transport")
+        raise BadArgument("transport is http or mqtt", "--transport", code="invalid_transport")
     files = [_load(path, None) for path in devices or []]
-    if not files and not admin_token:
-        raise typer.BadParameter(
-            "an admin token is needed to enrol devices", param_hint="--admin-token"
+    token = "" if files else admin_token(admin_token_file)
+    if not files and not token:
+        raise BadArgument(
+            f"an admin token is needed to enrol devices: set {ADMIN_TOKEN_ENV} or use "
+            "--admin-token-file",
+            "--admin-token-file",
+            code="admin_token_missing",
         )
     url = _gateway_of([f.record for f in files], gateway)
+    ledger = None
+    if not files:
+        check_data_dir(out, "--out", default=DEFAULT_SIMULATED)
+        if rpc_url is not None:
+            ledger = open_chain(rpc_url, deployment)
     console = stdout()
     with gateway_client(url) as http:
         sim = Simulation(
-            http, admin_token, patients=0 if files else patients, seed=seed, speedup=speedup
+            http, token or "", patients=0 if files else patients, seed=seed, speedup=speedup
         )
         enrolled = files
         mqtt_of: dict[str, dict[str, Any]] = {}
@@ -330,11 +383,13 @@ def simulate(
             if item.record.get("mqtt"):
                 mqtt_of[item.client.address] = item.record["mqtt"]
         if not enrolled:
+            _keep_patient_keys(sim.patients, out, ledger)
             try:
                 with _spinner(f"onboarding {len(sim.devices)} devices through {url}"):
                     sim.onboard()
             except (DeviceError, OSError, httpx.HTTPError) as exc:
-                fail(f"onboarding failed: {exc}")
+                fail(f"onboarding failed: {exc}", why=getattr(exc, "code", None))
+            enrolled = _write_device_files(sim.devices, out, url)
         publishers: dict[str, MqttPublisher] = {}
         try:
             if transport == "mqtt":
@@ -366,6 +421,58 @@ def simulate(
     console.print(table)
 
 
+def _keep_patient_keys(patients: dict[str, PrivateKey], out: Path, ledger: Ledger | None) -> None:
+    """Write each simulated patient's key to ``out`` (0600), before anything is enrolled, and
+    publish it when a chain is given: without a published key the gateway cannot wrap a
+    block's data key for the patient, so their readings would never seal."""
+    from vitalchain.cli._common import ensure_gas, guard
+
+    os.makedirs(out, mode=0o700, exist_ok=True)
+    for address, key in patients.items():
+        path = new_file(out / f"patient-{address}.key", "--out")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key.secret.hex() + "\n")
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror or exc}", why="not_writable")
+    if ledger is not None:
+        with (
+            _spinner(f"publishing {len(patients)} patients' keys"),
+            guard("cannot publish the patients' keys"),
+        ):
+            for address, key in patients.items():
+                if not ledger.has_key(address):
+                    ensure_gas(ledger, address)
+                    ledger.publish_key(key)
+        err().print(f"published the keys of {len(patients)} patients; written to {out}/")
+    else:
+        err().print(
+            f"[yellow]note:[/yellow] the patients' keys are in {out}/ but not published, so "
+            "the gateway seals none of their readings until each runs `vitalchain key "
+            "publish --key FILE` (or pass --rpc-url to publish them here)",
+        )
+
+
+def _write_device_files(devices: list[SimulatedDevice], out: Path, url: str) -> list[Enrolled]:
+    """A device file per onboarded simulated device in ``out``; their next_seq is saved after
+    the run like any enrolled device's."""
+    written: list[Enrolled] = []
+    for device in devices:
+        path = new_file(
+            out / f"{device.kind.value}-{device.client.address}.json",
+            "--out",
+            exists="a device file is never overwritten",
+        )
+        record = device_record(device.client, device.kind, device.patient, url)
+        try:
+            write_secret_json(path, record)
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror or exc}", why="not_writable")
+        written.append(Enrolled(path, record, device.client))
+    return written
+
+
 def _connect_mqtt(
     devices: list[SimulatedDevice],
     from_files: dict[str, dict[str, Any]],
@@ -382,9 +489,12 @@ def _connect_mqtt(
             try:
                 creds = MqttCredentials(**from_files[address])
             except TypeError:
-                fail(f"the device file of {address} holds malformed MQTT credentials")
+                fail(
+                    f"the device file of {address} holds malformed MQTT credentials",
+                    why="not_a_device_file",
+                )
         if creds is None:
-            fail("the gateway offers no MQTT; use --transport http")
+            fail("the gateway offers no MQTT; use --transport http", why="no_mqtt")
         publishers[address] = MqttPublisher(creds)
         with guard(f"cannot connect device {address} to the MQTT broker"):
             publishers[address].connect()

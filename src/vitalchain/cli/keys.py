@@ -14,7 +14,9 @@ from vitalchain.cli._common import (
     RpcOpt,
     ensure_gas,
     err,
+    fail,
     guard,
+    new_file,
     open_chain,
     read_key,
     stdout,
@@ -38,16 +40,12 @@ def new(
     """Generate a secp256k1 key, save it (0600, never overwriting) and print its address."""
     from vitalchain.node import load_or_create_key
 
-    if out.exists():
-        raise typer.BadParameter(
-            f"{out} exists; a key file is never overwritten", param_hint="--out"
-        )
+    # Never overwritten, not even with a flag: a private key replaced is an identity lost.
+    new_file(out, "--out", exists="a key file is never overwritten")
     try:
         key = load_or_create_key(out)
     except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot create {out}: {exc.strerror or type(exc).__name__}", param_hint="--out"
-        ) from None
+        fail(f"cannot create {out}: {exc.strerror or type(exc).__name__}", 2, why="not_writable")
     err().print(f"wrote a new key to {out} (mode 0600); its address:")
     typer.echo(key.address)
 

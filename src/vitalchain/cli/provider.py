@@ -30,10 +30,12 @@ from vitalchain.cli._common import (
     gateway_client,
     gateway_health,
     guard,
+    new_file,
     open_chain,
     parse_address,
     read_key,
     stdout,
+    write_private_text,
 )
 
 if TYPE_CHECKING:
@@ -56,10 +58,14 @@ ReaderKeyOpt = Annotated[
 PatientOpt = Annotated[str, typer.Option("--patient", help="The patient's address (0x…).")]
 GroupOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="Trust group holding the blocks (default: the gateway's own)."),
+    typer.Option(
+        min=1, max=2**64 - 1, help="Trust group holding the blocks (default: the gateway's own)."
+    ),
 ]
-AfterOpt = Annotated[int, typer.Option(min=0, help="Only blocks numbered after this one.")]
-BlockOpt = Annotated[int | None, typer.Option(min=1, help="Only this block number.")]
+AfterOpt = Annotated[
+    int, typer.Option(min=0, max=2**63 - 1, help="Only blocks numbered after this one.")
+]
+BlockOpt = Annotated[int | None, typer.Option(min=1, max=2**63 - 1, help="Only this block number.")]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -143,8 +149,11 @@ def fetch_rows(
                 )
             except AccessError as exc:
                 if exc.code == "unknown_block":
-                    fail(f"no sealed block for patient {patient} in group {group} (yet?)")
-                fail(f"access refused by the store: {exc.message} ({exc.code})")
+                    fail(
+                        f"no sealed block for patient {patient} in group {group} (yet?)",
+                        why="unknown_block",
+                    )
+                fail(f"access refused by the store: {exc.message}", why=exc.code)
     rows: list[Row] = []
     keyless: list[int] = []
     with Progress(
@@ -164,8 +173,9 @@ def fetch_rows(
                     pairs = item.readings(key)
                 except VitalchainError as exc:
                     fail(
-                        f"block {number} does not open or verify ({exc.code}): "
-                        "run `vitalchain verify` to see what is wrong"
+                        f"block {number} does not open or verify: "
+                        "run `vitalchain verify` to see what is wrong",
+                        why=exc.code,
                     )
                 rows.extend(Row(number, device, reading) for device, reading in pairs)
             bar.advance(task)
@@ -232,6 +242,7 @@ def export(
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     group_id: GroupOpt = None,
     after: AfterOpt = 0,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Fetch and decrypt a patient's readings under consent and write a FHIR R4 Bundle.
 
@@ -240,20 +251,22 @@ def export(
     """
     from vitalchain.fhir import bundle
 
+    to_stdout = str(out) == "-"
+    if not to_stdout:  # checked before anything is fetched; nothing is written on a refusal
+        new_file(out, "--out", overwrite=force)
     whose, _, rows = fetch_rows(key, patient, gateway, group_id, after)
     try:
         document = bundle(whose, [(r.device, r.reading) for r in rows])
     except ValueError as exc:
-        fail(f"cannot express these readings in FHIR: {exc}")
+        fail(f"cannot express these readings in FHIR: {exc}", why="fhir_error")
     text = json.dumps(document, indent=2) + "\n"
-    if str(out) == "-":
+    if to_stdout:
         typer.echo(text, nl=False)
         return
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+    try:  # health data: 0600, and whole or not at all
+        write_private_text(out, text)
     except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
+        fail(f"cannot write {out}: {exc.strerror or exc}", why="not_writable")
     err().print(
         f"wrote a FHIR R4 Bundle of {len(document['entry'])} Observation(s) "
         f"({len(rows)} readings) to {out}",

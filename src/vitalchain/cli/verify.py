@@ -13,7 +13,7 @@ __all__ = ["verify"]
 def verify(
     patient: Annotated[str, typer.Option(help="The patient's address (0x…).")],
     group_id: Annotated[
-        int, typer.Option(min=1, help="The trust group whose log holds the blocks.")
+        int, typer.Option(min=1, max=2**64 - 1, help="The trust group whose log holds the blocks.")
     ],
     key_file: Annotated[
         Path, typer.Option("--key", help="File with your hex private key (patient or provider).")
@@ -25,7 +25,9 @@ def verify(
     deployment: Annotated[Path, typer.Option(help="deployment.json naming the contracts.")] = Path(
         "var/gateway/deployment.json"
     ),
-    block: Annotated[int | None, typer.Option(min=1, help="Verify only this block number.")] = None,
+    block: Annotated[
+        int | None, typer.Option(min=1, max=2**63 - 1, help="Verify only this block number.")
+    ] = None,
 ) -> None:
     """Verify a patient's blocks against the chain: signatures, inclusion, consistency, gaps.
 
@@ -35,7 +37,7 @@ def verify(
     import httpx
 
     from vitalchain.care.cli_verify import EXIT_UNABLE, run_verify
-    from vitalchain.cli._common import parse_address, parse_http_url, read_key
+    from vitalchain.cli._common import BadArgument, fail, parse_address, parse_http_url, read_key
     from vitalchain.errors import VitalchainError
     from vitalchain.ledger import Deployment, Ledger, RpcBackend
 
@@ -43,11 +45,25 @@ def verify(
     who = parse_address(patient, "--patient")
     store = parse_http_url(store, "--store")
     rpc_url = parse_http_url(rpc_url, "--rpc-url")
+    try:  # a deployment file that is missing or no deployment is a bad argument (exit 2)
+        plan = Deployment.load(deployment)
+    except OSError as exc:
+        raise BadArgument(
+            f"cannot read {deployment} ({exc.strerror or type(exc).__name__})",
+            "--deployment",
+            code="unreadable_file",
+        ) from None
+    except (ValueError, KeyError, TypeError, VitalchainError):
+        raise BadArgument(
+            f"{deployment} is not a vitalchain deployment file",
+            "--deployment",
+            code="bad_deployment",
+        ) from None
     try:
-        ledger = Ledger(RpcBackend(rpc_url), Deployment.load(deployment))
+        ledger = Ledger(RpcBackend(rpc_url), plan)
     except (OSError, ValueError, VitalchainError) as exc:
-        typer.echo(f"cannot reach the chain or read the deployment: {exc}", err=True)
-        raise typer.Exit(EXIT_UNABLE) from None
+        why = exc.code if isinstance(exc, VitalchainError) else "chain_unavailable"
+        fail(f"cannot use the chain at {rpc_url}: {exc}", EXIT_UNABLE, why=why)
     with httpx.Client(base_url=store, timeout=30) as http:
         _, code = run_verify(ledger, http, key, group_id, who, number=block)
     raise typer.Exit(code)

@@ -4,7 +4,8 @@ Application code imports from this module only.  Recipes choose nonces, frame ev
 with a version tag, and raise (never return False) when something does not verify:
 
 - :class:`Aead` / :class:`Suite`: authenticated encryption (ChaCha20-Poly1305 default,
-  AES-256-GCM, SPECK128/256-CTR+HMAC-SHA256).
+  AES-256-GCM, SPECK128/256-CTR+HMAC-SHA256), with a per-key seal limit per suite
+  (:data:`USAGE_LIMITS`; :class:`KeyExhausted`, code ``key_exhausted``, means re-key).
 - :func:`seal_for` / :class:`Envelope`: hybrid "double" encryption for many recipients.
 - :class:`PrivateKey` / :class:`PublicKey` / :class:`Signature`: secp256k1 identities,
   Ethereum addresses, ECDSA with low-S, ECDH.
@@ -12,7 +13,16 @@ with a version tag, and raise (never return False) when something does not verif
 - :class:`MerkleTree` and the proof verifiers: the RFC 9162 log behind on-chain anchors.
 """
 
-from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, Suite, generate_key
+from vitalchain.crypto.aead import (
+    DEFAULT_SUITE,
+    USAGE_LIMITS,
+    Aead,
+    KeyExhausted,
+    Suite,
+    Usage,
+    UsageLimit,
+    generate_key,
+)
 from vitalchain.crypto.envelope import Envelope, seal_for
 from vitalchain.crypto.keys import (
     PrivateKey,
@@ -36,16 +46,20 @@ from vitalchain.crypto.ring import verify as ring_verify
 
 __all__ = [
     "DEFAULT_SUITE",
+    "USAGE_LIMITS",
     "Aead",
     "ConsistencyProof",
     "Envelope",
     "InclusionProof",
+    "KeyExhausted",
     "MerkleTree",
     "PrivateKey",
     "PublicKey",
     "RingSignature",
     "Signature",
     "Suite",
+    "Usage",
+    "UsageLimit",
     "generate_key",
     "is_checksum_address",
     "keccak256",

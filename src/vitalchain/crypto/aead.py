@@ -6,12 +6,20 @@ Ciphertext v1 (docs/spec/aead.md)::
 
 The 5-byte header is authenticated with the caller's associated data, so a suite byte cannot
 be rewritten.  ChaCha20-Poly1305 is the default: ARX like the paper's SPECK, and standardised.
+
+One :class:`Aead` counts what it seals and refuses (:class:`KeyExhausted`, code
+``key_exhausted``) past its suite's :data:`USAGE_LIMITS`: random 96-bit nonces collide, and
+128-bit block ciphers reach their birthday bound, long before a key wears out otherwise.  The
+owner of the key then re-keys; the count lives in the object, so an owner that rebuilds one
+for the same key passes the count it persisted (``used=``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 
 from vitalchain.crypto._encoding import Kind, Reader, header
@@ -21,9 +29,21 @@ from vitalchain.crypto.primitives.aead import (
     ChaCha20Poly1305Primitive,
     SpeckCtrHmacPrimitive,
 )
-from vitalchain.errors import DecodeError, DecryptionError, InvalidKey
+from vitalchain.errors import DecodeError, DecryptionError, InvalidKey, VitalchainError
 
-__all__ = ["DEFAULT_SUITE", "KEY_SIZE", "NONCE_SIZE", "Aead", "Suite", "generate_key", "primitive"]
+__all__ = [
+    "DEFAULT_SUITE",
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "USAGE_LIMITS",
+    "Aead",
+    "KeyExhausted",
+    "Suite",
+    "Usage",
+    "UsageLimit",
+    "generate_key",
+    "primitive",
+]
 
 VERSION = 1
 KEY_SIZE = 32
@@ -68,6 +88,50 @@ class Suite(IntEnum):
 
 DEFAULT_SUITE = Suite.CHACHA20_POLY1305
 
+
+class KeyExhausted(VitalchainError):
+    """This key has sealed all it may: seal nothing more under it, agree a new one."""
+
+    code = "key_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one key has sealed: messages, and 16-byte blocks (each message counts its
+    plaintext blocks plus one, for the counter or tag block the suite spends on it)."""
+
+    messages: int = 0
+    blocks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.messages < 0 or self.blocks < 0:
+            raise ValueError("usage counts are not negative")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLimit:
+    """The most one key may seal; ``blocks=None``: no block bound (a stream cipher's PRF)."""
+
+    messages: int
+    blocks: int | None = None
+
+
+def _blocks(length: int) -> int:
+    return (length + 15) // 16 + 1
+
+
+# Why these numbers (docs/spec/aead.md, "Per-key limits"): every suite draws 96-bit random
+# nonces, and q messages collide with probability about q^2 / 2^97, so 2^32 messages keep it
+# near 2^-33 (NIST SP 800-38D §8.3 sets the same cap for random-IV GCM).  AES and Speck128 are
+# 128-bit block ciphers: sigma blocks under one key are distinguishable from random with
+# advantage about sigma^2 / 2^129 (draft-irtf-cfrg-aead-limits), so 2^48 blocks (4 PiB) keep
+# that near 2^-33 too.  ChaCha20 is a PRF-based stream cipher with no such block bound.
+USAGE_LIMITS: dict[Suite, UsageLimit] = {
+    Suite.CHACHA20_POLY1305: UsageLimit(messages=2**32),
+    Suite.AES_256_GCM: UsageLimit(messages=2**32, blocks=2**48),
+    Suite.SPECK128_256_CTR_HMAC_SHA256: UsageLimit(messages=2**32, blocks=2**48),
+}
+
 _PRIMITIVES: dict[Suite, Callable[[bytes], AeadPrimitive]] = {
     Suite.CHACHA20_POLY1305: ChaCha20Poly1305Primitive,
     Suite.AES_256_GCM: AesGcmPrimitive,
@@ -87,16 +151,58 @@ def primitive(suite: Suite, key: bytes) -> AeadPrimitive:
 
 
 class Aead:
-    """A 32-byte key bound to one suite; build once, seal and open many messages."""
+    """A 32-byte key bound to one suite; build once, seal and open many messages.
 
-    __slots__ = ("_head", "_primitive", "suite")
+    ``limit`` defaults to the suite's entry in :data:`USAGE_LIMITS` (tests inject a small
+    one); ``used`` restores the count of an object rebuilt for a key that already sealed.
+    Keep one object per key: two objects for one key count separately.  Thread-safe.
+    """
 
-    def __init__(self, key: bytes, suite: Suite = DEFAULT_SUITE) -> None:
+    __slots__ = ("_blocks", "_head", "_lock", "_messages", "_primitive", "limit", "suite")
+
+    def __init__(
+        self,
+        key: bytes,
+        suite: Suite = DEFAULT_SUITE,
+        *,
+        limit: UsageLimit | None = None,
+        used: Usage = Usage(),  # frozen, so one shared default is safe
+    ) -> None:
         self.suite = Suite(suite)
         self._primitive = primitive(self.suite, key)
         self._head = _HEADER + bytes([self.suite])
+        self.limit = USAGE_LIMITS[self.suite] if limit is None else limit
+        self._messages, self._blocks = used.messages, used.blocks
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> Usage:
+        """What this key has sealed so far (persist it with the key to survive a restart)."""
+        with self._lock:
+            return Usage(self._messages, self._blocks)
+
+    @property
+    def remaining(self) -> int:
+        """Messages this key may still seal (fewer if large ones hit the block bound first)."""
+        return max(0, self.limit.messages - self._messages)
+
+    def _charge(self, length: int) -> None:
+        """Count one seal of ``length`` bytes, or refuse it, before any nonce is drawn."""
+        limit = self.limit
+        with self._lock:
+            blocks = self._blocks + _blocks(length)
+            over_blocks = limit.blocks is not None and blocks > limit.blocks
+            if self._messages >= limit.messages or over_blocks:
+                raise KeyExhausted(
+                    f"this {self.suite.label} key has sealed its limit "
+                    f"({limit.messages} messages, {limit.blocks or 'no'} block bound); re-key",
+                )
+            self._messages += 1
+            self._blocks = blocks
 
     def seal(self, plaintext: bytes, aad: bytes = b"", *, random: Random = os.urandom) -> bytes:
+        """Encrypt under a fresh random nonce; KeyExhausted once the key's limit is reached."""
+        self._charge(len(plaintext))
         nonce = random(NONCE_SIZE)
         body = self._primitive.encrypt(nonce, plaintext, self._head + aad)
         return self._head + nonce + body

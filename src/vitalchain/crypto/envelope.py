@@ -7,6 +7,12 @@ again and leaves the payload bytes untouched.  Format: docs/spec/envelope.md.
 
 The envelope also carries a commitment to the data key, so a recipient cannot be handed a
 payload that opens differently under two keys (AEADs like Poly1305 are not key-committing).
+
+Each stanza's wrap key encrypts once, under a zero nonce.  That is safe only while no wrap
+key repeats with another data key, so the ephemeral scalar is hedged (Bellare et al., "Hedged
+public-key encryption", Asiacrypt 2009): a keyed hash of the data key, the recipient and
+fresh randomness.  A broken ``random`` can then repeat an ephemeral key only for the same
+data key and recipient, which re-encrypts the same plaintext into the same stanza.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.crypto.aead import DEFAULT_SUITE, KEY_SIZE, NONCE_SIZE, Random, Suite, primitive
-from vitalchain.crypto.keys import PrivateKey, PublicKey
+from vitalchain.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey
 from vitalchain.crypto.primitives.aead import hkdf_sha256
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey
 
@@ -32,7 +38,8 @@ VERSION = 1
 _HEADER = header(Kind.ENVELOPE, VERSION)
 _WRAP_INFO = b"vitalchain/v1 envelope wrap"
 _COMMIT_INFO = b"vitalchain/v1 envelope key commitment"
-_ZERO_NONCE = bytes(12)  # each wrap key encrypts exactly one message
+_EPHEMERAL_TAG = b"vitalchain/v1 envelope ephemeral"
+_ZERO_NONCE = bytes(12)  # each wrap key encrypts one data key only: see _ephemeral
 _WRAPPED_SIZE = KEY_SIZE + 16
 MAX_RECIPIENTS = 1024
 
@@ -64,8 +71,27 @@ def key_commitment(data_key: bytes) -> bytes:
     return hmac.new(data_key, _COMMIT_INFO, hashlib.sha256).digest()
 
 
+def _ephemeral(data_key: bytes, recipient: PublicKey, random: Random) -> PrivateKey:
+    """The stanza's ephemeral key, hedged against a bad ``random`` (envelope.md).
+
+    ``e = 1 + (HMAC-SHA512(data_key, tag ‖ u8(32) ‖ z ‖ compressed(R)) mod (n - 1))`` with
+    ``z = random(32)``.  The wrap key is HKDF(e·R, salt = E ‖ R), so a (wrap key, zero nonce)
+    pair can recur only with the same ``e`` and ``R``; with ``e`` derived from the data key,
+    that means the same plaintext, the same associated data and so a byte-identical stanza,
+    never two messages under one key and nonce.  With good randomness ``e`` is fresh anyway.
+    """
+    fresh = random(32)
+    digest = hmac.new(
+        data_key,
+        _EPHEMERAL_TAG + bytes([len(fresh)]) + fresh + recipient.compressed,
+        hashlib.sha512,
+    ).digest()
+    scalar = 1 + int.from_bytes(digest, "big") % (CURVE_ORDER - 1)
+    return PrivateKey(scalar.to_bytes(32, "big"))
+
+
 def _stanza(data_key: bytes, recipient: PublicKey, random: Random) -> Stanza:
-    ephemeral = PrivateKey.generate(random)
+    ephemeral = _ephemeral(data_key, recipient, random)
     eph_pub = ephemeral.public_key.compressed
     key = _wrap_key(ephemeral.ecdh(recipient), eph_pub, recipient.compressed)
     wrapped = ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, data_key, recipient.address_bytes)
@@ -177,7 +203,14 @@ def seal_for(
     random: Random = os.urandom,
     data_key: bytes | None = None,
 ) -> Envelope:
-    """Algorithm 1: encrypt once under a fresh data key, wrap it for every recipient."""
+    """Algorithm 1: encrypt once under a fresh data key, wrap it for every recipient.
+
+    ``data_key`` exists for formats that must commit to the key before anything is encrypted
+    (a sealed block puts the commitment in the header that is the payload's associated data,
+    store/blocks.py).  The caller must then draw a fresh key for every envelope: two envelopes
+    under one data key carry the same commitment, so whoever sees both links them, and a
+    recipient of either can open both.  Leave it out and a fresh key is drawn here.
+    """
     if not recipients:
         raise ValueError("an envelope needs at least one recipient")
     if len(recipients) > MAX_RECIPIENTS:

@@ -145,11 +145,18 @@ class PublicKey:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicKey:
-        """Accept SEC1 compressed (33), uncompressed (65) or raw ``x ‖ y`` (64) bytes."""
+        """Accept SEC1 compressed (33), uncompressed (65) or raw ``x ‖ y`` (64) bytes.
+
+        The SEC1 "hybrid" forms (0x06/0x07 ‖ x ‖ y), which libsecp256k1 still parses, are
+        refused: nothing we speak emits them, and accepting a second spelling of one key
+        lets two byte strings name the same identity.
+        """
         if len(data) == 64:
             data = b"\x04" + data
         if len(data) not in (33, 65):
             raise InvalidKey("a public key is 33, 64 or 65 bytes")
+        if data[0] not in ((2, 3) if len(data) == 33 else (4,)):
+            raise InvalidKey("a public key starts 0x02/0x03 (33 bytes) or 0x04 (65 bytes)")
         try:
             return cls(coincurve.PublicKey(data))
         except ValueError:

@@ -162,10 +162,15 @@ class MerkleTree:
         return InclusionProof(leaf_index, size, tuple(reversed(path)))
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        """RFC 9162 2.1.4.1 for ``0 < size1 <= size2``.
+
+        ``size1 = 0`` is refused, as transparency-dev/merkle does: every tree extends the
+        empty one, so such a proof proves nothing and a verifier refuses it anyway.
+        """
         size2 = len(self) if size2 is None else size2
-        if not 0 <= size1 <= size2 <= len(self):
-            raise ValueError("need 0 <= size1 <= size2 <= tree size")
-        if size1 in (0, size2):
+        if not 0 < size1 <= size2 <= len(self):
+            raise ValueError("need 0 < size1 <= size2 <= tree size")
+        if size1 == size2:
             return ConsistencyProof(size1, size2, ())
         path: list[bytes] = []
         lo, hi, m, whole = 0, size2, size1, True
@@ -207,7 +212,12 @@ def verify_inclusion(leaf: bytes, proof: InclusionProof, root: bytes) -> None:
 
 
 def verify_consistency(proof: ConsistencyProof, root1: bytes, root2: bytes) -> None:
-    """RFC 9162 2.1.4.2: the ``size2`` tree extends the ``size1`` tree.  Raises InvalidProof."""
+    """RFC 9162 2.1.4.2: the ``size2`` tree extends the ``size1`` tree.  Raises InvalidProof.
+
+    A proof from the empty tree (``size1 = 0 < size2``) is refused, as transparency-dev/merkle
+    refuses it: it would "verify" against any ``root2`` at all, so a caller that took it as
+    evidence of an append-only log would be checking nothing.
+    """
     first, second, path = proof.size1, proof.size2, list(proof.path)
     if not 0 <= first <= second:
         raise InvalidProof("consistency proof: sizes go backwards")
@@ -216,9 +226,7 @@ def verify_consistency(proof: ConsistencyProof, root1: bytes, root2: bytes) -> N
             raise InvalidProof("consistency proof: equal sizes need equal roots and no path")
         return
     if first == 0:
-        if path:
-            raise InvalidProof("consistency proof: empty first tree needs no path")
-        return
+        raise InvalidProof("consistency proof: a proof from the empty tree proves nothing")
     if not path or any(len(p) != 32 for p in path):
         raise InvalidProof("consistency proof: malformed path")
     if first & (first - 1) == 0:

@@ -14,11 +14,19 @@ Signing::
     r_pi     = a - c_pi * k_pi  (mod n)
 
 where ``prefix`` commits to the context, the ordered ring, the key image and the message.
+
+Nonces are hedged (``_nonces``): alpha and the decoy responses come from HMAC-SHA512 keyed with
+the signer's secret over ``prefix`` and 32 fresh bytes of ``random``.  A repeated alpha on two
+messages would reveal ``k_pi = (r_pi - r'_pi) / (c'_pi - c_pi)``; hedging means a broken or
+constant ``random`` can only make signing deterministic (as RFC 6979), never repeat alpha across
+messages, rings or contexts, while good randomness keeps fault and side-channel attacks on a
+purely deterministic nonce away.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +55,7 @@ MIN_RING = 2
 MAX_RING = 1024
 KEY_IMAGE_DST = b"VITALCHAIN-V01-CS01-with-secp256k1_XMD:SHA-256_SSWU_RO_BLSAG_KEY_IMAGE_"
 _CHALLENGE_TAG = b"vitalchain/v1 blsag challenge"
+_NONCE_TAG = b"vitalchain/v1 blsag nonce"
 _N = CURVE_ORDER
 
 
@@ -86,6 +95,24 @@ def _prefix(
 def _challenge(prefix: bytes, left: coincurve.PublicKey, right: coincurve.PublicKey) -> int:
     digest = hashlib.sha512(prefix + left.format() + right.format()).digest()
     return int.from_bytes(digest, "big") % _N
+
+
+def _nonces(secret: bytes, prefix: bytes, fresh: bytes, attempt: int, count: int) -> list[int]:
+    """``count`` hedged scalars in [1, n-1]: alpha first, then the decoy responses in ring order.
+
+    ``seed = HMAC-SHA512(k, tag ‖ u8(len(fresh)) ‖ fresh ‖ u32(attempt) ‖ prefix)`` and
+    ``x_j = 1 + (HMAC-SHA512(seed, u16(j)) mod (n - 1))``.  The secret key makes the nonces
+    unpredictable to anyone else even when ``fresh`` is not random; ``prefix`` (context, ring,
+    key image, message hash) makes them differ per signature; 512 bits reduced mod n - 1 are
+    within 2^-256 of uniform (the RFC 9380 hash_to_field argument), so no bias to exploit.
+    """
+    seed = hmac.new(
+        secret,
+        _NONCE_TAG + bytes([len(fresh)]) + fresh + attempt.to_bytes(4, "big") + prefix,
+        hashlib.sha512,
+    ).digest()
+    blocks = (hmac.new(seed, j.to_bytes(2, "big"), hashlib.sha512).digest() for j in range(count))
+    return [1 + int.from_bytes(block, "big") % (_N - 1) for block in blocks]
 
 
 def _check_ring(ring: Sequence[PublicKey]) -> None:
@@ -151,26 +178,29 @@ def sign(
     image = image_point.format()
     prefix = _prefix(ctx, ring, image, message)
     n = len(ring)
+    attempt = 0
     while True:  # retries only on a zero scalar, probability ~2^-256
-        alpha = PrivateKey.generate(random)
+        alpha, *decoys = _nonces(k, prefix, random(32), attempt, n)
+        attempt += 1
+        a = _scalar_bytes(alpha)
         responses = [0] * n
         c = [0] * n
-        c[(pi + 1) % n] = _challenge(prefix, alpha.public_key.raw, bases[pi].multiply(alpha.secret))
+        c[(pi + 1) % n] = _challenge(
+            prefix, coincurve.PublicKey.from_secret(a), bases[pi].multiply(a)
+        )
         try:
             for step in range(1, n):
                 i = (pi + step) % n
-                r = PrivateKey.generate(random).secret
-                responses[i] = int.from_bytes(r, "big")
+                responses[i] = decoys[step - 1]
+                r = _scalar_bytes(responses[i])
                 left = ring[i].raw.multiply(_scalar_bytes(c[i])).add(r)
                 right = coincurve.PublicKey.combine_keys(
                     [bases[i].multiply(r), image_point.multiply(_scalar_bytes(c[i]))]
                 )
                 c[(i + 1) % n] = _challenge(prefix, left, right)
         except ValueError:
-            continue  # a zero challenge; draw again
-        responses[pi] = (
-            int.from_bytes(alpha.secret, "big") - c[pi] * int.from_bytes(k, "big")
-        ) % _N
+            continue  # a zero challenge; derive again with the next attempt number
+        responses[pi] = (alpha - c[pi] * int.from_bytes(k, "big")) % _N
         if responses[pi] != 0 and c[0] != 0:
             return RingSignature(image, c[0], tuple(responses))
 
@@ -187,12 +217,12 @@ def verify(
     scalars = (signature.c0, *signature.responses)
     if len(signature.responses) != n or any(not 0 < s < _N for s in scalars):
         raise InvalidSignature("ring signature does not verify")
+    if len(signature.key_image) != 33 or signature.key_image[0] not in (2, 3):
+        raise InvalidSignature("ring signature: key image must be compressed")
     try:
         image_point = coincurve.PublicKey(signature.key_image)
     except (ValueError, TypeError):
         raise InvalidSignature("ring signature: key image is not a curve point") from None
-    if len(signature.key_image) != 33:
-        raise InvalidSignature("ring signature: key image must be compressed")
     ctx = _context_prefix(context)
     prefix = _prefix(ctx, ring, signature.key_image, message)
     c = signature.c0

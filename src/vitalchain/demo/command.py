@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +46,14 @@ def demo(
     print_json: Annotated[
         bool, typer.Option("--json", help="Also print the JSON summary on stdout.")
     ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the run's chain deployment and gateway data (journal, block store, "
+            "state, broker files) in this new or empty folder, for inspection; by default "
+            "they go to a temporary folder that is deleted."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole system end to end and write a report (Markdown, JSON, PNG plots).
 
@@ -75,12 +85,14 @@ def demo(
         raise typer.BadParameter(str(exc)) from None
     if rpc_url is not None:
         _check_rpc(rpc_url)
+    if data_dir is not None:
+        _check_data_dir(data_dir)
     console = Console(stderr=print_json)
     folder = out / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if folder.exists():
         folder = folder.with_name(folder.name + "-" + str(len(list(out.iterdir()))))
     with (
-        tempfile.TemporaryDirectory(prefix="vitalchain-demo-") as work,
+        _work_dir(data_dir) as work,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -100,10 +112,35 @@ def demo(
     written = write_report(run, folder)
     print_summary(run, console)
     console.print(f"report: {folder}/ ({', '.join(p.name for p in written)})")
+    if data_dir is not None:
+        console.print(f"data: {data_dir}/ (deployment.json, one folder per gateway)")
     if print_json:
         typer.echo(json.dumps(run.summary()))
     if not all(checks(run).values()):
         raise typer.Exit(1)
+
+
+def _check_data_dir(path: Path) -> None:
+    """A kept data folder must be new or empty: a gateway's data belongs to one chain, and
+    the demo deploys a fresh one on every run."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise typer.BadParameter(
+            f"{path} exists and is not an empty folder", param_hint="--data-dir"
+        )
+    if not path.parent.is_dir():
+        raise typer.BadParameter(f"{path.parent} is not a folder", param_hint="--data-dir")
+
+
+@contextlib.contextmanager
+def _work_dir(keep: Path | None) -> Iterator[str]:
+    """``keep`` (created 0700), or a temporary folder removed afterwards."""
+    if keep is not None:
+        from vitalchain.store.files import private_dir
+
+        yield str(private_dir(keep))
+        return
+    with tempfile.TemporaryDirectory(prefix="vitalchain-demo-") as work:
+        yield work
 
 
 def _check_rpc(url: str) -> None:

@@ -37,6 +37,7 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 from vitalchain.store import SqliteStore
+from vitalchain.store.files import write_private
 from vitalchain.vitals import Vital
 
 __all__ = ["DemoConfig", "DemoRun", "run_demo"]
@@ -180,13 +181,15 @@ def run_demo(
     step: Callable[[str], None] = lambda _: None,
     progress: Callable[[float], None] = lambda _: None,
 ) -> DemoRun:
-    """Run the whole scenario in ``workdir`` (gateway data, stores, broker files)."""
+    """Run the whole scenario in ``workdir``: the chain's ``deployment.json`` and one data
+    directory per gateway (its journal, block store, state, broker files), left in place."""
     config.check()
     started = time.perf_counter()
     admin = PrivateKey.generate()
     step("deploying the contracts")
     deploy_started = time.perf_counter()
     ledger, chain = _open_ledger(config, admin)
+    write_private(workdir / "deployment.json", ledger.deployment.to_json().encode())
     run = DemoRun(config, chain)
     run.timings_s["deploy"] = time.perf_counter() - deploy_started
     mqtt_ok = config.mqtt and find_mosquitto() is not None
@@ -263,6 +266,7 @@ def _start_cluster(
         mqtt=mqtt_ok and index == 0,
         rate_per_s=1000.0,
         rate_burst=10_000,
+        preauth_burst=max(60, 2 * devices),  # every device enrols at once, from this one client
         alert_ring_k=max(1, min(config.ring_k, devices - 1)),
     )
     sealing = SealingPolicy(max_readings=120, max_age_s=10.0, anchor_every_s=5.0)
@@ -497,7 +501,7 @@ def _care(
         run.verify = {"ok": report.ok, "checks": len(report.checks)}
     # An attacker with write access to the store's disk flips one bit of a sealed block.
     victim_cluster, victim = patients[1]
-    store = victim_cluster.node.gateway.store
+    store = victim_cluster.node.gateway.store.block_store
     tamper: dict[str, Any] = {"patient": victim.address, "group": victim_cluster.group_id}
     if isinstance(store, SqliteStore):
         target = store.patient_block(victim_cluster.group_id, victim.address, 1)

@@ -4,10 +4,19 @@ A device owns a secp256k1 key and an object ID.  ``onboard`` runs paper 002's fo
 against a gateway (docs/spec/onboarding.md); ``prepare`` builds a signed, encrypted data
 message (docs/spec/telemetry.md); ``send`` posts it over HTTP.  MQTT publishing lives in
 :mod:`vitalchain.device.mqtt`.
+
+A session key carries a bounded number of messages (docs/spec/aead.md, "Per-key limits").
+The client counts what it seals and re-keys by itself (``rekey``, docs/spec/onboarding.md
+section 5) once ``rekey_margin`` messages or fewer are left, and when the gateway answers
+``key_exhausted``; a message sealed under the old key is sealed again under the new one
+(``reseal``), its signed payload unchanged.  A device that persists its session across
+restarts must persist the key's count too (``usage``; ``attach(..., used=...)``), or its
+count restarts at zero and only the gateway's own count stops it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,11 +29,11 @@ from typing import Any
 import httpx
 
 from vitalchain.crypto import ring
-from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, Suite
+from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, KeyExhausted, Suite, Usage, UsageLimit
 from vitalchain.crypto.envelope import Envelope
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
 from vitalchain.crypto.ring import RingProof, alert_context
-from vitalchain.errors import VitalchainError
+from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
 from vitalchain.vitals import Vital
 
@@ -33,6 +42,11 @@ __all__ = ["DeviceClient", "DeviceError", "MqttCredentials", "Onboarded"]
 READING_CONTEXT = b"vitalchain/v1/reading"
 RING_HEADER = b"VCm\x02"  # a data message carrying a ring proof (telemetry.md, v2)
 SESSION_CONTEXT = b"vitalchain/v1/session"
+REKEY_REQUEST_CONTEXT = b"vitalchain/v1/rekey-request"
+REKEY_CONTEXT = b"vitalchain/v1/rekey"
+# Re-key this many messages before the key's limit: room for a failed attempt to be retried
+# with the next message while the old key still seals.
+REKEY_MARGIN = 1024
 
 
 class DeviceError(VitalchainError):
@@ -76,7 +90,12 @@ class DeviceClient:
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
         first_seq: int = 0,
+        key_limit: UsageLimit | None = None,
+        rekey_margin: int = REKEY_MARGIN,
     ) -> None:
+        """``key_limit`` overrides the suite's per-key limit (tests); the client re-keys when
+        ``rekey_margin`` messages or fewer are left under the key (at most a sixteenth of the
+        limit, so a small test limit re-keys only once it is spent)."""
         self.key = key
         self.object_id = object_id
         self.suite = suite
@@ -91,6 +110,12 @@ class DeviceClient:
         self._header = b""
         self._group_id = 0
         self._ring: tuple[PublicKey, ...] = ()
+        self.key_limit = key_limit
+        self.rekey_margin = rekey_margin
+        # The session before the last re-key, to seal again what was sealed under it.
+        self._previous: tuple[bytes, Aead] | None = None
+        self._key_lock = threading.RLock()
+        self.gateway: str | None = None  # the master address a re-key answer must be signed by
 
     @property
     def address(self) -> str:
@@ -181,7 +206,10 @@ class DeviceClient:
             },
         )
         mqtt = MqttCredentials(**result["mqtt"]) if result.get("mqtt") else None
-        self.attach(session_id, session_key, int(session["group_id"]))
+        # The key sealed the two onboarding requests: they count against it.
+        self.attach(
+            session_id, session_key, int(session["group_id"]), used=aead.used, gateway=gateway
+        )
         self.session = Onboarded(
             session_id,
             int(session["group_id"]),
@@ -192,12 +220,163 @@ class DeviceClient:
         )
         return self.session
 
-    def attach(self, session_id: bytes, session_key: bytes, group_id: int) -> None:
-        """Use an existing telemetry session (e.g. after a device restart)."""
-        self._aead = Aead(session_key, self.suite)
-        self.session_key = session_key
-        self._header = b"VCm\x01" + session_id
-        self._group_id = group_id
+    def attach(
+        self,
+        session_id: bytes,
+        session_key: bytes,
+        group_id: int,
+        *,
+        used: Usage | None = None,
+        gateway: str | None = None,
+    ) -> None:
+        """Use an existing telemetry session (e.g. after a device restart).  ``used`` is what
+        the key had sealed, as persisted with it (:attr:`usage`); without it the count starts
+        at zero, and the gateway's own count is what ends the key.  ``gateway`` is the group
+        master's address (from onboarding): without it the client cannot check a re-key
+        answer, so it does not re-key."""
+        with self._key_lock:
+            if gateway is not None:
+                self.gateway = gateway
+            self._aead = Aead(session_key, self.suite, limit=self.key_limit, used=used or Usage())
+            self.session_key = session_key
+            self._header = b"VCm\x01" + session_id
+            self._group_id = group_id
+            self._previous = None
+
+    @property
+    def usage(self) -> Usage:
+        """What the current session key has sealed (persist it with the key)."""
+        if self._aead is None:
+            raise DeviceError("not onboarded", code="no_session")
+        return self._aead.used
+
+    @property
+    def session_id(self) -> bytes:
+        if not self._header:
+            raise DeviceError("not onboarded", code="no_session")
+        return self._header[4:20]
+
+    # -- re-keying --------------------------------------------------------------------------------
+
+    def rekey(self) -> bytes:
+        """Ask the gateway for a new session key (onboarding.md, section 5); returns the new
+        session ID.  Signed by the device key, not sealed: the old key may be exhausted.  The
+        answer must be signed by this device's gateway, for this old session."""
+        if self.http is None:
+            raise DeviceError("no HTTP client configured", code="no_transport")
+        if self.gateway is None:
+            raise DeviceError(
+                "the gateway's address is not known (attach(..., gateway=...))",
+                code="untrusted_gateway",
+            )
+        with self._key_lock:
+            if self._aead is None:
+                raise DeviceError("not onboarded", code="no_session")
+            old = self.session_id
+            issued_at = int(self.clock())
+            signature = self.key.sign(old + issued_at.to_bytes(8, "big"), REKEY_REQUEST_CONTEXT)
+            reply = self._post(
+                "/v1/sessions/rekey",
+                {
+                    "v": 1,
+                    "session_id": old.hex(),
+                    "issued_at": issued_at,
+                    "signature": signature.to_rsv().hex(),
+                },
+            )
+            try:
+                new = bytes.fromhex(reply["session_id"])
+                envelope = bytes.fromhex(reply["session_key"])
+                signer = PublicKey.recover(
+                    Signature.from_rsv(bytes.fromhex(reply["signature"])),
+                    message_digest(old + new + keccak256(envelope), REKEY_CONTEXT),
+                ).address
+                if reply.get("previous") != old.hex() or len(new) != 16:
+                    raise ValueError("the answer is for another session")
+                if signer != self.gateway:
+                    raise InvalidSignature("not signed by this device's gateway")
+                key = Envelope.from_bytes(envelope).open(self.key, b"vitalchain/v1 session" + new)
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                DecodeError,
+                DecryptionError,
+                InvalidSignature,
+            ):
+                raise DeviceError(
+                    "the re-key answer does not verify", code="untrusted_gateway"
+                ) from None
+            previous = (self._header, self._aead)
+            self.attach(new, key, self._group_id)
+            self._previous = previous
+            if self.session is not None:
+                self.session = dataclasses.replace(self.session, session_id=new)
+            return new
+
+    def _sealer(self) -> tuple[bytes, Aead]:
+        """The header and key to seal the next message with, re-keying first if the key is
+        within ``rekey_margin`` of its limit.  A failed re-key is tried again next time while
+        the old key still seals; with nothing left, ``key_exhausted``."""
+        with self._key_lock:
+            if self._aead is None:
+                raise DeviceError("not onboarded", code="no_session")
+            margin = min(self.rekey_margin, self._aead.limit.messages // 16)
+            if self._aead.remaining <= margin and self.http is not None:
+                try:
+                    self.rekey()
+                except DeviceError as exc:
+                    if self._aead.remaining == 0:
+                        raise DeviceError(
+                            f"the session key is exhausted and re-keying failed ({exc.code})",
+                            code="key_exhausted",
+                        ) from exc
+            return self._header, self._aead
+
+    def _seal(self, header: bytes, plaintext: bytes) -> bytes:
+        """Seal ``plaintext`` as a data message with ``header``'s version byte, under the
+        current session; re-keys once if the key turns out exhausted (another thread)."""
+        for attempt in (0, 1):
+            current, aead = self._sealer()
+            head = header[:4] + current[4:]
+            try:
+                return head + aead.seal(plaintext, head, random=self.random)
+            except KeyExhausted:
+                if attempt or self.http is None:
+                    raise DeviceError(
+                        "the session key is exhausted; re-key", code="key_exhausted"
+                    ) from None
+                with self._key_lock:
+                    if self._aead is aead:
+                        self.rekey()
+        raise AssertionError("unreachable")
+
+    def reseal(self, message: bytes) -> bytes:
+        """The same data message (same signed payload, same seqs) sealed under the current
+        session: for one sealed under the session before the last re-key, or refused
+        ``key_exhausted``."""
+        with self._key_lock:
+            keys = [(self._header, self._aead)]
+            if self._previous is not None:
+                keys.append(self._previous)
+            for header, aead in keys:
+                if aead is not None and message[4:20] == header[4:20]:
+                    try:
+                        plaintext = aead.open(message[20:], message[:20])
+                    except DecryptionError:
+                        break
+                    if aead is self._aead:  # the current key was refused: take a new one
+                        try:
+                            self.rekey()
+                        except DeviceError as exc:
+                            raise DeviceError(
+                                f"the session key is exhausted and re-keying failed ({exc.code})",
+                                code="key_exhausted",
+                            ) from exc
+                    return self._seal(message[:4], plaintext)
+        raise DeviceError(
+            "this message was not sealed under a session this client holds", code="no_session"
+        )
 
     # -- telemetry --------------------------------------------------------------------------------
 
@@ -235,18 +414,13 @@ class DeviceClient:
         ).encode()
         signature = self.key.sign(payload, READING_CONTEXT).to_rsv()
         if not self._ring:
-            return self._header + self._aead.seal(
-                payload + signature, self._header, random=self.random
-            )
+            return self._seal(b"VCm\x01", payload + signature)
         # Anonymity on: ring-sign now, so an alert raised from this message needs no round
         # trip to the device (docs/spec/alert.md, "Who signs, and when").
         digest = hashlib.sha256(payload).digest()
         context = alert_context(self._group_id, digest)
         proof = RingProof(self._ring, ring.sign(digest, self._ring, self.key, context))
-        header = RING_HEADER + self._header[4:]
-        return header + self._aead.seal(
-            proof.to_bytes() + payload + signature, header, random=self.random
-        )
+        return self._seal(RING_HEADER, proof.to_bytes() + payload + signature)
 
     # -- anonymity --------------------------------------------------------------------------------
 
@@ -276,7 +450,25 @@ class DeviceClient:
         return [members[i] for i in order]
 
     def send(self, message: bytes) -> dict[str, Any]:
-        """POST one data message; returns the gateway's acknowledgement."""
+        """POST one data message; returns the gateway's acknowledgement.
+
+        Refused ``key_exhausted`` (the gateway's count of the key reached its limit first), or
+        ``unknown_session`` for a message sealed under the session before the last re-key
+        (its grace period over), the message is sealed again under a current session and sent
+        once more: the acknowledgement's ``message_id`` is then the new message's."""
+        try:
+            return self._send_once(message)
+        except DeviceError as exc:
+            stale = exc.code == "unknown_session" and self._is_previous(message)
+            if exc.code != "key_exhausted" and not stale:
+                raise
+            return self._send_once(self.reseal(message))
+
+    def _is_previous(self, message: bytes) -> bool:
+        with self._key_lock:
+            return self._previous is not None and message[4:20] == self._previous[0][4:20]
+
+    def _send_once(self, message: bytes) -> dict[str, Any]:
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
         response = self.http.post(

@@ -2,6 +2,11 @@
 
 Acknowledgements come back on the device's own ack topic and are matched to messages by
 ``message_id`` (the SHA-256 of the data message), so many messages can be in flight at once.
+
+A gateway restart (which restarts its broker) must not strand a device: the client
+reconnects by itself with backoff (paho's reconnect, ``reconnect_delay``), resubscribes, and
+sends again what the broker had not acknowledged; its session persists for
+``session_expiry_s``, so acks published while it was away are queued for it.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -21,15 +27,32 @@ from vitalchain.device.client import DeviceError, MqttCredentials
 
 __all__ = ["MqttPublisher"]
 
+# CONNACK reasons that mean these credentials will never work (MQTT v5 and 3.1.1 codes).
+_REFUSED: Final = frozenset({0x04, 0x05, 0x86, 0x87, 0x8C})
+SESSION_EXPIRY_S: Final = 3600  # how long the broker queues this device's acks while it is away
+
 
 class MqttPublisher:
-    def __init__(self, credentials: MqttCredentials, *, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        credentials: MqttCredentials,
+        *,
+        timeout: float = 10,
+        reconnect_delay: tuple[int, int] = (1, 10),
+        session_expiry_s: int = SESSION_EXPIRY_S,
+    ) -> None:
+        """``timeout`` bounds the first connection and each wait for an acknowledgement;
+        ``reconnect_delay`` is the first and the longest wait between reconnection attempts
+        (seconds, doubling)."""
         self._creds = credentials
         self._timeout = timeout
+        self._session_expiry_s = session_expiry_s
         self._pending: dict[str, threading.Event] = {}
         self._acks: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._connected = False
+        self._refused: str | None = None  # why the broker refused us; then we stop retrying
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=credentials.username,  # the broker binds each client ID to its username
@@ -37,18 +60,42 @@ class MqttPublisher:
         )
         self._client.username_pw_set(credentials.username, credentials.password)
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.max_inflight_messages_set(1000)
-        self._client.max_queued_messages_set(0)
+        self._client.max_queued_messages_set(0)  # unsent messages wait for the reconnect
+        self._client.reconnect_delay_set(*reconnect_delay)
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
 
     def connect(self) -> None:
-        self._client.connect(self._creds.host, self._creds.port, keepalive=30)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry_s
+        try:
+            self._client.connect(
+                self._creds.host,
+                self._creds.port,
+                keepalive=30,
+                clean_start=False,
+                properties=props,
+            )
+        except OSError as exc:
+            raise DeviceError(
+                f"cannot reach the MQTT broker at {self._creds.host}:{self._creds.port}: {exc}",
+                code="broker_unavailable",
+            ) from exc
         self._client.loop_start()
-        if not self._ready.wait(self._timeout):
+        if not self._ready.wait(self._timeout) or self._refused is not None:
             self.close()
             raise DeviceError(
-                "could not connect and subscribe to the ack topic", code="broker_unavailable"
+                f"the broker refused the credentials ({self._refused})"
+                if self._refused is not None
+                else "could not connect and subscribe to the ack topic",
+                code="broker_unavailable",
             )
 
     def close(self) -> None:
@@ -70,8 +117,29 @@ class MqttPublisher:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
-        if not reason.is_failure:
-            client.subscribe(self._creds.ack_topic, qos=1)
+        if reason.is_failure:
+            if reason.value in _REFUSED:  # revoked or rotated: retrying cannot help
+                with self._lock:
+                    self._refused = str(reason)
+                client.disconnect()
+                self._ready.set()
+            return
+        with self._lock:
+            self._connected = True
+        # Every time: a broker that lost its persistence file lost the subscription too.
+        # paho sends this before the publishes it resends, so no ack can miss it.
+        client.subscribe(self._creds.ack_topic, qos=1)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        with self._lock:
+            self._connected = False
 
     def _on_subscribe(
         self,
@@ -91,17 +159,27 @@ class MqttPublisher:
         except (ValueError, KeyError, TypeError):
             return
         with self._lock:
-            self._acks[message_id] = ack
             event = self._pending.get(message_id)
-        if event is not None:
-            event.set()
+            if event is None:
+                return  # not awaited (a late second answer, or queued from an earlier run)
+            # A message delivered twice (after a gateway restart) is answered twice: the
+            # second answer, "replayed", must not hide the first, which says what was stored.
+            earlier = self._acks.get(message_id)
+            if earlier is None or ("error" in earlier and "error" not in ack):
+                self._acks[message_id] = ack
+        event.set()
 
     def publish_many(self, messages: Sequence[bytes], *, window: int = 64) -> list[dict[str, Any]]:
         """Publish at QoS 1 with at most ``window`` awaiting acknowledgement, in order.
 
         The window is back-pressure: a device never runs further ahead of the gateway than
-        that, however fast it produces.  Refusals come back as acknowledgements too.
+        that, however fast it produces.  Refusals come back as acknowledgements too.  While
+        the broker is unreachable, messages wait in the client and go out on reconnection.
         """
+        if self._refused is not None:
+            raise DeviceError(
+                f"the broker refused the credentials ({self._refused})", code="broker_unavailable"
+            )
         ids = [hashlib.sha256(m).hexdigest() for m in messages]
         events: list[threading.Event] = []
         with self._lock:
@@ -111,7 +189,8 @@ class MqttPublisher:
             if i >= window and not events[i - window].wait(self._timeout):
                 raise DeviceError("no acknowledgement from the gateway", code="ack_timeout")
             info = self._client.publish(self._creds.telemetry_topic, message, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # NO_CONN: disconnected, the message is kept and sent after the reconnect.
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 raise DeviceError(
                     f"publish failed ({mqtt.error_string(info.rc)})", code="publish_failed"
                 )

@@ -6,17 +6,26 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from vitalchain.ledger.address import ADDRESS_PATTERN, Address
+
 __all__ = [
+    "ADDRESS_PATTERN",
     "Ack",
+    "Address",
     "AdminRevocation",
+    "ComponentStatus",
     "EnrolmentRequest",
     "EnrolmentResponse",
     "ErrorBody",
     "ErrorResponse",
     "Health",
+    "Readiness",
+    "RekeyRequest",
+    "RekeyResponse",
     "Ring",
     "SealedRequest",
     "SealedResponse",
+    "SealingStatus",
     "SessionRequest",
     "SessionResponse",
 ]
@@ -34,7 +43,6 @@ def _integral(value: object) -> object:
 U64 = Annotated[int, Field(ge=0, lt=2**64), BeforeValidator(_integral)]
 Timestamp = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(_integral)]  # exact in a double
 TtlSeconds = Annotated[int, Field(ge=60, le=86400), BeforeValidator(_integral)]
-_ADDRESS = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
 _HEX = r"^[0-9a-fA-F]*$"
 
 
@@ -44,7 +52,7 @@ class _Strict(BaseModel):
 
 class EnrolmentRequest(_Strict):
     v: Literal[1]
-    patient: str = _ADDRESS
+    patient: Address
     label: str = Field("", max_length=100)
     ttl_seconds: TtlSeconds = 900
     issued_at: Timestamp | None = None
@@ -88,6 +96,26 @@ class SealedResponse(BaseModel):
     ciphertext: str
 
 
+class RekeyRequest(_Strict):
+    """A device asks for a new session key (docs/spec/onboarding.md, section 5)."""
+
+    v: Literal[1]
+    session_id: str = Field(pattern=_HEX, min_length=32, max_length=32)
+    issued_at: Timestamp
+    signature: str = Field(pattern=_HEX, min_length=130, max_length=130)
+
+
+class RekeyResponse(BaseModel):
+    v: Literal[1]
+    previous: str
+    previous_expires_at: int
+    session_id: str
+    suite: str
+    expires_at: int
+    session_key: str
+    signature: str
+
+
 class Ack(BaseModel):
     v: Literal[1]
     accepted: int
@@ -95,13 +123,45 @@ class Ack(BaseModel):
     message_id: str
 
 
+class ComponentStatus(BaseModel):
+    """One dependency as the background probes last saw it (times in Unix seconds)."""
+
+    status: Literal["up", "down"]
+    last_success: float | None
+    age_s: float | None  # seconds since the last success
+    down_since: float | None
+    error: str | None  # a machine-readable code while down, e.g. chain_unavailable
+
+
+class SealingStatus(BaseModel):
+    """The sealer's own view: what is not being sealed, and when it last sealed and anchored."""
+
+    failing: dict[str, str]  # patient pseudonym → code (e.g. no_reader_key)
+    errors: dict[str, str]  # round-wide step (anchor, seal_due, job …) → code
+    last_seal_at_ms: int | None
+    last_anchor_at_ms: int | None
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    """Liveness, from cached state: answers at once even while the chain or store is down.
+    ``status`` is ``degraded`` while a component is down or some readings are not sealed."""
+
+    status: Literal["ok", "degraded"]
     group_id: int
     gateway: str
     chain_id: int
-    block_number: int
-    readings: int
+    block_number: int | None  # the latest block the chain probe saw
+    readings: int | None  # the reading count the store probe saw
+    components: dict[str, ComponentStatus]  # chain, store and (with MQTT) broker
+    sealing: SealingStatus | None = None  # present when the node runs a sealer
+
+
+class Readiness(BaseModel):
+    """200 when every component is up, else 503 naming the ones that are not."""
+
+    status: Literal["ready", "not_ready"]
+    failing: list[str]
+    components: dict[str, ComponentStatus]
 
 
 class Ring(BaseModel):

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitalchain.gateway import api
 from vitalchain.gateway.errors import GatewayError
+from vitalchain.gateway.health import ChainProbe, HealthMonitor, StoreProbe
+from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
+from vitalchain.ledger.errors import ChainUnavailable
+from vitalchain.store.errors import StoreUnavailable
 
 MAX_RING_SIZE = 64
+TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (telemetry.md)
 
 __all__ = ["create_app"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": api.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429)
+    status: {"model": api.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429, 503)
 }
+# A dependency that is down is a 503 with a stable code, never a 500: the client retries.
+_UNAVAILABLE = {
+    "chain": ("chain_unavailable", "the chain node is unavailable; retry later"),
+    "store": ("store_unavailable", "the store is unavailable; retry later"),
+}
+RETRY_AFTER_S = 5
 _TELEMETRY_BODY = {
     "requestBody": {
         "required": True,
@@ -37,24 +52,84 @@ async def _gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
+# The admin token as an OpenAPI security scheme (an Authorize button in /docs).  auto_error is
+# off: the routes read the header themselves, so a missing or malformed one keeps its coded
+# 401 (``unauthorized``), and a patient-signed enrolment needs no token at all.
+_ADMIN_TOKEN = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminToken",
+    description="The gateway operator's admin token (`Authorization: Bearer <token>`).",
+)
+AdminTokenDep = Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_TOKEN)]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def create_app(gateway: Gateway) -> FastAPI:
+def default_monitor(gateway: Gateway) -> HealthMonitor:
+    """Chain and store probes for ``gateway``, checked once now so health has an answer."""
+    settings = gateway.settings
+    monitor = HealthMonitor(
+        {
+            "chain": ChainProbe(gateway.ledger, settings.health_timeout_s),
+            "store": StoreProbe(gateway.store, gateway.group_id),
+        },
+        interval_s=settings.health_interval_s,
+    )
+    monitor.probe_once()
+    return monitor
+
+
+def _unavailable(monitor: HealthMonitor, component: str, exc: BaseException) -> JSONResponse:
+    monitor.report_failure(component, exc)  # logs once, when the outage starts
+    code, message = _UNAVAILABLE[component]
+    response = _error(503, code, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI:
+    """The API Edge of ``gateway``.  ``health`` is the node's running monitor; without one the
+    app makes its own (chain and store) and runs it while the app is served."""
+    monitor = health or default_monitor(gateway)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if health is None:
+            monitor.start()
+        try:
+            yield
+        finally:
+            if health is None:
+                monitor.stop()
+
     app = FastAPI(
         title="vitalchain gateway",
         version="1.0.0",
         summary="API Edge of a vitalchain trust group: device onboarding and telemetry.",
+        lifespan=lifespan,
     )
 
     app.state.gateway = gateway
+    # Pre-authentication limit per client on routes that create state (gateway/preauth.py).
+    app.add_middleware(PreAuthLimit, limiter=gateway.preauth)
+    app.state.health = monitor
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        if exc.code == "store_unavailable":  # the ingest path's refusal of a failed write
+            monitor.report_failure("store", exc)
         return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(ChainUnavailable)
+    async def chain_unavailable(_: Request, exc: ChainUnavailable) -> JSONResponse:
+        return _unavailable(monitor, "chain", exc)
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(sqlite3.OperationalError)  # the embedded store: disk I/O, locked
+    async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return _unavailable(monitor, "store", exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,6 +139,8 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a JSON body
+            return _error(422, "invalid_request", "body: not valid UTF-8 JSON")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
@@ -72,15 +149,42 @@ def create_app(gateway: Gateway) -> FastAPI:
         return _error(500, "internal_error", "internal error")
 
     @app.get("/v1/health", response_model=api.Health, tags=["gateway"])
-    def health(gw: GatewayDep) -> dict[str, Any]:
+    async def liveness(gw: GatewayDep) -> dict[str, Any]:
+        """Liveness from the probes' cache: never calls the chain or the store, never blocks.
+        ``status`` is ``degraded`` while a component is down; the answer is still 200."""
+        components = monitor.components()
+        chain, store = monitor.probes.get("chain"), monitor.probes.get("store")
+        sealing = dict(monitor.sealing()) if monitor.sealing is not None else None
+        healthy = all(c.up for c in components.values()) and not (
+            sealing and (sealing.get("failing") or sealing.get("errors"))
+        )
         return {
-            "status": "ok",
+            "status": "ok" if healthy else "degraded",
             "group_id": gw.group_id,
             "gateway": gw.master.address,
             "chain_id": gw.ledger.chain_id,
-            "block_number": gw.ledger.block_number(),
-            "readings": gw.store.count_readings(),
+            "block_number": chain.block_number if isinstance(chain, ChainProbe) else None,
+            "readings": store.readings if isinstance(store, StoreProbe) else None,
+            "components": {name: c.to_json() for name, c in components.items()},
+            "sealing": sealing,
         }
+
+    @app.get(
+        "/v1/ready",
+        response_model=api.Readiness,
+        responses={503: {"model": api.Readiness}},
+        tags=["gateway"],
+    )
+    async def readiness() -> JSONResponse:
+        """Readiness: 503 naming the failing components while any is down, else 200."""
+        components = monitor.components()
+        failing = [name for name, c in components.items() if not c.up]
+        body = {
+            "status": "not_ready" if failing else "ready",
+            "failing": failing,
+            "components": {name: c.to_json() for name, c in components.items()},
+        }
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     @app.post(
         "/v1/enrolments",
@@ -93,10 +197,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         body: api.EnrolmentRequest,
         request: Request,
         gw: GatewayDep,
-        authorization: Annotated[str | None, Header()] = None,
+        _admin: AdminTokenDep,  # declares the scheme; the header is read below
         x_vitalchain_signature: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         """A patient or an admin creates a one-time pairing code for a new device."""
+        authorization = request.headers.get("authorization")
         bearer = None
         if authorization is not None:
             scheme, _, value = authorization.partition(" ")
@@ -128,6 +233,16 @@ def create_app(gateway: Gateway) -> FastAPI:
         return gw.open_session(body.device_key, body.object_id, body.suite)
 
     @app.post(
+        "/v1/sessions/rekey",
+        response_model=api.RekeyResponse,
+        responses=_ERRORS,
+        tags=["onboarding"],
+    )
+    def rekey(body: api.RekeyRequest, gw: GatewayDep) -> dict[str, Any]:
+        """Re-key: a new session key for an active session, signed for by the device key."""
+        return gw.rekey(body.session_id, body.issued_at, body.signature)
+
+    @app.post(
         "/v1/tickets", response_model=api.SealedResponse, responses=_ERRORS, tags=["onboarding"]
     )
     def ticket(body: api.SealedRequest, gw: GatewayDep) -> dict[str, Any]:
@@ -147,23 +262,40 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.post(
         "/v1/telemetry",
         response_model=api.Ack,
-        responses=_ERRORS,
+        responses={**_ERRORS, 415: {"model": api.ErrorResponse}},
         openapi_extra=_TELEMETRY_BODY,
         tags=["telemetry"],
     )
     async def telemetry(request: Request, gw: GatewayDep) -> dict[str, Any]:
-        """A signed, encrypted data message (docs/spec/telemetry.md); acknowledged once stored."""
+        """A signed, encrypted data message (docs/spec/telemetry.md); acknowledged once stored.
+
+        Before the message authenticates, its cost is the client address's: its media type
+        and size are checked, and the body read at most one byte past the limit, whatever the
+        framing (a chunked body has no Content-Length to trust)."""
+        core = gw.ingest_core
+        client = f"http:{request.client.host if request.client else 'unknown'}"
+        core.admit(client)
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != TELEMETRY_MEDIA_TYPE:
+            core.refuse_unauthenticated(
+                client,
+                415,
+                "unsupported_media_type",
+                f"a data message is sent as Content-Type: {TELEMETRY_MEDIA_TYPE}",
+            )
+        limit = core.max_message_bytes
+        too_large = f"data messages are at most {limit} bytes"
         declared = request.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isdigit()
-            and int(declared) > gw.settings.max_message_bytes
-        ):
-            raise GatewayError(413, "message_too_large", "data message too large")
-        data = await request.body()
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            core.refuse_unauthenticated(client, 413, "message_too_large", too_large)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                core.refuse_unauthenticated(client, 413, "message_too_large", too_large)
         # The checks run here on the event loop (about 0.2 ms of CPU); only the durable commit
         # is waited for, as a future the store's writer thread resolves: no threadpool hop.
-        ack = await asyncio.wrap_future(gw.ingest_core.submit(data))
+        ack = await asyncio.wrap_future(core.submit(bytes(body), client=client))
         return ack.to_json()
 
     @app.get("/v1/ring", response_model=api.Ring, responses=_ERRORS, tags=["telemetry"])
@@ -180,10 +312,13 @@ def create_app(gateway: Gateway) -> FastAPI:
         tags=["admin"],
     )
     def revoke(
-        device: str, gw: GatewayDep, authorization: Annotated[str | None, Header()] = None
+        device: Annotated[api.Address, Path(description="The device's address.")],
+        request: Request,
+        gw: GatewayDep,
+        _admin: AdminTokenDep,  # declares the scheme; the header is read below
     ) -> dict[str, Any]:
         """The master revokes a device on chain (admin token required)."""
-        gw.require_admin(authorization)
+        gw.require_admin(request.headers.get("authorization"))
         result = gw.revoke(device)
         return {
             "v": 1,

@@ -20,6 +20,7 @@ Findings about mosquitto 2.0.11 that shaped this module:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import json
 import logging
@@ -28,15 +29,17 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -45,6 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.crypto import is_checksum_address
 from vitalchain.errors import VitalchainError
+from vitalchain.logs import pseudonym
 
 __all__ = [
     "MAX_PACKET_SIZE",
@@ -53,6 +57,7 @@ __all__ = [
     "BrokerAdmin",
     "BrokerEndpoint",
     "BrokerError",
+    "BrokerStatus",
     "DeviceCredentials",
     "Mosquitto",
     "ack_topic",
@@ -201,22 +206,108 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Mosquitto:
-    """A managed mosquitto process with the dynamic-security plugin, for dev, demo and tests.
+PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
+# The signal a managed broker gets when the thread that started it dies, whatever killed it
+# (SIGTERM to the gateway, kill -9, a crash). SIGTERM, not SIGKILL: mosquitto then writes its
+# persistence file (queued telemetry, the gateway's session) before it exits.
+DEATH_SIGNAL: Final = signal.SIGTERM
 
-    Loopback only, no anonymous access, no message persistence.  The dynsec config (one admin
-    with a random password, default deny, and every client the gateway adds) is created on the
-    first start in ``data_dir`` and kept, so device credentials survive restarts.
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to send :data:`DEATH_SIGNAL` to the child when its
+    parent thread dies; ``None`` where there is no prctl (the broker then only stops on a
+    clean exit).
+
+    prctl is looked up here, in the parent, so that the child runs one foreign call and a
+    getppid between fork and exec: nothing that could wait for a lock another thread held.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    death_signal = int(DEATH_SIGNAL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(0)
+
+    return preexec
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What the gateway knows about its managed broker, without asking it anything.
+
+    Read from the supervisor's own bookkeeping, so a health check never blocks on the broker.
+    Times come from the broker's injected clock (wall-clock seconds by default).
+    """
+
+    state: Literal["up", "down", "stopped"]
+    port: int
+    pid: int | None
+    started_at: float | None  # when the current process came up
+    last_ok: float | None  # when the supervisor last saw it running
+    restarts: int  # restarts after a crash, since start()
+    last_error: str | None  # why the broker is down or last failed to restart
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+
+class Mosquitto:
+    """A managed, supervised mosquitto with the dynamic-security plugin, for dev, demo, tests.
+
+    Loopback only, no anonymous access.  Everything lives in ``data_dir`` (0700) and survives a
+    restart: the dynsec config (one admin with a random password, default deny, and every
+    client the gateway adds), the listener port (chosen once, kept in ``port``, so devices
+    enrolled before a restart still find the broker), and the persistence file (sessions and
+    the QoS 1 telemetry queued for an offline gateway).
+
+    The broker never outlives its gateway: it is started from a supervisor thread with
+    PR_SET_PDEATHSIG, so it gets SIGTERM when that thread dies, on a clean stop, on SIGTERM to
+    the gateway and on kill -9 alike; it runs in its own process group, so a terminal's Ctrl-C
+    reaches the gateway, which then stops the broker in order.  The supervisor restarts a
+    broker that died (same port, config and persistence) and reports it in :meth:`status`.
     """
 
     START_TIMEOUT: Final = 10.0
+    CHECK_INTERVAL: Final = 0.1  # how often the supervisor looks at the process
+    RESTART_DELAY: Final = (0.1, 5.0)  # first and largest wait between failed restarts
+    AUTOSAVE_INTERVAL_S: Final = 10  # persistence file writes, besides the one at shutdown
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        port_busy_grace_s: float = 5.0,
+    ) -> None:
+        """``port`` overrides the kept one; ``port_busy_grace_s`` is how long a start waits
+        for a port given or kept to be let go (a previous broker may still be exiting)."""
         self.data_dir = Path(data_dir)
-        self._fixed_port = port
-        self.endpoint = BrokerEndpoint("127.0.0.1", port or _free_port())
+        self._clock = clock
+        self._port_busy_grace_s = port_busy_grace_s
+        kept = None if port else self._kept_port()
+        # A port given or kept is the devices' port: never silently move it.
+        self._stable_port = bool(port or kept)
+        self.endpoint = BrokerEndpoint("127.0.0.1", port or kept or _free_port())
         self._admin: tuple[str, str] | None = None
+        self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._started_at: float | None = None
+        self._last_ok: float | None = None
+        self._restarts = 0
+        self._last_error: str | None = None
 
     @property
     def admin(self) -> tuple[str, str]:
@@ -237,37 +328,77 @@ class Mosquitto:
     def log_path(self) -> Path:
         return self.data_dir / "mosquitto.log"
 
+    @property
+    def port_path(self) -> Path:
+        return self.data_dir / "port"
+
+    @property
+    def persistence_dir(self) -> Path:
+        return self.data_dir / "persistence"
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._proc.pid if self._proc is not None else None
+
+    def status(self) -> BrokerStatus:
+        """Up, down (crashed, being restarted) or stopped; never blocks on the broker."""
+        with self._lock:
+            running = self._thread is not None and not self._stopping.is_set()
+            alive = self._proc is not None and self._proc.poll() is None
+            state: Literal["up", "down", "stopped"] = (
+                "stopped" if not running else "up" if alive else "down"
+            )
+            return BrokerStatus(
+                state=state,
+                port=self.endpoint.port,
+                pid=self._proc.pid if alive and self._proc is not None else None,
+                started_at=self._started_at,
+                last_ok=self._last_ok,
+                restarts=self._restarts,
+                last_error=self._last_error,
+            )
+
     def start(self) -> None:
-        if self._proc is not None:
-            raise BrokerError("mosquitto is already running", code="broker_running")
+        """Start the broker and its supervisor; returns once it listens, or raises."""
+        with self._lock:
+            if self._thread is not None:
+                raise BrokerError("mosquitto is already running", code="broker_running")
         binary, ctrl, plugin = self._tools()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
+        self.persistence_dir.mkdir(exist_ok=True)
+        self.persistence_dir.chmod(0o700)
         password = self._admin_password(ctrl)
-        # A port picked by us can be taken between picking and binding: pick again, twice.
-        attempts = 1 if self._fixed_port else 3
-        for attempt in range(attempts):
-            self._write_conf(plugin)
-            try:
-                self._spawn(binary)
-            except BrokerError:
-                if attempt + 1 == attempts or "Address already in use" not in self._log_tail():
-                    raise
-                self.endpoint = BrokerEndpoint("127.0.0.1", _free_port())
-            else:
-                break
+        self._stopping.clear()
+        with self._lock:
+            self._restarts, self._last_error = 0, None
+        started = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._supervise,
+            args=(binary, plugin, started, failure),
+            name=f"mosquitto-{self.endpoint.port}",
+            daemon=True,
+        )
+        thread.start()
+        started.wait()  # the first spawn is bounded by START_TIMEOUT and the port grace
+        if failure:
+            thread.join()
+            raise failure[0]
+        with self._lock:
+            self._thread = thread
+        self._keep_port()
         self._admin = (ADMIN_USERNAME, password)
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Stop the supervisor and, from its thread, the broker (SIGTERM, then SIGKILL)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self._stopping.set()
+        thread.join()
 
     def __enter__(self) -> Self:
         self.start()
@@ -280,6 +411,131 @@ class Mosquitto:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    # -- the supervisor thread: it alone spawns and stops the process, so the process's
+    # -- PR_SET_PDEATHSIG is bound to a thread that lives exactly as long as the broker should.
+
+    def _supervise(
+        self,
+        binary: Path,
+        plugin: Path,
+        started: threading.Event,
+        failure: list[BaseException],
+    ) -> None:
+        try:
+            self._first_spawn(binary, plugin)
+        except BaseException as exc:  # handed to start(), which raises it
+            failure.append(exc)
+            return
+        finally:
+            started.set()
+        try:
+            while not self._stopping.wait(self.CHECK_INTERVAL):
+                with self._lock:
+                    proc = self._proc
+                code = proc.poll() if proc is not None else -1
+                if code is None:
+                    self._last_ok = self._clock()
+                else:
+                    self._restart(binary, plugin, code)
+        finally:
+            self._terminate()
+
+    def _first_spawn(self, binary: Path, plugin: Path) -> None:
+        # A port picked by us can be taken between picking and binding: pick again, twice.
+        # A kept port is the devices' port: wait a little for a previous broker to let go.
+        attempts = 3
+        deadline = time.monotonic() + self._port_busy_grace_s
+        while True:
+            self._write_conf(plugin)
+            try:
+                self._spawn(binary)
+            except BrokerError:
+                if "Address already in use" not in self._log_tail():
+                    raise
+                if self._stable_port:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"the MQTT port {self.endpoint.port} is in use by another process "
+                            "(Address already in use); the gateway's devices were given this "
+                            "port: free it, or set another with mqtt_port",
+                            code="broker_start_failed",
+                        ) from None
+                    time.sleep(0.2)
+                    continue
+                attempts -= 1
+                if attempts == 0:
+                    raise
+                self.endpoint = BrokerEndpoint("127.0.0.1", _free_port())
+            else:
+                return
+
+    def _restart(self, binary: Path, plugin: Path, code: int) -> None:
+        """Bring a dead broker back on the same port, config and persistence, with backoff."""
+        why = f"mosquitto exited with code {code}"
+        with self._lock:
+            self._last_error = why
+        log.warning("broker: %s; restarting it on port %d", why, self.endpoint.port)
+        delay, longest = self.RESTART_DELAY
+        while not self._stopping.is_set():
+            with contextlib.suppress(OSError):  # keep the dead broker's log for a post-mortem
+                self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+            try:
+                self._write_conf(plugin)
+                self._spawn(binary)
+            except (BrokerError, OSError) as exc:
+                if self._last_error == why:  # say it once per outage, not once per attempt
+                    log.warning("broker: restart failed, retrying: %s", exc)
+                with self._lock:
+                    self._last_error = str(exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, longest)
+            else:
+                with self._lock:
+                    self._restarts += 1
+                    self._last_error = None
+                log.info("broker: mosquitto is back on port %d", self.endpoint.port)
+                return
+
+    def _terminate(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # mosquitto saves its persistence file on SIGTERM
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    # -- files --
+
+    def _kept_port(self) -> int | None:
+        """The port of an earlier start, from ``data_dir/port``; None on the first start."""
+        try:
+            text = self.port_path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise BrokerError(
+                f"{self.port_path} does not hold a port number; the devices' MQTT port is"
+                " unknown (delete the file to pick a new one, or set mqtt_port)",
+                code="broker_start_failed",
+            )
+        return int(text)
+
+    def _keep_port(self) -> None:
+        """Write the port once it listens, so every later start binds the same one."""
+        if self.port_path.exists() and self._kept_port() == self.endpoint.port:
+            return
+        tmp = self.port_path.with_name("port.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{self.endpoint.port}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.port_path)
 
     def _tools(self) -> tuple[Path, Path, Path]:
         binary = find_mosquitto()
@@ -339,18 +595,24 @@ class Mosquitto:
         # Run as whoever we are: as root, mosquitto would otherwise switch to the `mosquitto`
         # user and could not write the dynsec file in a private temp dir.
         user = pwd.getpwuid(os.geteuid()).pw_name
-        self.conf_path.write_text(
+        text = (
             "# written by vitalchain.gateway.broker on every start; edits are lost\n"
             "per_listener_settings false\n"
             "allow_anonymous false\n"
             f"listener {self.endpoint.port} {self.endpoint.host}\n"
-            "persistence false\n"
+            # Sessions and queued QoS 1 telemetry survive a broker restart: saved every
+            # AUTOSAVE_INTERVAL_S and at shutdown (the death signal is SIGTERM for that).
+            "persistence true\n"
+            f"persistence_location {self.persistence_dir}/\n"
+            "persistence_file mosquitto.db\n"
+            f"autosave_interval {self.AUTOSAVE_INTERVAL_S}\n"
             "retain_available false\n"
             f"max_packet_size {MAX_PACKET_SIZE}\n"
             # Nagle plus delayed ACKs would hold every small publish ~40 ms.
             "set_tcp_nodelay true\n"
-            # The gateway's subscription carries every device of the group: let its queue and
-            # in-flight window grow past the defaults (1000 and 20), or bursts are dropped.
+            # The gateway's one session carries every device of the group, and holds what they
+            # send while the gateway restarts: let its queue and in-flight window grow past the
+            # defaults (1000 and 20), or bursts and outages are dropped.
             "max_queued_messages 100000\n"
             "max_inflight_messages 1000\n"
             f"user {user}\n"
@@ -359,14 +621,20 @@ class Mosquitto:
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
         )
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def _spawn(self, binary: Path) -> None:
-        with self.log_path.open("wb") as log_file:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as log_file:
             proc = subprocess.Popen(  # noqa: S603 - our binary, fixed arguments
                 [str(binary), "-c", str(self.conf_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
+                process_group=0,
+                preexec_fn=_die_with_parent(),  # one prctl and a getppid, see there
             )
         deadline = time.monotonic() + self.START_TIMEOUT
         while time.monotonic() < deadline:
@@ -377,7 +645,10 @@ class Mosquitto:
                 )
             # The port alone could be another process's: wait for our broker to say it runs.
             if _RUNNING_RE.search(self._log_tail()) and self._accepts():
-                self._proc = proc
+                now = self._clock()
+                with self._lock:
+                    self._proc = proc
+                    self._started_at = self._last_ok = now
                 return
             time.sleep(0.01)
         proc.kill()
@@ -443,6 +714,8 @@ class BrokerAdmin:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        # After a broker restart, be back within seconds (paho's default grows to 2 min).
+        self._client.reconnect_delay_set(1, 10)
         try:
             self._client.connect(endpoint.host, endpoint.port, keepalive=30)
         except OSError as e:
@@ -532,7 +805,7 @@ class BrokerAdmin:
             ],
             tolerate=[{"Client not found"}, {"Role not found"}, set(), set()],
         )
-        log.info("broker: device %s may publish to %s", device, creds.telemetry_topic)
+        log.info("broker: device %s may publish to its telemetry topic", pseudonym(device))
         return creds
 
     def add_alert_subscriber(self, group_id: int, address: str) -> DeviceCredentials:
@@ -575,7 +848,7 @@ class BrokerAdmin:
             ],
             tolerate=[{"Client not found"}, {"Role not found"}],
         )
-        log.info("broker: device %s removed", device)
+        log.info("broker: device %s removed", pseudonym(device))
 
     def close(self) -> None:
         self._client.disconnect()

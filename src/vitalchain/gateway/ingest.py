@@ -3,34 +3,51 @@
 Checks run in the spec's order and the first failure refuses the whole message; nothing of a
 refused message is stored.  The acknowledgement is returned only after the store has
 committed the readings durably.
+
+Each session key carries a bounded number of messages (check 8, :class:`KeyBudget`): the
+gateway counts what it accepted under a key and refuses ``key_exhausted`` past the suite's
+limit, so a device whose firmware does not count cannot wear its key out; the device re-keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, NoReturn
 
-from vitalchain.crypto.aead import Aead
+from vitalchain.crypto.aead import Aead, Usage, UsageLimit
 from vitalchain.crypto.keys import PublicKey, Signature
 from vitalchain.crypto.ring import RingProof
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
+from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.logs import safe_error
 from vitalchain.store import MAX_SEQ, DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
+from vitalchain.store.errors import StoreUnavailable
 from vitalchain.vitals import Vital
 
-__all__ = ["MESSAGE_HEADER", "READING_CONTEXT", "Ack", "IngestCore", "LiveSession"]
+__all__ = [
+    "MESSAGE_HEADER",
+    "READING_CONTEXT",
+    "Ack",
+    "IngestCore",
+    "KeyBudget",
+    "LiveSession",
+    "SeqBook",
+]
 
 MESSAGE_HEADER = b"VCm\x01"
 RING_HEADER = b"VCm\x02"  # the same, with the device's ring proof first (telemetry.md)
@@ -38,6 +55,90 @@ READING_CONTEXT = b"vitalchain/v1/reading"
 _SHORT = {v.info.short: v for v in Vital}
 _READING_KEYS = {"seq", "vital", "value", "unit", "t"}
 _PAYLOAD_KEYS = {"v", "group", "device", "sent_at", "readings"}
+# Failed (unauthenticated) messages a client may send in a burst, and per second after that,
+# before its messages are refused unread with 429 too_many_requests (telemetry.md).
+# The gateway passes its settings (telemetry_preauth_burst, telemetry_preauth_rate_per_s).
+PREAUTH_BURST = 100
+PREAUTH_RATE_PER_S = 10.0
+# A key's count is reserved durably this many messages ahead (at most; fewer for a small limit).
+MAX_RESERVE_MESSAGES = 1024
+
+
+def _key_exhausted() -> GatewayError:
+    return GatewayError(
+        409,
+        "key_exhausted",
+        "this session key has carried its limit; re-key (POST /v1/sessions/rekey)",
+    )
+
+
+class KeyBudget:
+    """What one session key has carried (messages, 16-byte blocks), against its limit.
+
+    The count is made durable ahead of use: before the count passes what is recorded, the
+    next ``chunk`` messages are reserved through ``reserve`` (a write to the session's row), so
+    after a crash the gateway restarts from the reservation, at most ``chunk`` messages too
+    high and never too low.  :meth:`settle` records the exact count at a clean shutdown.
+    Callers hold the device's lock around :meth:`charge`; the budget has its own lock too.
+    """
+
+    __slots__ = ("_chunk", "_lock", "_per_message", "_reserve", "_reserved", "_used", "limit")
+
+    def __init__(
+        self,
+        limit: UsageLimit,
+        used: Usage,
+        reserve: Callable[[Usage], None],
+        *,
+        max_message_bytes: int = 64 * 1024,
+    ) -> None:
+        self.limit = limit
+        self._used = used
+        self._reserved = used  # what the durable record already covers
+        self._reserve = reserve
+        # Small limits (tests) reserve one message at a time, so a restart loses nothing.
+        self._chunk = max(1, min(MAX_RESERVE_MESSAGES, limit.messages // 64))
+        self._per_message = (max_message_bytes + 15) // 16 + 1
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> Usage:
+        with self._lock:
+            return self._used
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self._used.messages >= self.limit.messages
+
+    def charge(self, plaintext_bytes: int) -> None:
+        """Count one accepted message of ``plaintext_bytes``, or refuse it (key_exhausted),
+        reserving ahead first if the durable record would not cover it."""
+        blocks = (plaintext_bytes + 15) // 16 + 1  # as the sealing Aead counts (aead.md)
+        with self._lock:
+            used = Usage(self._used.messages + 1, self._used.blocks + blocks)
+            limit = self.limit
+            if used.messages > limit.messages or (
+                limit.blocks is not None and used.blocks > limit.blocks
+            ):
+                raise _key_exhausted()
+            if used.messages > self._reserved.messages or used.blocks > self._reserved.blocks:
+                ahead = Usage(
+                    used.messages + self._chunk, used.blocks + self._chunk * self._per_message
+                )
+                try:
+                    self._reserve(ahead)
+                except Exception:  # the state database is away (or closed at shutdown)
+                    raise _refuse(
+                        503, "store_unavailable", "the gateway could not record the key's count"
+                    ) from None
+                self._reserved = ahead
+            self._used = used
+
+    def settle(self, record: Callable[[Usage], None]) -> None:
+        """Record the exact count (a clean shutdown); any later charge must reserve again."""
+        with self._lock:
+            record(self._used)
+            self._reserved = self._used
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +152,7 @@ class LiveSession:
     public_key: PublicKey
     aead: Aead
     expires_at: int  # seconds
+    budget: KeyBudget | None = None  # None: not counted (a caller that builds its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +172,36 @@ class Ack:
 
 def _refuse(status: int, code: str, message: str) -> GatewayError:
     return GatewayError(status, code, message)
+
+
+def _replayed() -> GatewayError:
+    return _refuse(409, "replayed", "every reading of this message is already stored")
+
+
+def _seq_conflict() -> GatewayError:
+    return _refuse(
+        409,
+        "seq_conflict",
+        "some of these sequence numbers are stored (or being stored) and others are not",
+    )
+
+
+def _failed(error: GatewayError) -> Future[Ack]:
+    done: Future[Ack] = Future()
+    done.set_exception(error)
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A message past checks 1 to 4, with what checks 6 and 7 still need."""
+
+    message: Message
+    sent_at: int
+    units: list[str]
+    now: int
+    budget: KeyBudget | None  # the session key's, charged once checks 5 to 7 passed
+    plaintext_bytes: int
 
 
 def _is_int(value: object) -> bool:
@@ -120,6 +252,49 @@ def _parse_payload(
     return body, readings, units
 
 
+class SeqBook:
+    """One device's stored sequence numbers, and those on their way into the store.
+
+    Stored seqs are kept as sorted, disjoint, inclusive ranges (the store's ``seq_ranges``,
+    which survive pruning), not as one high-water mark: a message that arrives after a later
+    one fills its gap and is stored, and ``replayed`` is answered only for seqs really stored
+    (docs/spec/telemetry.md, check 5).  A device that never skips has a single range.
+    """
+
+    __slots__ = ("_ends", "_starts", "pending")
+
+    def __init__(self, ranges: Sequence[tuple[int, int]] = ()) -> None:
+        self._starts = [a for a, _ in ranges]
+        self._ends = [b for _, b in ranges]
+        # seq -> the acknowledgement future of the message carrying it, until it settles
+        self.pending: dict[int, Future[Ack]] = {}
+
+    def stored(self, seq: int) -> bool:
+        i = bisect_right(self._starts, seq) - 1
+        return i >= 0 and seq <= self._ends[i]
+
+    def add(self, seqs: Sequence[int]) -> None:
+        """Record strictly increasing ``seqs`` as stored, merging touching ranges."""
+        start = prev = seqs[0]
+        for seq in seqs[1:]:
+            if seq != prev + 1:
+                self._add_run(start, prev)
+                start = seq
+            prev = seq
+        self._add_run(start, prev)
+
+    def _add_run(self, first: int, last: int) -> None:
+        lo = bisect_left(self._ends, first - 1)  # the first range ending at or after first-1
+        hi = bisect_right(self._starts, last + 1)  # ranges before hi start at or before last+1
+        if lo < hi:
+            first, last = min(first, self._starts[lo]), max(last, self._ends[hi - 1])
+        self._starts[lo:hi] = [first]
+        self._ends[lo:hi] = [last]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._starts, self._ends, strict=True))
+
+
 class IngestCore:
     def __init__(
         self,
@@ -131,16 +306,29 @@ class IngestCore:
         clock_skew_s: int = 300,
         max_message_bytes: int = 64 * 1024,
         max_readings: int = 100,
+        preauth: RateLimiter | None = None,
     ) -> None:
+        """``rate`` is each device's budget, charged once its message authenticated;
+        ``preauth`` each client's budget for messages that fail before that (default
+        :data:`PREAUTH_BURST` at :data:`PREAUTH_RATE_PER_S`, on ``rate``'s clock)."""
         self._store = store
         self._registry = registry
         self._rate = rate
+        # ``is None``, not ``or``: a RateLimiter has a length, so a new (empty) one is falsy.
+        self._preauth = (
+            preauth
+            if preauth is not None
+            else RateLimiter(PREAUTH_RATE_PER_S, PREAUTH_BURST, rate.clock)
+        )
         self._now_ms = now_ms
         self._skew_ms = clock_skew_s * 1000
         self._max_bytes = max_message_bytes
         self._max_readings = max_readings
         self._sessions: dict[bytes, LiveSession] = {}
-        self._last_seq: dict[str, int] = store.last_seqs()
+        # What is stored, per device, rebuilt from the store at every start.
+        self._books: dict[str, SeqBook] = {
+            device: SeqBook(ranges) for device, ranges in store.stored_ranges().items()
+        }
         self._device_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._listeners: list[Callable[[Message], None]] = []
@@ -165,18 +353,44 @@ class IngestCore:
             for listener in self._listeners:
                 try:
                     listener(message)
-                except Exception:
-                    logging.getLogger(__name__).exception("a stored-message listener failed")
+                except (ChainUnavailable, StoreUnavailable):  # an outage: health logs it once
+                    logging.getLogger(__name__).debug("a stored-message listener met an outage")
+                except Exception as exc:
+                    # The code only: a message may quote a patient's address (traceback at
+                    # debug level, for a developer who asks for it).
+                    logger = logging.getLogger(__name__)
+                    logger.error("a stored-message listener failed: %s", safe_error(exc))
+                    logger.debug("the listener's traceback", exc_info=True)
 
     def close(self) -> None:
         if self._dispatcher is not None:
             self._stored.put(None)
             self._dispatcher.join(timeout=10)
 
-    def add_session(self, session: LiveSession) -> None:
-        self._sessions = {
-            sid: s for sid, s in self._sessions.items() if s.device != session.device
-        } | {session.session_id: session}
+    def add_session(self, session: LiveSession, *, supersede: bool = True) -> None:
+        """Carry ``session``'s telemetry.  ``supersede`` ends the device's other sessions (a
+        new association); a re-key, and a restart reloading a session in its grace period,
+        keep them (see :meth:`end_session_at`)."""
+        now_s = self._now_ms() // 1000
+        with self._locks_lock:
+            self._sessions = {
+                sid: s
+                for sid, s in self._sessions.items()
+                if s.expires_at > now_s and not (supersede and s.device == session.device)
+            } | {session.session_id: session}
+
+    def end_session_at(self, session_id: bytes, expires_at: int) -> None:
+        """Let a session carry telemetry only until ``expires_at`` (a re-keyed session's grace)."""
+        with self._locks_lock:
+            session = self._sessions.get(session_id)
+            if session is not None and session.expires_at > expires_at:
+                self._sessions = self._sessions | {
+                    session_id: dataclasses.replace(session, expires_at=expires_at)
+                }
+
+    def sessions(self) -> list[LiveSession]:
+        """The sessions carrying telemetry (for the gateway's shutdown, which settles counts)."""
+        return list(self._sessions.values())
 
     def _lock_for(self, device: str) -> threading.Lock:
         lock = self._device_locks.get(device)
@@ -185,71 +399,147 @@ class IngestCore:
                 lock = self._device_locks.setdefault(device, threading.Lock())
         return lock
 
-    def ingest(self, data: bytes, *, topic_device: str | None = None) -> Ack:
-        """Check, store durably, acknowledge: the blocking form of :meth:`submit`."""
-        return self.submit(data, topic_device=topic_device).result()
+    @property
+    def max_message_bytes(self) -> int:
+        return self._max_bytes
 
-    def submit(self, data: bytes, *, topic_device: str | None = None) -> Future[Ack]:
+    def admit(self, client: str) -> None:
+        """Refuse, unread, a message from a client over its pre-authentication budget."""
+        if self._preauth.exhausted(client):
+            raise _refuse(
+                429,
+                "too_many_requests",
+                "too many unauthenticated messages from this client; retry later",
+            )
+
+    def refuse_unauthenticated(self, client: str, status: int, code: str, message: str) -> NoReturn:
+        """Refuse a message before it authenticated (the transport's own checks: media type,
+        size), charging the client's pre-authentication budget, not any device's."""
+        self._preauth.charge(client)
+        raise _refuse(status, code, message)
+
+    def ingest(
+        self, data: bytes, *, topic_device: str | None = None, client: str | None = None
+    ) -> Ack:
+        """Check, store durably, acknowledge: the blocking form of :meth:`submit`."""
+        return self.submit(data, topic_device=topic_device, client=client).result()
+
+    def submit(
+        self, data: bytes, *, topic_device: str | None = None, client: str | None = None
+    ) -> Future[Ack]:
         """Run every check now (a refusal raises here); the future resolves once stored.
 
-        The device's replay window moves on at submission, so its next message can be checked
-        while this one is still being committed: that is what lets MQTT pipeline.
+        ``client`` names the sender for the pre-authentication limit (``http:<address>``);
+        over MQTT it defaults to the topic's client.  The message's seqs are booked as in
+        flight at submission, so the device's next message can be checked while this one is
+        still being committed: that is what lets MQTT pipeline.
         """
-        message = self._check(data, topic_device)
-        device, first, last = message.device, message.readings[0].seq, message.readings[-1].seq
-        with self._lock_for(device):
-            previous = self._last_seq.get(device, -1)
-            if first <= previous:
-                raise _refuse(409, "replayed", "sequence number already seen")
-            self._last_seq[device] = last
-            stored = self._store.submit(message)
+        key = client or (f"mqtt:{topic_device}" if topic_device is not None else "local")
+        checked = self._check(data, topic_device, key)
+        message = checked.message
+        device = message.device
+        seqs = [r.seq for r in message.readings]
         acked: Future[Ack] = Future()
+        with self._lock_for(device):
+            book = self._books.setdefault(device, SeqBook())
+            earlier = self._classify(book, seqs)
+            if earlier is None:
+                self._check_values(checked)
+                if checked.budget is not None:  # 8. the session key may carry one more
+                    checked.budget.charge(checked.plaintext_bytes)
+                stored = self._store.submit(message)
+                for seq in seqs:
+                    book.pending[seq] = acked
+        if earlier is not None:
+            return self._after(earlier)
 
         def settle(done: Future[int]) -> None:
             error = done.exception()
+            refusal: GatewayError | None = None
+            with self._lock_for(device):
+                current = self._books[device]
+                for seq in seqs:
+                    if current.pending.get(seq) is acked:
+                        del current.pending[seq]
+                if error is None:
+                    current.add(seqs)
+                elif isinstance(error, DuplicateReading):
+                    # The store knew better than the book (it is the authority): re-read it.
+                    current = self._reload(device)
+                    all_stored = all(current.stored(seq) for seq in seqs)
+                    refusal = _replayed() if all_stored else _seq_conflict()
             if error is None:
-                acked.set_result(Ack(len(message.readings), last, message.message_id))
+                acked.set_result(Ack(len(seqs), seqs[-1], message.message_id))
                 if self._listeners:
                     self._stored.put(message)
-                return
-            with self._lock_for(device):
-                if self._last_seq.get(device) == last:
-                    self._last_seq[device] = previous  # not stored: the device may send it again
-            if isinstance(error, DuplicateReading):
-                acked.set_exception(_refuse(409, "replayed", "reading already stored"))
+            elif refusal is not None:
+                acked.set_exception(refusal)
             else:
                 acked.set_exception(_refuse(503, "store_unavailable", "the store could not write"))
 
         stored.add_done_callback(settle)
         return acked
 
-    def _check(self, data: bytes, topic_device: str | None) -> Message:
-        if len(data) > self._max_bytes:
-            raise _refuse(
-                413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
-            )
-        if len(data) < 20 + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
-            raise _refuse(400, "malformed_message", "not a data message (VCm 0x01 or 0x02)")
-        now = self._now_ms()
-        # 1. the session is known and active
-        session = self._sessions.get(data[4:20])
-        if session is None or session.expires_at * 1000 <= now:
-            raise _refuse(401, "unknown_session", "unknown or expired session")
-        if topic_device is not None and topic_device != session.device:
-            raise _refuse(403, "wrong_device", "the topic names another device")
+    def _reload(self, device: str) -> SeqBook:
+        """Rebuild ``device``'s book from the store, keeping what is in flight (lock held)."""
+        book = SeqBook(self._store.stored_ranges().get(device, []))
+        book.pending = self._books[device].pending
+        self._books[device] = book
+        return book
+
+    def _classify(self, book: SeqBook, seqs: list[int]) -> Future[Ack] | None:
+        """Check 5, against what is stored (lock held): None if no seq is stored or in flight;
+        a failed future for a refusal; the acknowledgement future of an identical message
+        in flight."""
+        stored = sum(1 for seq in seqs if book.stored(seq))
+        if stored == len(seqs):
+            return _failed(_replayed())
+        if stored:
+            return _failed(_seq_conflict())
+        inflight = {id(f): f for seq in seqs if (f := book.pending.get(seq)) is not None}
+        if not inflight:
+            return None
+        if len(inflight) == 1 and all(seq in book.pending for seq in seqs):
+            return next(iter(inflight.values()))  # a second copy of a message being stored
+        return _failed(_seq_conflict())
+
+    def _after(self, earlier: Future[Ack]) -> Future[Ack]:
+        """The answer to a message whose seqs are stored or in flight: a refusal now, or, for
+        a copy of a message still being committed, ``replayed`` once (and only if) that one
+        is stored, and that one's refusal otherwise (``store_unavailable``: send again)."""
+        if earlier.done() and (error := earlier.exception()) is not None:
+            raise error
+        acked: Future[Ack] = Future()
+
+        def settle(done: Future[Ack]) -> None:
+            error = done.exception()
+            acked.set_exception(_replayed() if error is None else error)
+
+        earlier.add_done_callback(settle)
+        return acked
+
+    def _check(self, data: bytes, topic_device: str | None, client: str) -> _Checked:
+        """Checks 1 to 4 and the payload's shape; returns the message and the gateway's time.
+
+        Everything before the AEAD opens is paid for by ``client``'s pre-authentication
+        budget (only failures are charged); the device's own budget is charged only once its
+        message authenticated, so junk carrying a device's session ID never spends it.
+        """
+        self.admit(client)
+        try:
+            session, plaintext, now = self._authenticate(data, topic_device)
+        except GatewayError:
+            self._preauth.charge(client)
+            raise
         if not self._rate.allow(session.device):
             raise _refuse(429, "rate_limited", "too many messages from this device")
-        # 2. it decrypts under the session's key and suite
-        try:
-            plaintext = session.aead.open(data[20:], data[:20])
-        except DecryptionError:
-            raise _refuse(400, "decryption_failed", "decryption failed") from None
         # 3. the chain says the device is active
         status = self._registry.status(session.device)
         if status is DeviceStatus.REVOKED:
             raise _refuse(403, "device_revoked", "the device's association was revoked on chain")
         if status is not DeviceStatus.ACTIVE:
             raise _refuse(403, "device_not_active", "the device is not associated on chain")
+        plaintext_bytes = len(plaintext)
         proof = None
         if data[:4] == RING_HEADER:
             try:
@@ -274,29 +564,10 @@ class IngestCore:
             raise _refuse(401, "wrong_group", "the payload is addressed to another group")
         if body["device"] != session.device:
             raise _refuse(401, "wrong_device", "the payload names another device")
-        # 5. sequence numbers only increase (checked again, authoritatively, under the lock)
         seqs = [r.seq for r in readings]
-        if any(b <= a for a, b in pairwise(seqs)) or seqs[0] <= self._last_seq.get(
-            session.device, -1
-        ):
-            raise _refuse(
-                409, "replayed", "sequence numbers must increase past the last stored one"
-            )
-        # 6. device clocks within the window
-        for stamp in (body["sent_at"], *(r.t_ms for r in readings)):
-            if abs(stamp - now) > self._skew_ms:
-                raise _refuse(422, "clock_skew", "a timestamp is outside the clock-skew window")
-        # 7. plausible values, in the vital's unit
-        for reading, unit in zip(readings, units, strict=True):
-            info = reading.vital.info
-            if unit != info.unit:
-                raise _refuse(422, "wrong_unit", f"{info.short} is measured in {info.unit}")
-            low, high = info.plausible
-            if not low <= reading.value <= high:
-                raise _refuse(
-                    422, "implausible_value", f"{info.short} {reading.value} is not plausible"
-                )
-        return Message(
+        if any(b <= a for a, b in pairwise(seqs)):
+            raise _refuse(422, "invalid_payload", "seqs within a message strictly increase")
+        message = Message(
             hashlib.sha256(data).digest(),
             session.device,
             session.group_id,
@@ -307,3 +578,46 @@ class IngestCore:
             tuple(readings),
             proof,
         )
+        return _Checked(message, body["sent_at"], units, now, session.budget, plaintext_bytes)
+
+    def _authenticate(
+        self, data: bytes, topic_device: str | None
+    ) -> tuple[LiveSession, bytes, int]:
+        """Framing, check 1 (the session) and check 2 (the AEAD opens): who sent this."""
+        if len(data) > self._max_bytes:
+            raise _refuse(
+                413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
+            )
+        if len(data) < 20 + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
+            raise _refuse(400, "malformed_message", "not a data message (VCm 0x01 or 0x02)")
+        now = self._now_ms()
+        # 1. the session is known and active
+        session = self._sessions.get(data[4:20])
+        if session is None or session.expires_at * 1000 <= now:
+            raise _refuse(401, "unknown_session", "unknown or expired session")
+        if topic_device is not None and topic_device != session.device:
+            raise _refuse(403, "wrong_device", "the topic names another device")
+        # 2. it decrypts under the session's key and suite
+        try:
+            plaintext = session.aead.open(data[20:], data[:20])
+        except DecryptionError:
+            raise _refuse(400, "decryption_failed", "decryption failed") from None
+        return session, plaintext, now
+
+    def _check_values(self, checked: _Checked) -> None:
+        """Checks 6 and 7: device clocks within the window, values plausible in their unit."""
+        readings, now = checked.message.readings, checked.now
+        # 6. device clocks within the window
+        for stamp in (checked.sent_at, *(r.t_ms for r in readings)):
+            if abs(stamp - now) > self._skew_ms:
+                raise _refuse(422, "clock_skew", "a timestamp is outside the clock-skew window")
+        # 7. plausible values, in the vital's unit
+        for reading, unit in zip(readings, checked.units, strict=True):
+            info = reading.vital.info
+            if unit != info.unit:
+                raise _refuse(422, "wrong_unit", f"{info.short} is measured in {info.unit}")
+            low, high = info.plausible
+            if not low <= reading.value <= high:
+                raise _refuse(
+                    422, "implausible_value", f"{info.short} {reading.value} is not plausible"
+                )

@@ -4,6 +4,13 @@ The gateway subscribes to its group's telemetry topics as the group's gateway cl
 delivers messages on its network thread; verification and the durable write happen on a
 small worker pool (coincurve and SQLite release the GIL, so two cores are both used), and
 the acknowledgement goes to the device's ack topic only after the store committed.
+
+Nothing a device sent is lost while the gateway is away (docs/spec/mqtt.md, "QoS and
+sessions"): the subscription is QoS 1 in a persistent session (MQTT v5, ``clean_start``
+false, a session expiry interval, a stable client id), so the broker queues telemetry while
+the gateway restarts; and each message's PUBACK to the broker goes out only after the store
+committed it (manual acks), so a message received but not yet stored when the gateway dies
+is delivered again.  A second copy is answered ``replayed``.
 """
 
 from __future__ import annotations
@@ -13,24 +20,62 @@ import json
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.errors import VitalchainError
-from vitalchain.gateway.broker import BrokerEndpoint, ack_topic, parse_telemetry_topic
+from vitalchain.gateway.broker import (
+    BrokerEndpoint,
+    BrokerError,
+    Mosquitto,
+    ack_topic,
+    parse_telemetry_topic,
+)
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import Ack
 from vitalchain.gateway.service import Gateway
+from vitalchain.logs import safe_error
 
-__all__ = ["MqttBridge"]
+__all__ = ["SESSION_EXPIRY_S", "BridgeStatus", "MqttBridge", "MqttProbe"]
 
 log = logging.getLogger(__name__)
+
+# How long the broker keeps the gateway's session, and queues its telemetry, while no gateway
+# is connected.  The broker's own limit is max_queued_messages (broker.py).
+SESSION_EXPIRY_S: Final = 24 * 3600
+# Unacknowledged deliveries the broker may have in flight to us (MQTT v5 Receive Maximum):
+# with acks after the commit this is the back-pressure between the broker and the store.
+RECEIVE_MAXIMUM: Final = 1000
+
+
+class _Delivery(NamedTuple):
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int  # which connection it came on: a PUBACK is only valid on that one
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    """The gateway's MQTT connection, from its own bookkeeping (never asks the broker)."""
+
+    connected: bool
+    last_connected: float | None  # when the current (or last) connection was made
+    connections: int  # connections made since start, the first included
+    received: int
+    acknowledged: int
+    refused: int
 
 
 class MqttBridge:
@@ -42,13 +87,18 @@ class MqttBridge:
         password: str,
         *,
         workers: int = 4,
+        session_expiry_s: int = SESSION_EXPIRY_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._gateway = gateway
         self._endpoint = endpoint
+        self._clock = clock
+        self._session_expiry_s = session_expiry_s
         self._topic = f"vitalchain/v1/{gateway.group_id}/+/telemetry"
         # One queue per worker and each device always on the same one: messages of a device
         # stay in the order the broker delivered them, and devices still run in parallel.
-        self._queues: list[queue.Queue[tuple[str, bytes] | None]] = [
+        # Never a shared subscription: the broker would spread a device over several.
+        self._queues: list[queue.Queue[_Delivery | None]] = [
             queue.Queue(maxsize=10_000) for _ in range(workers)
         ]
         self._workers = [
@@ -56,54 +106,126 @@ class MqttBridge:
             for i, q in enumerate(self._queues)
         ]
         self._subscribed = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = False
         self.received = 0
         self.acknowledged = 0
         self.refused = 0
         self._counter_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._connection = 0  # bumped on every CONNACK; guards manual PUBACKs
+        self._connected = False
+        self._last_connected: float | None = None
+        self._unsettled = 0  # handed to the store, not yet answered
+        self._settled = threading.Condition(self._counter_lock)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=username,  # the broker binds each client ID to its username
+            client_id=username,  # the broker binds each client ID to its username; stable
             protocol=mqtt.MQTTv5,
+            manual_ack=True,  # PUBACK after the commit, not on receipt
         )
         self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)  # acks wait in memory for a reconnect
+        self._client.reconnect_delay_set(1, 10)
+
+    @property
+    def connected(self) -> bool:
+        with self._state_lock:
+            return self._connected
+
+    def status(self) -> BridgeStatus:
+        with self._state_lock:
+            connected, last, connections = self._connected, self._last_connected, self._connection
+        with self._counter_lock:
+            return BridgeStatus(
+                connected, last, connections, self.received, self.acknowledged, self.refused
+            )
 
     def start(self, timeout: float = 10) -> None:
         for worker in self._workers:
             worker.start()
-        self._client.connect(self._endpoint.host, self._endpoint.port, keepalive=30)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        try:
+            self._client.connect(
+                self._endpoint.host,
+                self._endpoint.port,
+                keepalive=30,
+                clean_start=False,  # resume the session: what the broker queued is ours
+                properties=props,
+            )
+        except OSError as exc:
+            self.stop()
+            raise GatewayError(
+                503, "broker_unavailable", f"cannot reach the MQTT broker: {exc}"
+            ) from exc
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
+            self.stop()
             raise GatewayError(
                 503, "broker_unavailable", "could not subscribe to the telemetry topics"
             )
 
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+    def stop(self, timeout: float = 10) -> None:
+        """Finish what was received, answer it, then disconnect, keeping the session.
+
+        The session (and so the subscription) stays on the broker for ``session_expiry_s``:
+        telemetry sent while the gateway is away is queued for the next start.  Deliveries
+        not yet handed to a worker are not acknowledged, and come again then.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
         for q in self._queues:
             q.put(None)
         for worker in self._workers:
-            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.join(timeout=timeout)
+        with self._settled:
+            self._settled.wait_for(lambda: self._unsettled == 0, timeout)
+        self._client.disconnect()  # after the acks and PUBACKs queued before it
+        self._client.loop_stop()
 
     def _on_connect(
         self,
         client: mqtt.Client,
         userdata: Any,
-        flags: Any,
+        flags: mqtt.ConnectFlags,
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
             log.error("gateway could not connect to the broker: %s", reason)
             return
-        # QoS 0 on the broker-to-gateway hop, on purpose: a device counts a message delivered
-        # only when the application ack arrives, sent after the durable commit, and resends
-        # otherwise (the end-to-end argument).  Per-hop PUBACKs would add work, not safety.
-        client.subscribe(self._topic, qos=0)
+        with self._state_lock:
+            self._connection += 1
+            self._connected = True
+            self._last_connected = self._clock()
+            again = self._connection > 1
+        if again:
+            log.info("gateway reconnected to the broker (session kept: %s)", flags.session_present)
+        # Always subscribe: a broker that lost its persistence file has no session for us.
+        client.subscribe(self._topic, qos=1)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        with self._state_lock:
+            was, self._connected = self._connected, False
+        if was and not self._stopping.is_set():
+            log.warning("gateway lost the broker (%s); reconnecting", reason)
 
     def _on_subscribe(
         self,
@@ -115,18 +237,25 @@ class MqttBridge:
     ) -> None:
         if all(not r.is_failure for r in reasons):
             self._subscribed.set()
+        else:
+            log.error("the broker refused the telemetry subscription: %s", reasons[0])
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish on the gateway's connection (alert deliveries), QoS 1."""
         self._client.publish(topic, payload, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker delivers it again to the next gateway
         with self._counter_lock:
             self.received += 1
+        with self._state_lock:
+            connection = self._connection
         topic = message.topic
-        self._queues[hash(topic) % len(self._queues)].put((topic, bytes(message.payload)))
+        delivery = _Delivery(topic, bytes(message.payload), message.mid, message.qos, connection)
+        self._queues[hash(topic) % len(self._queues)].put(delivery)
 
-    def _work(self, inbox: queue.Queue[tuple[str, bytes] | None]) -> None:
+    def _work(self, inbox: queue.Queue[_Delivery | None]) -> None:
         """Check each message and hand it to the store without waiting for the commit: the
         acknowledgement is published from the store's completion, so a device's messages
         pipeline through one fsync after another instead of one each."""
@@ -134,33 +263,36 @@ class MqttBridge:
             item = inbox.get()
             if item is None:
                 return
-            topic, payload = item
             try:
-                group_id, device = parse_telemetry_topic(topic)
+                group_id, device = parse_telemetry_topic(item.topic)
             except ValueError:
-                continue  # the broker ACL makes this unreachable; never trust it blindly
+                self._puback(item)  # the broker ACL makes this unreachable; never trust it
+                continue
+            with self._counter_lock:
+                self._unsettled += 1
             try:
-                pending = self._gateway.ingest_core.submit(payload, topic_device=device)
+                pending = self._gateway.ingest_core.submit(item.payload, topic_device=device)
             except VitalchainError as exc:
-                self._reply(group_id, device, payload, error=exc)
+                self._reply(group_id, device, item, error=exc)
             except Exception as exc:
-                log.exception("unexpected error while ingesting an MQTT message")
-                self._reply(group_id, device, payload, error=exc)
+                log.error("unexpected error while ingesting an MQTT message: %s", safe_error(exc))
+                log.debug("its traceback", exc_info=True)
+                self._reply(group_id, device, item, error=exc)
             else:
-                pending.add_done_callback(partial(self._settled, group_id, device, payload))
+                pending.add_done_callback(partial(self._settle, group_id, device, item))
 
-    def _settled(self, group_id: int, device: str, payload: bytes, done: Future[Ack]) -> None:
+    def _settle(self, group_id: int, device: str, item: _Delivery, done: Future[Ack]) -> None:
         error = done.exception()
         if error is None:
-            self._reply(group_id, device, payload, ack=done.result())
+            self._reply(group_id, device, item, ack=done.result())
         else:
-            self._reply(group_id, device, payload, error=error)
+            self._reply(group_id, device, item, error=error)
 
     def _reply(
         self,
         group_id: int,
         device: str,
-        payload: bytes,
+        item: _Delivery,
         *,
         ack: Ack | None = None,
         error: BaseException | None = None,
@@ -175,9 +307,48 @@ class MqttBridge:
             body = {
                 "v": 1,
                 "error": {"code": code, "message": text},
-                "message_id": hashlib.sha256(payload).hexdigest(),
+                "message_id": hashlib.sha256(item.payload).hexdigest(),
             }
             counter = "refused"
-        with self._counter_lock:
+        # QoS 1: paho keeps it across a reconnect, and the device's session queues it.
+        self._client.publish(ack_topic(group_id, device), json.dumps(body), qos=1)
+        self._puback(item)
+        with self._settled:
             setattr(self, counter, getattr(self, counter) + 1)
-        self._client.publish(ack_topic(group_id, device), json.dumps(body), qos=0)
+            self._unsettled -= 1
+            self._settled.notify_all()
+
+    def _puback(self, item: _Delivery) -> None:
+        """Tell the broker it may forget ``item``: only once it is stored or refused, and only
+        on the connection it came on (a packet id of an older connection may since name
+        another message); otherwise the broker delivers it again and we answer ``replayed``."""
+        if item.qos == 0:
+            return
+        with self._state_lock:  # held: a reconnect must not slip in between check and ack
+            if self._connected and item.connection == self._connection:
+                self._client.ack(item.mid, item.qos)
+
+
+class MqttProbe:
+    """A health probe (``check()`` returns or raises) for MQTT ingest as the gateway sees it:
+    the managed broker is up (``Mosquitto.status()``) and the gateway's own connection to it
+    is live.  Both are read from bookkeeping, so the check never blocks and never connects
+    (a TCP probe would also add two lines to the broker's log each time).
+    """
+
+    def __init__(self, bridge: MqttBridge, broker: Mosquitto | None = None) -> None:
+        self.bridge = bridge
+        self.broker = broker
+
+    def check(self) -> None:
+        if self.broker is not None:
+            status = self.broker.status()
+            if not status.up:
+                why = f": {status.last_error}" if status.last_error else ""
+                raise BrokerError(
+                    f"the MQTT broker is {status.state}{why}", code="broker_unavailable"
+                )
+        if not self.bridge.connected:
+            raise BrokerError(
+                "the gateway is not connected to the MQTT broker", code="broker_unavailable"
+            )

@@ -3,19 +3,26 @@
 Thresholds live in ``AlertRegistry`` (set by the patient or a consented provider).  Asking the
 chain per reading would cost a call each time, so values are cached per (patient, vital) and
 dropped when a ``ThresholdSet`` event for them appears: a change takes effect within one block.
-Where a patient has no threshold yet, the vital's adult default range applies.
+Where a patient has no threshold yet, the vital's adult default range applies; so it does,
+uncached, while the patient's threshold cannot be read (an address the chain refuses, the
+chain away), so that checking one patient's readings never raises for every message.  Such a
+failure is logged by pseudonym once when it starts and once when it ends.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from vitalchain.ledger import Ledger
+from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.vitals import Vital, to_fixed
 
 __all__ = ["HIGH", "LOW", "NORMAL", "ThresholdPolicy", "evaluate_fixed"]
 
 LOW, NORMAL, HIGH = -1, 0, 1
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_fixed(low: int, high: int, value: int) -> int:
@@ -34,6 +41,7 @@ class ThresholdPolicy:
         self._cursor = 0
         self._generation = 0
         self._lock = threading.Lock()
+        self._failing = Transitions()  # patient pseudonym → why its thresholds are unread
 
     def thresholds(self, patient: str, vital: Vital) -> tuple[int, int]:
         """(low, high) in fixed point: the patient's on-chain policy, else the vital's default."""
@@ -43,7 +51,13 @@ class ThresholdPolicy:
         if cached is ...:
             with self._lock:
                 generation = self._generation
-            cached = self._ledger.threshold_of(patient, int(vital))
+            try:
+                cached = self._ledger.threshold_of(patient, int(vital))
+            except Exception as exc:
+                self._note(patient, safe_error(exc))
+                low, high = vital.info.normal
+                return to_fixed(low), to_fixed(high)
+            self._note(patient, None)
             with self._lock:
                 # A refresh that ran during the read may have dropped a newer value: keep none.
                 if generation == self._generation:
@@ -52,6 +66,19 @@ class ThresholdPolicy:
             low, high = vital.info.normal
             return to_fixed(low), to_fixed(high)
         return cached
+
+    def _note(self, patient: str, problem: str | None) -> None:
+        tag = pseudonym(patient)
+        if self._failing.change(tag, problem) is None:
+            return
+        if problem is None:
+            log.info("thresholds of %s read again", tag)
+        else:
+            log.warning("thresholds of %s unreadable (%s): using the defaults", tag, problem)
+
+    def failing(self) -> dict[str, str]:
+        """Patient pseudonyms whose thresholds could not be read, with a code."""
+        return self._failing.current()
 
     def evaluate(self, patient: str, vital: Vital, value: float) -> int:
         low, high = self.thresholds(patient, vital)

@@ -6,30 +6,45 @@ Each block's data key is wrapped for the patient and for every provider whose co
 the block's vitals at that moment.  The anchorer puts the group log's root on chain, one
 transaction for however many blocks were sealed since the last anchor (docs/spec/block.md,
 anchor.md).
+
+One patient's failure is that patient's alone: each patient is sealed in its own try, the
+anchor in another, and a failing patient is logged (by pseudonym, never by address) once when
+it starts failing and once when it recovers, not on every tick.  An outage of the chain or the
+store is nobody's fault in particular: it stops the round, and the health monitor logs it.
+:meth:`Sealer.status` gives what is failing and when sealing and anchoring last succeeded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from vitalchain.crypto.keys import PrivateKey, PublicKey
 from vitalchain.crypto.merkle import MerkleTree
-from vitalchain.ledger import Consent, ConsentStatus, ContractError, Ledger
+from vitalchain.ledger import Consent, ConsentStatus, Ledger
+from vitalchain.ledger.errors import ChainUnavailable
+from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.store.base import AnchorRecord, Store
 from vitalchain.store.blocks import Block, BlockEntry, seal_block
+from vitalchain.store.errors import StoreUnavailable
 
-__all__ = ["Sealer", "SealingPolicy"]
+__all__ = ["NO_READER_KEY", "Sealer", "SealingPolicy"]
 
 log = logging.getLogger(__name__)
 
 # A consent this close to its expiry (by the latest block's time) is left to the contract, which
 # judges it by the time of the block its call runs in.
 EXPIRY_MARGIN_S = 60
+# Why a patient's readings wait: neither the patient nor a consented provider published a key.
+NO_READER_KEY = "no_reader_key"
+# Not one patient's problem: the whole round waits (and health reports the outage).
+_OUTAGES = (ChainUnavailable, StoreUnavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,10 @@ class Sealer:
         self._thread: threading.Thread | None = None
         self._last_anchor = 0.0
         self._tick_jobs: list[Callable[[], None]] = []
+        self._failing = Transitions()  # pseudonym → why its readings are not sealed
+        self._problems = Transitions()  # "anchor", "seal_due", "job …" → why it failed
+        self._last_seal_ms: int | None = None
+        self._last_anchor_ms: int | None = None
 
     def on_tick(self, job: Callable[[], None]) -> None:
         """Also run ``job`` on every tick of the background thread (e.g. policy refresh)."""
@@ -87,6 +106,8 @@ class Sealer:
         self._wake.set()
 
     def seal_due(self) -> list[Block]:
+        """Seal every patient whose block is due; a patient that fails is skipped (and shown
+        in :meth:`status`), the others are sealed all the same.  An outage raises."""
         now_ms = int(self.clock() * 1000)
         with self._lock:
             urgent, self._urgent = self._urgent, set()
@@ -101,12 +122,59 @@ class Sealer:
             remaining = pending.readings
             # Full blocks while there are enough readings; everything if urgent or old.
             while remaining >= self.policy.max_readings or (drain and remaining > 0):
-                block = self.seal(pending.patient)
+                try:
+                    block = self.seal(pending.patient)
+                except _OUTAGES:
+                    raise
+                except Exception:  # noted (once) by seal(); the next patient goes on
+                    break
                 if block is None:
                     break
                 sealed.append(block)
                 remaining -= block.readings
         return sealed
+
+    def _note(self, patient: str, problem: str | None) -> None:
+        """Log a patient's sealing state when it changes: failing, failing otherwise, fine."""
+        tag = pseudonym(patient)
+        before = self._failing.change(tag, problem)
+        if before is None:
+            return
+        if problem is None:
+            log.info("sealing %s works again (was %s)", tag, before)
+        elif problem == NO_READER_KEY:
+            log.warning(
+                "no published key for patient %s or any consented provider: not sealed yet", tag
+            )
+        else:
+            log.error("sealing %s failed: %s; its readings stay in the journal", tag, problem)
+
+    def _problem(self, what: str, exc: BaseException | None) -> None:
+        """Log a round-wide step (anchoring, a tick job) when it starts or stops failing."""
+        code = None if exc is None else safe_error(exc)
+        before = self._problems.change(what, code)
+        if before is None:
+            return
+        if code is None:
+            log.info("%s works again (was %s)", what, before)
+        elif isinstance(exc, _OUTAGES):  # the health monitor logs outages, once
+            log.debug("%s waits for the chain or the store", what)
+        else:
+            log.error("%s failed: %s; retrying every tick", what, code)
+
+    def status(self) -> dict[str, Any]:
+        """For health: ``failing`` maps each patient pseudonym whose readings are not being
+        sealed to a code (``no_reader_key``, or the error's code such as ``invalid_address``);
+        ``errors`` maps a failing round-wide step (``anchor``, ``seal_due``, ``job <name>``) to
+        its code; ``last_seal_at_ms`` / ``last_anchor_at_ms`` are when (ms since the epoch, by
+        the sealer's clock) this process last sealed a block and recorded an anchor (None:
+        not yet)."""
+        return {
+            "failing": self._failing.current(),
+            "errors": self._problems.current(),
+            "last_seal_at_ms": self._last_seal_ms,
+            "last_anchor_at_ms": self._last_anchor_ms,
+        }
 
     def _key_of(self, address: str) -> PublicKey | None:
         if address not in self._keys:
@@ -145,7 +213,21 @@ class Sealer:
         return [k for k in keys if k is not None]
 
     def seal(self, patient: str) -> Block | None:
-        """Seal the patient's oldest unsealed messages into its next block."""
+        """Seal the patient's oldest unsealed messages into its next block (None: nothing to
+        seal, or no reader has a key yet).  A failure is noted for :meth:`status` and raised."""
+        try:
+            block = self._seal(patient)
+        except _OUTAGES:
+            raise
+        except Exception as exc:
+            self._note(patient, safe_error(exc))
+            raise
+        if block is not None:
+            self._note(patient, None)
+            self._last_seal_ms = int(self.clock() * 1000)
+        return block
+
+    def _seal(self, patient: str) -> Block | None:
         messages = self.store.unsealed(self.group_id, patient, self.policy.max_readings)
         readings = sum(len(m.message.readings) for m in messages)
         if not messages:
@@ -156,9 +238,7 @@ class Sealer:
                 vitals |= reading.vital.bit
         recipients = self.recipients(patient, vitals)
         if not recipients:
-            log.warning(
-                "no published key for patient %s or any consented provider: not sealed yet", patient
-            )
+            self._note(patient, NO_READER_KEY)
             return None
         previous = self.store.last_block(self.group_id, patient)
         block, ring = seal_block(
@@ -185,21 +265,31 @@ class Sealer:
     # -- anchoring --------------------------------------------------------------------------------
 
     def anchor(self) -> AnchorRecord | None:
-        """Anchor the log's current root, if it grew since the last anchor: one transaction."""
+        """Anchor the log's current root, if it grew since the last anchor: one transaction.
+
+        A refusal or an unreachable chain is noted for :meth:`status` (logged once until an
+        anchor succeeds) and raised; the blocks stay, and the next anchor covers them.
+        """
+        try:
+            record = self._anchor()
+        except Exception as exc:
+            self._problem("anchor", exc)
+            raise
+        self._problem("anchor", None)
+        return record
+
+    def _anchor(self) -> AnchorRecord | None:
         size = len(self.tree)
         latest = self.ledger.latest_anchor(self.group_id)
         anchored = latest.tree_size if latest else 0
         if size <= anchored:
             return None
         root = self.tree.root(size)
-        try:
-            result = self.ledger.anchor(self.master, self.group_id, root, size, anchored)
-        except ContractError:
-            log.exception("anchor refused")
-            return None
+        result = self.ledger.anchor(self.master, self.group_id, root, size, anchored)
         record = AnchorRecord(self.group_id, size, root, result.tx_hash, int(self.clock() * 1000))
-        self.store.record_anchor(record)
+        self.store.record_anchor(record)  # also forgets the plaintext of the anchored blocks
         self._last_anchor = time.monotonic()
+        self._last_anchor_ms = record.anchored_at_ms
         return record
 
     # -- background -------------------------------------------------------------------------------
@@ -209,20 +299,34 @@ class Sealer:
             while not self._stop.is_set():
                 self._wake.wait(tick_s)
                 self._wake.clear()
-                for job in self._tick_jobs:
-                    try:
-                        job()
-                    except Exception:  # one failing job must not stop sealing or the others
-                        log.exception("a tick job failed; retrying next tick")
-                try:
-                    self.seal_due()
-                    if time.monotonic() - self._last_anchor >= self.policy.anchor_every_s:
-                        self.anchor()
-                except Exception:
-                    log.exception("sealing or anchoring failed; retrying next tick")
+                self.tick()
 
         self._thread = threading.Thread(target=run, name="sealer", daemon=True)
         self._thread.start()
+
+    def tick(self) -> None:
+        """One round of the background thread: tick jobs, sealing, anchoring when due.
+
+        Each in its own try, so that none can stop another; each failure is noted and logged
+        once (see :meth:`status`), an outage only at debug level (health reports it).
+        """
+        for job in self._tick_jobs:
+            what = "job " + getattr(job, "__qualname__", "tick")
+            try:
+                job()
+            except Exception as exc:
+                self._problem(what, exc)
+            else:
+                self._problem(what, None)
+        try:
+            self.seal_due()
+        except Exception as exc:
+            self._problem("seal_due", exc)
+        else:
+            self._problem("seal_due", None)
+        if time.monotonic() - self._last_anchor >= self.policy.anchor_every_s:
+            with contextlib.suppress(Exception):  # noted by anchor(); retried next time
+                self.anchor()
 
     def stop(self) -> None:
         self._stop.set()

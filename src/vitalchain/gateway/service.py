@@ -1,7 +1,8 @@
 """The gateway (paper 002's master device, paper 000's cluster head) as one service.
 
 Routes and the MQTT bridge are thin; everything they do is a method here: enrolment codes,
-the four onboarding steps (docs/spec/onboarding.md), telemetry ingest, and revocation.
+the four onboarding steps (docs/spec/onboarding.md), re-keying a telemetry session (its
+section 5), telemetry ingest, and revocation.
 Time and randomness are injected so tests can pin them.
 """
 
@@ -9,31 +10,37 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vitalchain.crypto.aead import Aead, Suite
+from vitalchain.crypto.aead import USAGE_LIMITS, Aead, Suite, UsageLimit
 from vitalchain.crypto.envelope import seal_for
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey, InvalidSignature
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.ingest import Ack, IngestCore, LiveSession
+from vitalchain.gateway.ingest import Ack, IngestCore, KeyBudget, LiveSession
+from vitalchain.gateway.preauth import PreAuthLimiter
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, Session, SessionState
 from vitalchain.ledger import ContractError, Ledger, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
-from vitalchain.store import SqliteStore
+from vitalchain.store import open_store
 from vitalchain.store.base import Store
 
 __all__ = ["CredentialIssuer", "Gateway", "normalize_code"]
+
+log = logging.getLogger(__name__)
 
 SESSION_CONTEXT = b"vitalchain/v1/session"
 ENROLMENT_CONTEXT = b"vitalchain/v1/enrolment"
@@ -42,6 +49,10 @@ AAD_TICKET_REQUEST = b"vitalchain/v1 ticket request"
 AAD_TICKET = b"vitalchain/v1 ticket"
 AAD_ASSOCIATION_REQUEST = b"vitalchain/v1 association request"
 AAD_ASSOCIATION = b"vitalchain/v1 association"
+# Re-keying (onboarding.md, section 5) is signed, not sealed: the old key may be exhausted,
+# and a way out of exhaustion must not need one more message under it.
+REKEY_REQUEST_CONTEXT = b"vitalchain/v1/rekey-request"  # device: old id ‖ u64 issued_at
+REKEY_CONTEXT = b"vitalchain/v1/rekey"  # master: old id ‖ new id ‖ keccak256(envelope)
 TELEMETRY_SESSION_S = 30 * 86400
 _CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
@@ -98,7 +109,7 @@ class Gateway:
         self.group_id = settings.group_id
         self.clock = clock
         self.random = random
-        self.store: Store = store or SqliteStore(settings.data_dir / "store.db")
+        self.store: Store = store or open_store(settings.data_dir, settings.store_dsn)
         self.state = state or GatewayState(settings.data_dir / "gateway.db")
         self.credentials = credentials
         self.mqtt = mqtt
@@ -113,9 +124,25 @@ class Gateway:
             clock_skew_s=settings.clock_skew_s,
             max_message_bytes=settings.max_message_bytes,
             max_readings=settings.max_readings,
+            preauth=RateLimiter(
+                settings.telemetry_preauth_rate_per_s,
+                settings.telemetry_preauth_burst,
+                time.monotonic,
+            ),
         )
-        for session in self.state.active_sessions():
-            self._go_live(session)
+        # Pre-authentication limits (gateway/preauth.py); the clock is read through self so
+        # a test that pins ``gateway.clock`` pins the buckets too.
+        self.preauth = PreAuthLimiter(
+            settings.preauth_rate_per_s, settings.preauth_burst, lambda: self.clock()
+        )
+        self._purged_at = float("-inf")
+        self._purge_lock = threading.Lock()
+        self._purge_failing = False
+        self._purge_stop = threading.Event()
+        self._purge_thread: threading.Thread | None = None
+        # Active sessions, and re-keyed ones still in their grace period, carry telemetry again.
+        for session in self.state.live_sessions(self._now()):
+            self._go_live(session, supersede=False)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -136,15 +163,81 @@ class Gateway:
         self.ensure_group()
         self.registry.refresh()
         self.registry.start()
+        if self._purge_thread is None:
+            self._purge_thread = threading.Thread(
+                target=self._purge_loop, name="gateway-purge", daemon=True
+            )
+            self._purge_thread.start()
 
     def close(self) -> None:
+        self._purge_stop.set()
+        if self._purge_thread is not None:
+            self._purge_thread.join(timeout=5)
         self.registry.stop()
         self.ingest_core.close()
+        self._settle_usage()
         self.store.close()
         self.state.close()
 
     def _now(self) -> int:
         return int(self.clock())
+
+    def _settle_usage(self) -> None:
+        """Record each live key's exact count, returning its unused reservation (clean stop)."""
+        for live in self.ingest_core.sessions():
+            if live.budget is not None:
+                record = functools.partial(self.state.settle_usage, live.session_id)
+                with contextlib.suppress(Exception):  # then the reservation stands: safe
+                    live.budget.settle(record)
+
+    def key_limit(self, suite: Suite) -> UsageLimit:
+        """What one session key may carry: the suite's limit, or ``session_message_limit``."""
+        limit = USAGE_LIMITS[suite]
+        messages = self.settings.session_message_limit
+        return limit if messages is None else UsageLimit(messages, limit.blocks)
+
+    # -- expiry of unauthenticated state ----------------------------------------------------------
+
+    def purge_expired(self) -> dict[str, int]:
+        """Delete expired pairing codes, never-activated sessions, used enrolment requests past
+        their window and the store's expired challenges; rows deleted, per kind.
+
+        Runs every ``purge_every_s`` (a timer from :meth:`start`) and, amortised, from the
+        routes that create such state, so a burst of them cannot accumulate.
+        """
+        with self._purge_lock:
+            now = self.clock()
+            self._purged_at = now
+            purged = self.state.purge(int(now))
+            nonces = self.store.purge_nonces(int(now * 1000))
+            self.preauth.sweep()
+        return {
+            "enrolments": purged.enrolments,
+            "sessions": purged.sessions,
+            "enrolment_requests": purged.enrolment_requests,
+            "challenges": nonces,
+        }
+
+    def _maybe_purge(self) -> None:
+        if self.clock() - self._purged_at >= self.settings.purge_every_s:
+            self._purge_quietly()
+
+    def _purge_quietly(self) -> None:
+        """A failed purge (store or disk away) is retried next time; logged once per outage."""
+        try:
+            self.purge_expired()
+        except Exception as exc:  # any failure: keep serving, retry on the next round
+            if not self._purge_failing:
+                log.warning("purging expired state failed (%s); will retry", type(exc).__name__)
+            self._purge_failing = True
+        else:
+            if self._purge_failing:
+                log.info("purging expired state works again")
+            self._purge_failing = False
+
+    def _purge_loop(self) -> None:
+        while not self._purge_stop.wait(self.settings.purge_every_s):
+            self._purge_quietly()
 
     # -- 1. enrolment ---------------------------------------------------------------------------
 
@@ -159,11 +252,17 @@ class Gateway:
         bearer: str | None,
         signature: str | None,
     ) -> dict[str, Any]:
-        self._authorise_enrolment(body, patient, issued_at, bearer, signature)
+        request = self._authorise_enrolment(body, patient, issued_at, bearer, signature)
+        self._maybe_purge()
         raw = base64.b32encode(self.random(8)).decode()[:12]
         code = "-".join(raw[i : i + 4] for i in range(0, 12, 4))
         expires_at = self._now() + ttl_seconds
-        self.state.add_enrolment(_code_hash(code), patient, label, expires_at)
+        if not self.state.add_enrolment(
+            _code_hash(code), patient, label, expires_at, request=request
+        ):
+            raise GatewayError(
+                409, "enrolment_replayed", "this signed enrolment request was already used"
+            )
         return {"v": 1, "pairing_code": code, "patient": patient, "expires_at": expires_at}
 
     def require_admin(self, authorization: str | None) -> None:
@@ -183,13 +282,23 @@ class Gateway:
         issued_at: int | None,
         bearer: str | None,
         signature: str | None,
-    ) -> None:
+    ) -> tuple[bytes, int] | None:
+        """Check the admin token or the patient's signature.  For a signed request, return the
+        key that makes it single use, and until when it must be kept.
+
+        The key is a hash of the signer and the exact body bytes, not of the signature: ECDSA
+        signatures are malleable (``(r, n - s)`` with the other recovery id verifies too), so a
+        key on the signature would let a replay through under a second valid signature.  It is
+        kept for twice the clock-skew window past ``issued_at``: the request is refused as stale
+        after one window, and the second covers a gateway clock stepped back.  An admin-token
+        request is not single use: the operator may ask for many codes with one body.
+        """
         token = self.settings.admin_token
         if bearer is not None:
             if token is not None and hmac.compare_digest(
                 bearer.encode(), token.get_secret_value().encode()
             ):
-                return
+                return None
             raise GatewayError(401, "unauthorized", "invalid admin token")
         if signature is None:
             raise GatewayError(
@@ -208,6 +317,10 @@ class Gateway:
             ) from None
         if signer.address != patient:
             raise GatewayError(401, "unauthorized", "the request is not signed by the patient")
+        request_hash = hashlib.sha256(
+            b"vitalchain/v1 enrolment request" + bytes.fromhex(signer.address[2:]) + body
+        ).digest()
+        return request_hash, issued_at + 2 * self.settings.clock_skew_s
 
     # -- 2. session (keySession) ------------------------------------------------------------------
 
@@ -224,6 +337,7 @@ class Gateway:
             raise GatewayError(422, "invalid_request", str(exc)) from None
         if suite not in self.settings.suites:
             raise GatewayError(422, "invalid_request", f"suite {suite.label} is not offered here")
+        self._maybe_purge()
         if self.ledger.object_id_taken(object_id):
             raise GatewayError(
                 409, "object_id_taken", f"object ID {object_id} is already taken on chain"
@@ -257,9 +371,8 @@ class Gateway:
             "signature": proof.to_rsv().hex(),
         }
 
-    def _open_sealed(
-        self, session_id_hex: str, ciphertext_hex: str, aad: bytes, expect: SessionState
-    ) -> tuple[Session, dict[str, Any], Aead]:
+    def _session(self, session_id_hex: str) -> Session:
+        """The session named, unless unknown, expired or burned (401 ``unknown_session``)."""
         session_id = _hex(session_id_hex, "session_id", 16)
         session = self.state.session(session_id)
         if (
@@ -268,6 +381,13 @@ class Gateway:
             or session.state is SessionState.BURNED
         ):
             raise GatewayError(401, "unknown_session", "unknown or expired session")
+        return session
+
+    def _open_sealed(
+        self, session_id_hex: str, ciphertext_hex: str, aad: bytes, expect: SessionState
+    ) -> tuple[Session, dict[str, Any], Aead]:
+        session = self._session(session_id_hex)
+        session_id = session.session_id
         aead = Aead(session.key, session.suite)
         try:
             plaintext = aead.open(_hex(ciphertext_hex, "ciphertext"), aad + session_id)
@@ -392,20 +512,110 @@ class Gateway:
         )
         return {"v": 1, "ciphertext": sealed.hex()}
 
-    def _go_live(self, session: Session) -> None:
+    def _go_live(self, session: Session, *, supersede: bool = True) -> None:
         if session.patient is None:
             return
+        sid = session.session_id
+        budget = KeyBudget(
+            self.key_limit(session.suite),
+            session.used,
+            lambda used: self.state.reserve_usage(sid, used),
+            max_message_bytes=self.settings.max_message_bytes,
+        )
         self.ingest_core.add_session(
             LiveSession(
-                session.session_id,
+                sid,
                 session.device,
                 self.group_id,
                 session.patient,
                 PublicKey.from_bytes(session.device_key),
                 Aead(session.key, session.suite),
                 session.expires_at,
-            )
+                budget,
+            ),
+            supersede=supersede,
         )
+
+    # -- 5. re-key --------------------------------------------------------------------------------
+
+    def rekey(self, session_id_hex: str, issued_at: int, signature_hex: str) -> dict[str, Any]:
+        """Replace an active telemetry session by a new one, same device and patient, new key.
+
+        The request is the device key's signature over ``old id ‖ u64 issued_at``; the old
+        key is not used (it may be exhausted).  The answer is the new key wrapped for the
+        device key, signed by the master together with the old session ID, so it is bound to
+        this re-key.  A session is re-keyed once: asked again (a lost answer, a replay), the
+        gateway answers with the same new session, freshly wrapped, and creates nothing.  The
+        old session carries telemetry for ``rekey_grace_s`` more (messages already in
+        flight), then expires.
+        """
+        session = self._session(session_id_hex)
+        if session.state not in (SessionState.ACTIVE, SessionState.REKEYED):
+            raise GatewayError(409, "session_used", f"session is {session.state.value}, not active")
+        now = self._now()
+        if abs(issued_at - now) > self.settings.clock_skew_s:
+            raise GatewayError(422, "clock_skew", "issued_at is outside the clock-skew window")
+        device_key = PublicKey.from_bytes(session.device_key)
+        try:
+            device_key.verify(
+                Signature.from_rsv(_hex(signature_hex, "signature", 65)),
+                session.session_id + issued_at.to_bytes(8, "big"),
+                REKEY_REQUEST_CONTEXT,
+            )
+        except (DecodeError, InvalidSignature):
+            raise GatewayError(
+                401, "invalid_signature", "the device signature does not verify"
+            ) from None
+        status = self.registry.status(session.device)
+        if status is DeviceStatus.REVOKED:
+            raise GatewayError(403, "device_revoked", "the device's association was revoked")
+        if status is not DeviceStatus.ACTIVE:
+            raise GatewayError(403, "device_not_active", "the device is not associated on chain")
+        if session.state is SessionState.ACTIVE:
+            new = Session(
+                self.random(16), session.device, session.device_key, session.object_id,
+                session.suite, self.random(32), now, now + TELEMETRY_SESSION_S,
+                SessionState.ACTIVE, 0, session.token, session.patient,
+            )  # fmt: skip
+            grace_until = now + self.settings.rekey_grace_s
+            if self.state.rekey(session.session_id, new, grace_until):
+                self._go_live(new, supersede=False)
+                self.ingest_core.end_session_at(session.session_id, grace_until)
+                log.info("a device re-keyed its session")
+                return self._rekey_answer(
+                    session.session_id, new, min(grace_until, session.expires_at)
+                )
+            # Another request re-keyed it a moment ago: answer as for a repeat.
+            again = self.state.session(session.session_id)
+            assert again is not None
+            session = again
+        successor = self.state.session(session.successor) if session.successor else None
+        if (
+            successor is None
+            or successor.state is not SessionState.ACTIVE
+            or successor.expires_at <= now
+        ):
+            raise GatewayError(409, "session_used", "this session was re-keyed already")
+        return self._rekey_answer(session.session_id, successor, session.expires_at)
+
+    def _rekey_answer(self, old: bytes, new: Session, old_until: int) -> dict[str, Any]:
+        envelope = seal_for(
+            [PublicKey.from_bytes(new.device_key)],
+            new.key,
+            AAD_SESSION_KEY + new.session_id,
+            random=self.random,
+        ).to_bytes()
+        proof = self.master.sign(old + new.session_id + keccak256(envelope), REKEY_CONTEXT)
+        return {
+            "v": 1,
+            "previous": old.hex(),
+            "previous_expires_at": old_until,
+            "session_id": new.session_id.hex(),
+            "suite": new.suite.name.lower().replace("_", "-"),
+            "expires_at": new.expires_at,
+            "session_key": envelope.hex(),
+            "signature": proof.to_rsv().hex(),
+        }
 
     # -- telemetry and revocation -----------------------------------------------------------------
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vitalchain.crypto.aead import Suite
 
-__all__ = ["GatewaySettings"]
+__all__ = ["MIN_ADMIN_TOKEN_BYTES", "GatewaySettings"]
+
+MIN_ADMIN_TOKEN_BYTES = 16
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VITALCHAIN_GATEWAY_", extra="forbid")
+    # hide_input_in_errors: a refused value (a short admin token, a DSN) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="VITALCHAIN_GATEWAY_", extra="forbid", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("var/gateway")
     host: str = "127.0.0.1"
@@ -27,13 +32,48 @@ class GatewaySettings(BaseSettings):
     session_ttl_s: int = Field(900, ge=10)
     pairing_ttl_default_s: int = 900
     max_ticket_attempts: int = 5
+    # Pre-authentication limits, per client address and route, on what creates state before
+    # anyone is authenticated (enrolments, sessions, challenges): a token bucket.
+    preauth_rate_per_s: float = Field(2.0, gt=0)
+    preauth_burst: int = Field(60, ge=1)
+    purge_every_s: float = Field(60.0, gt=0)  # expired codes, sessions, challenges deleted
+    rpc_timeout_s: float = Field(10.0, gt=0)  # every JSON-RPC call to the node, no retry
+    # Telemetry's pre-authentication limit, per client (HTTP address, MQTT client): charged by
+    # messages that fail before authenticating (docs/spec/telemetry.md, "Rate limits").
+    telemetry_preauth_rate_per_s: float = Field(10.0, gt=0)
+    telemetry_preauth_burst: int = Field(100, ge=1)
+    # Messages one session key may carry before the device must re-key (None: the suite's
+    # limit, crypto.aead.USAGE_LIMITS); and how long a re-keyed session still carries
+    # telemetry (in-flight messages, MQTT redeliveries).  docs/spec/onboarding.md, section 5.
+    session_message_limit: int | None = Field(None, ge=1, le=2**32)
+    rekey_grace_s: int = Field(60, ge=0, le=3600)
     rate_per_s: float = Field(50.0, gt=0)
     rate_burst: int = Field(100, ge=1)
     max_message_bytes: int = 64 * 1024
     max_readings: int = 100
     suites: tuple[Suite, ...] = tuple(Suite)
     revocation_poll_s: float = Field(0.25, gt=0)
+    # Health probes (gateway/health.py): how often chain, store and broker are checked, and
+    # the chain probe's own short timeout, so a hung node shows as down within seconds.
+    health_interval_s: float = Field(2.0, gt=0)
+    health_timeout_s: float = Field(1.0, gt=0)
     mqtt: bool = True
     alert_ring_k: int = Field(8, ge=1, le=63)  # other devices in an alert's ring (spec: alert.md)
     alert_ack_timeout_s: float = Field(120.0, gt=0)  # then escalate to the next provider
-    mqtt_port: int | None = None  # None: a free port for the managed broker
+    mqtt_port: int | None = None  # None: picked once per data dir, kept in <data_dir>/mqtt/port
+    # When a patient's block closes (readings, or age of its oldest message), and how often the
+    # group's root is anchored (gateway/sealer.py, docs/spec/block.md).
+    seal_max_readings: int = Field(120, ge=1, le=10_000)
+    seal_max_age_s: float = Field(60.0, gt=0)
+    anchor_every_s: float = Field(30.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short token can be guessed at HTTP speed: 16 bytes (128 bits if random) at least."""
+        if value is not None and len(value.get_secret_value().encode()) < MIN_ADMIN_TOKEN_BYTES:
+            raise ValueError(
+                f"the admin token must be at least {MIN_ADMIN_TOKEN_BYTES} bytes "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return value

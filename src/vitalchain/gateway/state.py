@@ -1,7 +1,16 @@
 """The gateway's own durable state: pairing codes, sessions, and devices' patients.
 
 Kept apart from the reading store: it is small, written rarely, and holds secrets (session
-keys) that never leave the gateway.  SQLite with ``synchronous=FULL``.
+keys) that never leave the gateway.  SQLite with ``synchronous=FULL``.  Also the signed
+enrolment requests already used (until their clock-skew window has passed), so that one is
+single use across restarts.  Whatever an unauthenticated caller can create here expires and
+is deleted by :meth:`GatewayState.purge`.
+
+A telemetry session also keeps how much its key has carried (``used_messages``,
+``used_blocks``): a reservation made ahead of the messages (:meth:`GatewayState.reserve_usage`),
+so that after a crash the count can only be too high, never too low (docs/spec/telemetry.md,
+check 8).  A session replaced by a re-key is ``rekeyed``, names its ``successor``, and lives on
+only until its grace period ends (docs/spec/onboarding.md, section 5).
 """
 
 from __future__ import annotations
@@ -13,9 +22,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from vitalchain.crypto.aead import Suite
+from vitalchain.crypto.aead import Suite, Usage
+from vitalchain.store.files import private_database
 
-__all__ = ["Enrolment", "GatewayState", "Session", "SessionState"]
+__all__ = ["EXPIRED_CODE_KEPT_S", "Enrolment", "GatewayState", "Purged", "Session", "SessionState"]
+
+# An expired pairing code is kept this long, so a late device hears "expired", not "unknown".
+EXPIRED_CODE_KEPT_S = 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS enrolments (
@@ -38,17 +51,34 @@ CREATE TABLE IF NOT EXISTS sessions (
     state      TEXT NOT NULL,
     failures   INTEGER NOT NULL DEFAULT 0,
     token      BLOB,
-    patient    TEXT
+    patient    TEXT,
+    used_messages INTEGER NOT NULL DEFAULT 0,
+    used_blocks   INTEGER NOT NULL DEFAULT 0,
+    successor  BLOB
 );
 CREATE INDEX IF NOT EXISTS sessions_by_device ON sessions (device);
+CREATE TABLE IF NOT EXISTS enrolment_requests (
+    request_hash BLOB PRIMARY KEY,
+    keep_until   INTEGER NOT NULL
+);
 """
+# Columns added after the first release, for a gateway.db created before them.
+_ADDED_COLUMNS = {
+    "used_messages": "INTEGER NOT NULL DEFAULT 0",
+    "used_blocks": "INTEGER NOT NULL DEFAULT 0",
+    "successor": "BLOB",
+}
 
 
 class SessionState(StrEnum):
     NEW = "new"
     TICKETED = "ticketed"
     ACTIVE = "active"
+    REKEYED = "rekeyed"  # replaced by ``successor``; carries telemetry until it expires
     BURNED = "burned"
+
+
+_UNUSED = Usage()  # frozen, so one shared default is safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +95,8 @@ class Session:
     failures: int
     token: bytes | None
     patient: str | None
+    used: Usage = _UNUSED  # what the key carried, as reserved durably (an upper bound)
+    successor: bytes | None = None  # the session that re-keyed this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +105,26 @@ class Enrolment:
     label: str
     expires_at: int
     used_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """Rows deleted by one :meth:`GatewayState.purge`."""
+
+    enrolments: int
+    sessions: int
+    enrolment_requests: int
+
+
+# Sessions that never reached ACTIVE (or were burned, or re-keyed) are useless once expired.
+_PURGEABLE_STATES = (
+    SessionState.NEW.value,
+    SessionState.TICKETED.value,
+    SessionState.REKEYED.value,
+    SessionState.BURNED.value,
+)
+# Sessions that carry telemetry while unexpired.
+_LIVE_STATES = (SessionState.ACTIVE.value, SessionState.REKEYED.value)
 
 
 def _session(row: Any) -> Session:
@@ -89,26 +141,56 @@ def _session(row: Any) -> Session:
         int(row[9]),
         bytes(row[10]) if row[10] is not None else None,
         str(row[11]) if row[11] is not None else None,
+        Usage(int(row[12]), int(row[13])),
+        bytes(row[14]) if row[14] is not None else None,
     )
 
 
 _COLUMNS = (
     "session_id, device, device_key, object_id, suite, key, created_at, expires_at, state, "
-    "failures, token, patient"
+    "failures, token, patient, used_messages, used_blocks, successor"
 )
 # Queries built once from the constant column list above (no user input reaches them).
-_INSERT_SESSION = f"INSERT INTO sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608
+_INSERT_SESSION = f"INSERT INTO sessions ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608
 _SELECT_SESSION = f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?"  # noqa: S608
 _SELECT_ACTIVE = f"SELECT {_COLUMNS} FROM sessions WHERE state = ?"  # noqa: S608
+_LIVE_WHERE = "WHERE state IN (?, ?) AND expires_at > ?"
+_SELECT_LIVE = f"SELECT {_COLUMNS} FROM sessions {_LIVE_WHERE}"  # noqa: S608
+
+
+def _row(s: Session) -> tuple[object, ...]:
+    return (
+        s.session_id,
+        s.device,
+        s.device_key,
+        str(s.object_id),
+        int(s.suite),
+        s.key,
+        s.created_at,
+        s.expires_at,
+        s.state.value,
+        s.failures,
+        s.token,
+        s.patient,
+        s.used.messages,
+        s.used.blocks,
+        s.successor,
+    )
 
 
 class GatewayState:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds every session key: 0600 before SQLite opens it (its -wal and -shm follow).
+        private_database(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in have:  # a gateway.db from before the column: add it in place
+                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -116,13 +198,40 @@ class GatewayState:
 
     # -- enrolments -----------------------------------------------------------------------------
 
-    def add_enrolment(self, code_hash: bytes, patient: str, label: str, expires_at: int) -> None:
+    def add_enrolment(
+        self,
+        code_hash: bytes,
+        patient: str,
+        label: str,
+        expires_at: int,
+        *,
+        request: tuple[bytes, int] | None = None,
+    ) -> bool:
+        """Store a pairing code; with ``request=(hash, keep_until)`` (a patient-signed request)
+        also record the request as used, in the same transaction.  False, storing nothing, if
+        that request was recorded before: a replay."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO enrolments (code_hash, patient, label, expires_at) "
-                "VALUES (?, ?, ?, ?)",
-                (code_hash, patient, label, expires_at),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if request is not None:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO enrolment_requests (request_hash, keep_until) "
+                        "VALUES (?, ?)",
+                        request,
+                    )
+                    if cur.rowcount != 1:
+                        self._db.execute("ROLLBACK")
+                        return False
+                self._db.execute(
+                    "INSERT INTO enrolments (code_hash, patient, label, expires_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (code_hash, patient, label, expires_at),
+                )
+                self._db.execute("COMMIT")
+                return True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def enrolment(self, code_hash: bytes) -> Enrolment | None:
         with self._lock:
@@ -164,23 +273,7 @@ class GatewayState:
 
     def add_session(self, s: Session) -> None:
         with self._lock:
-            self._db.execute(
-                _INSERT_SESSION,
-                (
-                    s.session_id,
-                    s.device,
-                    s.device_key,
-                    str(s.object_id),
-                    int(s.suite),
-                    s.key,
-                    s.created_at,
-                    s.expires_at,
-                    s.state.value,
-                    s.failures,
-                    s.token,
-                    s.patient,
-                ),
-            )
+            self._db.execute(_INSERT_SESSION, _row(s))
 
     def session(self, session_id: bytes) -> Session | None:
         with self._lock:
@@ -191,6 +284,61 @@ class GatewayState:
         with self._lock:
             rows = self._db.execute(_SELECT_ACTIVE, (SessionState.ACTIVE.value,)).fetchall()
         return [_session(r) for r in rows]
+
+    def live_sessions(self, now: int) -> list[Session]:
+        """Sessions that carry telemetry at ``now``: active ones, and re-keyed ones still in
+        their grace period (what a restarted gateway puts back in memory)."""
+        with self._lock:
+            rows = self._db.execute(_SELECT_LIVE, (*_LIVE_STATES, now)).fetchall()
+        return [_session(r) for r in rows]
+
+    def reserve_usage(self, session_id: bytes, used: Usage) -> None:
+        """Record ``used`` as what the session's key has carried: written before the messages
+        it covers are accepted, so it is an upper bound of the true count.  Never lowers a
+        larger figure already recorded, except through :meth:`settle_usage`."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET used_messages = MAX(used_messages, ?), "
+                "used_blocks = MAX(used_blocks, ?) WHERE session_id = ?",
+                (used.messages, used.blocks, session_id),
+            )
+
+    def settle_usage(self, session_id: bytes, used: Usage) -> None:
+        """Record the exact count at a clean shutdown, returning the unused reservation (the
+        caller guarantees nothing more is accepted under the key without a new reservation)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET used_messages = ?, used_blocks = ? WHERE session_id = ?",
+                (used.messages, used.blocks, session_id),
+            )
+
+    def rekey(self, old: bytes, new: Session, grace_until: int) -> bool:
+        """Replace the active session ``old`` by ``new`` (stored ACTIVE) in one transaction:
+        ``old`` becomes REKEYED, names ``new`` as its successor, and expires by ``grace_until``.
+        False, storing nothing, if ``old`` is not active (re-keyed already, or ended)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE sessions SET state = ?, successor = ?, "
+                    "expires_at = MIN(expires_at, ?) WHERE session_id = ? AND state = ?",
+                    (
+                        SessionState.REKEYED.value,
+                        new.session_id,
+                        grace_until,
+                        old,
+                        SessionState.ACTIVE.value,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._db.execute(_INSERT_SESSION, _row(new))
+                self._db.execute("COMMIT")
+                return True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def record_failure(self, session_id: bytes, burn_after: int) -> int:
         with self._lock:
@@ -212,11 +360,46 @@ class GatewayState:
                 "SELECT device FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()[0]
             self._db.execute(
-                "UPDATE sessions SET state = ? WHERE device = ? AND state = ? AND session_id != ?",
-                (SessionState.BURNED.value, device, SessionState.ACTIVE.value, session_id),
+                "UPDATE sessions SET state = ? "
+                "WHERE device = ? AND state IN (?, ?) AND session_id != ?",
+                (SessionState.BURNED.value, device, *_LIVE_STATES, session_id),
             )
             self._db.execute(
                 "UPDATE sessions SET state = ?, expires_at = ? WHERE session_id = ?",
                 (SessionState.ACTIVE.value, expires_at, session_id),
             )
             self._db.execute("COMMIT")
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    def purge(self, now: int) -> Purged:
+        """Delete what has expired by ``now``: pairing codes (used or not: an expired code is
+        refused either way) :data:`EXPIRED_CODE_KEPT_S` after their expiry, sessions that never
+        became active (or were re-keyed, once their grace period is over), and used enrolment
+        requests whose window has passed (a replay of one is refused as stale from then on)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                enrolments = self._db.execute(
+                    "DELETE FROM enrolments WHERE expires_at <= ?", (now - EXPIRED_CODE_KEPT_S,)
+                ).rowcount
+                sessions = self._db.execute(
+                    "DELETE FROM sessions WHERE expires_at <= ? AND state IN (?, ?, ?, ?)",
+                    (now, *_PURGEABLE_STATES),
+                ).rowcount
+                requests = self._db.execute(
+                    "DELETE FROM enrolment_requests WHERE keep_until < ?", (now,)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Purged(enrolments, sessions, requests)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for health and tests)."""
+        with self._lock:
+            return {
+                table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+                for table in ("enrolments", "sessions", "enrolment_requests")
+            }

@@ -10,6 +10,7 @@ from vitalchain.ledger.backends import ANVIL_DEV_KEY, ChainBackend, EmbeddedBack
 from vitalchain.ledger.errors import (
     AlertError,
     AnchorError,
+    ChainUnavailable,
     ConsentError,
     ContractError,
     KeyDirectoryError,
@@ -37,6 +38,7 @@ __all__ = [
     "Anchor",
     "AnchorError",
     "ChainBackend",
+    "ChainUnavailable",
     "Consent",
     "ConsentError",
     "ConsentStatus",

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ast
 from abc import ABC, abstractmethod
+from typing import Any
 
+import requests
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
-from web3.types import RPCEndpoint
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.types import RPCEndpoint, RPCResponse
 
 from vitalchain.crypto.keys import PrivateKey
-from vitalchain.ledger.errors import NotSupported
+from vitalchain.ledger.errors import ChainUnavailable, NotSupported
 
 __all__ = ["ANVIL_DEV_KEY", "ChainBackend", "EmbeddedBackend", "RpcBackend"]
 
@@ -34,6 +37,14 @@ class ChainBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the chain's resources."""
+
+    def ping(self, timeout: float) -> int:
+        """The latest block number, within ``timeout`` seconds or :class:`ChainUnavailable`.
+
+        For health probes: one short request, never the long timeout of ordinary calls, so a
+        hung node is reported down in seconds.
+        """
+        return int(self.w3.eth.block_number)
 
     def revert_data(self, exc: Exception) -> bytes | None:
         """The revert payload if ``exc`` is a reverted call, else None (a real failure)."""
@@ -83,23 +94,60 @@ class EmbeddedBackend(ChainBackend):
         return b""
 
 
+class _RpcProvider(HTTPProvider):
+    """An HTTP provider whose transport failures all surface as one :class:`ChainUnavailable`.
+
+    requests raises a dozen types for a node that is gone, refuses, resets or hangs (and web3
+    passes them through); callers should not have to know any of them.
+    """
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except (requests.RequestException, OSError) as exc:
+            raise ChainUnavailable(
+                f"the chain node does not answer ({type(exc).__name__})"
+            ) from exc
+
+
 class RpcBackend(ChainBackend):
     """Any JSON-RPC node: a Besu/geth proof-of-authority network in production, anvil in tests."""
 
     kind = "rpc"
 
-    def __init__(self, url: str, funder: PrivateKey | None = None, timeout: float = 30) -> None:
+    def __init__(self, url: str, funder: PrivateKey | None = None, timeout: float = 10) -> None:
+        """``timeout`` bounds each JSON-RPC call (connect, and each wait for bytes): a hung node
+        costs a caller that long, once.  web3 retries a timed-out call five times by default,
+        which multiplied it; only a refused connection is retried now (quick, and safe)."""
         self.url = url
         # web3 asks for the chain id before every eth_call to validate it; it cannot change
         # under a running node, so that one answer is cached (half the round trips of a view).
-        provider = HTTPProvider(
+        provider = _RpcProvider(
             url,
             request_kwargs={"timeout": timeout},
+            exception_retry_configuration=ExceptionRetryConfiguration(
+                errors=(requests.ConnectionError,), retries=3
+            ),
             cache_allowed_requests=True,
             cacheable_requests={RPCEndpoint("eth_chainId")},
         )
         self.w3 = Web3(provider)
         self.funder = funder
+        self._ping_providers: dict[float, _RpcProvider] = {}
+
+    def ping(self, timeout: float) -> int:
+        """``eth_blockNumber`` on a provider of its own: ``timeout`` and no retry."""
+        provider = self._ping_providers.get(timeout)
+        if provider is None:
+            provider = _RpcProvider(
+                self.url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+            )
+            self._ping_providers = {timeout: provider}  # one in use; replaced if it changes
+        response = provider.make_request(RPCEndpoint("eth_blockNumber"), [])
+        result = response.get("result")
+        if not isinstance(result, str):
+            raise ChainUnavailable("the chain node gave no block number")
+        return int(result, 16)
 
     def advance_time(self, seconds: int) -> None:
         """Only dev nodes (anvil, hardhat) let time move; a real network refuses."""

@@ -6,7 +6,9 @@ Used by the tests, the benchmarks and ``vitalchain chain``.  Loopback only, alwa
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,13 +17,29 @@ from pathlib import Path
 
 from vitalchain.ledger.errors import LedgerError
 
-__all__ = ["find_anvil", "free_port", "run_anvil", "wait_for_port"]
+__all__ = ["AnvilProcess", "find_anvil", "free_port", "port_free", "run_anvil", "wait_for_port"]
 
 
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now.
+
+    The test bind sets SO_REUSEADDR, as anvil and uvicorn do for their own listeners, so a
+    port whose last connections sit in TIME_WAIT (for a minute after a node stops) counts as
+    free: only a live listener (or a bound socket without the option) makes it busy.
+    """
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -69,3 +87,71 @@ def run_anvil(
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class AnvilProcess:
+    """anvil that can be hung, stopped and brought back on the same port with the same chain,
+    for fault tests and benchmarks (``run_anvil`` is the plain fresh node).
+
+    It runs in a session of its own, because npm's launcher runs the real binary as a child
+    and a signal must reach both; the chain is kept in ``state`` (written on SIGTERM, loaded on
+    start), so a restart keeps the genesis block and every contract.
+    """
+
+    def __init__(self, state: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state = state
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        args += ["--state", str(self.state)]
+        self.proc = subprocess.Popen(  # noqa: S603 - our binary, fixed args
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_for_port(self.port, self.proc)
+
+    def signal(self, sig: int) -> None:
+        """``sig`` to the launcher and the binary (SIGSTOP: a node that hangs; SIGCONT)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        """SIGTERM through the launcher (anvil writes its state on the way out), then wait
+        for the whole group, killing it if it will not go."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+
+    def __enter__(self) -> AnvilProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -10,6 +10,7 @@ Tree (under :class:`vitalchain.errors.VitalchainError`)::
      │    ├── AnchorError
      │    └── AlertError
      ├── TransactionFailed        reverted without a decodable reason (out of gas, panic)
+     ├── ChainUnavailable         the node is gone, refuses, or does not answer in time
      └── NotSupported             the backend cannot do this (e.g. time travel on a live node)
 """
 
@@ -23,6 +24,7 @@ from vitalchain.errors import VitalchainError
 __all__ = [
     "AlertError",
     "AnchorError",
+    "ChainUnavailable",
     "ConsentError",
     "ContractError",
     "KeyDirectoryError",
@@ -43,6 +45,14 @@ class TransactionFailed(LedgerError):
 
 class NotSupported(LedgerError):
     code = "not_supported"
+
+
+class ChainUnavailable(LedgerError):
+    """The node could not be reached or did not answer in time: a transport failure, not a
+    refusal.  One type for every way a node goes away (refused connection, reset, timeout,
+    HTTP error from a proxy), so callers answer 503 and retry later instead of crashing."""
+
+    code = "chain_unavailable"
 
 
 def _snake(name: str) -> str:

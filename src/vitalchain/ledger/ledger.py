@@ -20,13 +20,19 @@ from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import TimeExhausted
 from web3.types import TxParams
 
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256
 from vitalchain.ledger import eip712
 from vitalchain.ledger._artifacts import CONTRACTS, artifact
 from vitalchain.ledger.backends import ChainBackend, EmbeddedBackend
-from vitalchain.ledger.errors import ERROR_CLASSES, LedgerError, TransactionFailed
+from vitalchain.ledger.errors import (
+    ERROR_CLASSES,
+    ChainUnavailable,
+    LedgerError,
+    TransactionFailed,
+)
 from vitalchain.ledger.events import EventIndex
 
 __all__ = [
@@ -234,6 +240,11 @@ class Ledger:
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
 
+    def ping(self, timeout: float) -> int:
+        """The latest block number within ``timeout`` seconds, else :class:`ChainUnavailable`
+        (health probes: a hung node must be reported down quickly, not after a long timeout)."""
+        return self.backend.ping(timeout)
+
     def timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
@@ -255,6 +266,8 @@ class Ledger:
         with self._lock:
             try:
                 receipt = self._sender().send(sender, fn)
+            except TimeExhausted as exc:  # sent, but no block took it in time: a stalled chain
+                raise ChainUnavailable(f"{contract}.{function}: no receipt in time") from exc
             except Exception as exc:
                 data = self.backend.revert_data(exc)
                 if data is None:

@@ -1,21 +1,32 @@
-"""The cloud store: verified device messages kept durably, sealed blocks, anchors.
+"""The store: the gateway's plaintext journal, and the block store providers read.
 
-- :class:`~.base.Store`: the port every backend provides (tests/store_suite.py checks it).
-- :class:`SqliteStore`: the embedded default (SQLite WAL, group commit, ``synchronous=FULL``).
-- :class:`~.postgres.PostgresStore`: the same on PostgreSQL (imported from its module).
+- :mod:`.base`: the ports, ``Journal`` and ``BlockStore``, and ``Store`` (both, as the gateway
+  sees them); tests/store_suite.py checks them.
+- :class:`SqliteJournal`: verified messages in clear, local to the gateway (SQLite WAL, group
+  commit, ``synchronous=FULL``), pruned once their block is anchored.
+- :class:`SqliteStore`: the embedded block store (SQLite + one file per block), the default.
+- :class:`~.postgres.PostgresStore`: the block store on PostgreSQL (imported from its module).
+- :func:`open_store` / :class:`GatewayStore`: the two together, kept consistent.
+- :mod:`.files`: 0600 files and 0700 directories for everything the gateway writes.
 - :mod:`.blocks`: the sealed block format; :mod:`.model`: ``Message``, ``Reading``.
 """
 
-from vitalchain.store.errors import DuplicateReading, StoreError
+from vitalchain.store.composite import GatewayStore, open_store
+from vitalchain.store.errors import DuplicateReading, StoreError, StoreUnavailable
+from vitalchain.store.journal import SqliteJournal
 from vitalchain.store.model import MAX_SEQ, Message, Reading, StoredMessage
 from vitalchain.store.sqlite import SqliteStore
 
 __all__ = [
     "MAX_SEQ",
     "DuplicateReading",
+    "GatewayStore",
     "Message",
     "Reading",
+    "SqliteJournal",
     "SqliteStore",
     "StoreError",
+    "StoreUnavailable",
     "StoredMessage",
+    "open_store",
 ]

@@ -1,11 +1,25 @@
-"""The store's port: what every backend (SQLite + files, PostgreSQL) provides.
+"""The store's ports: what every backend provides.
 
-The backend-neutral suite (tests/store_suite.py) runs against each implementation; code above
-the store depends on this protocol, never on a backend.
+The store is split in two, because the two halves have different readers and different lives
+(docs/threat-model.md):
+
+- :class:`Journal`: the gateway's plaintext working copy of verified messages and their
+  readings.  It never leaves the gateway's own disk (one SQLite file, ``journal.db``, in its
+  data directory), is never read by providers, and forgets a message once the block holding
+  it is sealed *and* anchored.  What replay protection needs after that (the sequence numbers
+  stored per device, no health data) stays.
+- :class:`BlockStore`: what providers read, locally (SQLite + files) or shared (PostgreSQL):
+  ciphertext blocks, their key stanzas, anchors and challenge nonces only.
+
+:class:`Store` is both at once, as the gateway sees them (``vitalchain.store.composite``):
+sealing writes a block to the block store and marks its messages in the journal, recording an
+anchor prunes the journal.  The backend-neutral suite (tests/store_suite.py) runs against each
+block store backend; code above the store depends on these protocols, never on a backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,7 +28,7 @@ from vitalchain.crypto.envelope import Stanza
 from vitalchain.store.blocks import Block
 from vitalchain.store.model import Message, StoredMessage
 
-__all__ = ["AnchorRecord", "PendingPatient", "Store"]
+__all__ = ["AnchorRecord", "BlockStore", "Journal", "PendingPatient", "SealedLeaf", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +50,43 @@ class AnchorRecord:
     anchored_at_ms: int
 
 
-class Store(Protocol):
+@dataclass(frozen=True, slots=True)
+class SealedLeaf:
+    """A block the journal believes holds some of its messages (sealed, not yet pruned)."""
+
+    group_id: int
+    leaf_index: int
+    leaf: bytes
+    messages: int
+
+
+class Journal(Protocol):
+    """The gateway-local plaintext working copy (messages + readings), pruned once anchored."""
+
     # -- verified messages (ingest) ---------------------------------------------------------------
-    def submit(self, message: Message) -> Future[int]: ...
+    def submit(self, message: Message) -> Future[int]:
+        """Queue ``message``; the future resolves once it is committed durably (or refused:
+        :class:`~vitalchain.store.errors.DuplicateReading` for a stored seq or message id)."""
+        ...
+
     def append(self, message: Message) -> int: ...
-    def last_seqs(self) -> dict[str, int]: ...
-    def count_readings(self) -> int: ...
+    def last_seqs(self) -> dict[str, int]:
+        """Highest stored seq per device; survives pruning."""
+        ...
+
+    def stored_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """Per device, the stored seqs as sorted, disjoint, inclusive ranges; survives pruning."""
+        ...
+
+    def count_readings(self) -> int:
+        """Readings ever stored (pruned ones included)."""
+        ...
+
     def messages(
         self, *, device: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[StoredMessage]: ...
+    ) -> list[StoredMessage]:
+        """Messages still in the journal (not pruned), in arrival order."""
+        ...
 
     # -- sealing ----------------------------------------------------------------------------------
     def pending_patients(self) -> list[PendingPatient]: ...
@@ -54,10 +96,36 @@ class Store(Protocol):
         """The oldest unsealed messages, in order, up to the one that reaches ``max_readings``."""
         ...
 
+    def mark_sealed(
+        self, group_id: int, leaf_index: int, leaf: bytes, message_ids: Sequence[int]
+    ) -> None:
+        """Atomically mark these unsealed messages as sealed into the block at ``leaf_index``;
+        an unknown or already sealed one refuses them all (``block_conflict``)."""
+        ...
+
+    def unmark(self, group_id: int, leaf_index: int) -> None:
+        """Undo :meth:`mark_sealed` for a block that was not kept: its messages are pending."""
+        ...
+
+    def sealed_leaves(self) -> list[SealedLeaf]: ...
+    def prune(self, group_id: int, tree_size: int) -> int:
+        """Delete the messages and readings sealed into leaves below ``tree_size`` (anchored);
+        returns how many messages went."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BlockStore(Protocol):
+    """What providers read: ciphertext blocks, key stanzas, anchors, challenge nonces."""
+
     def last_block(self, group_id: int, patient: str) -> Block | None: ...
     def next_leaf_index(self, group_id: int) -> int: ...
-    def add_block(self, block: Block, stanzas: tuple[Stanza, ...], message_ids: list[int]) -> None:
-        """Atomically: keep the block and its key ring, and mark its messages sealed."""
+    def add_block(
+        self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
+    ) -> None:
+        """Atomically keep the block and its key ring (``message_ids`` is for a :class:`Store`,
+        which also marks them sealed in its journal; a bare block store refuses any)."""
         ...
 
     # -- blocks and key rings ---------------------------------------------------------------------
@@ -84,4 +152,22 @@ class Store(Protocol):
         """True once for an issued, unexpired nonce of ``subject``; False ever after."""
         ...
 
+    def purge_nonces(self, now_ms: int) -> int:
+        """Delete challenges expired by ``now_ms`` (used or not; an expired one is refused
+        anyway), so unauthenticated requests cannot grow the table; returns how many."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Store(Journal, BlockStore, Protocol):
+    """The gateway's view: a journal and a block store (``composite.GatewayStore``).
+
+    ``add_block(block, stanzas, message_ids)`` marks the messages sealed in the journal and
+    keeps the block; ``record_anchor`` prunes the journal below the anchored size.
+    """
+
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def block_store(self) -> BlockStore: ...

@@ -146,6 +146,23 @@ class LocalPostgres:
             shutil.rmtree(root, ignore_errors=True)
             self.root = None
 
+    def halt(self) -> None:
+        """Stop the server but keep its data, as an outage would (fault tests): ``resume``
+        brings it back on the same port."""
+        if not self._running:
+            raise StoreError("local PostgreSQL is not running", code="postgres_not_started")
+        self._pg_ctl(["stop", "-m", "fast", "-w", "-t", str(self.START_TIMEOUT)])
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a halted server again on the port it had."""
+        fixed, self._fixed_port = self._fixed_port, self.port
+        try:
+            self._start_server()
+        finally:
+            self._fixed_port = fixed
+        self._running = True
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -1,22 +1,18 @@
-"""The PostgreSQL store: the same semantics as :class:`~vitalchain.store.sqlite.SqliteStore`.
+"""The PostgreSQL block store: the same semantics as :class:`~vitalchain.store.sqlite.SqliteStore`.
 
-``append`` returns only after the transaction holding the message has committed with
-``synchronous_commit`` on (the WAL is flushed), so an acknowledged reading survives a crash.
-As in the SQLite backend, one writer thread drains a queue and commits whatever has arrived as
-one transaction, so concurrent callers share one WAL flush.  Being the only inserter of
-messages also means row ids commit in increasing order, so paging by ``after_id`` never skips
-a row that commits late.  Sealed blocks live in a ``bytea`` column, not in files.
+A shared database that providers read (through the access API) and its operator can see, so
+it holds only what may be shared: ciphertext blocks (a ``bytea`` column), key stanzas, anchors
+and challenge nonces.  Plaintext messages and readings stay in the gateway's local journal
+(:mod:`vitalchain.store.journal`); they are never sent here.  Writes commit with
+``synchronous_commit`` on (the WAL is flushed).
 
-Connections are kept per role, as in the SQLite backend: the writer thread's own, one for
-reads and one for the rarer writes (blocks, anchors, nonces), each behind a lock.
+Connections are kept per role: one for reads and one for writes, each behind a lock.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,10 +20,10 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from vitalchain.crypto.envelope import Stanza
-from vitalchain.store.base import AnchorRecord, PendingPatient
+from vitalchain.store.base import AnchorRecord
 from vitalchain.store.blocks import Block
-from vitalchain.store.errors import DuplicateReading, StoreError
-from vitalchain.store.model import Message, Reading, StoredMessage
+from vitalchain.store.errors import StoreError, StoreUnavailable
+from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
 
 __all__ = ["PostgresStore"]
@@ -47,31 +43,6 @@ _SCHEMA = (
     UNIQUE (group_id, patient, number),
     UNIQUE (group_id, leaf_index)
 )""",
-    """CREATE TABLE IF NOT EXISTS messages (
-    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_id  BYTEA NOT NULL UNIQUE,
-    device      TEXT NOT NULL,
-    group_id    BIGINT NOT NULL,
-    patient     TEXT NOT NULL,
-    received_at BIGINT NOT NULL,
-    payload     BYTEA NOT NULL,
-    signature   BYTEA NOT NULL,
-    block_id    BIGINT REFERENCES blocks(id)
-)""",
-    """CREATE TABLE IF NOT EXISTS readings (
-    device  TEXT NOT NULL,
-    seq     BIGINT NOT NULL,
-    message BIGINT NOT NULL REFERENCES messages(id),
-    patient TEXT NOT NULL,
-    vital   BIGINT NOT NULL,
-    value   DOUBLE PRECISION NOT NULL,
-    t       BIGINT NOT NULL,
-    PRIMARY KEY (device, seq)
-)""",
-    "CREATE INDEX IF NOT EXISTS readings_by_patient ON readings (patient, t)",
-    "CREATE INDEX IF NOT EXISTS readings_by_message ON readings (message)",
-    "CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id)",
-    "CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (group_id, patient, id) WHERE block_id IS NULL",
     """CREATE TABLE IF NOT EXISTS key_ring (
     block_id  BIGINT NOT NULL REFERENCES blocks(id),
     recipient BYTEA NOT NULL,
@@ -95,21 +66,6 @@ _SCHEMA = (
 )
 _SCHEMA_LOCK = 0x7663_5F73_746F_7265  # "vc_store": pg_advisory_xact_lock key
 
-_BATCH = 256
-_Job = tuple[Message, "Future[int]"]
-
-_INSERT_MESSAGES = (
-    "INSERT INTO messages (message_id, device, group_id, patient, received_at, payload, signature) "
-    "SELECT m, d, g, p, r, pl, s FROM unnest(%s::bytea[], %s::text[], %s::bigint[], %s::text[], "
-    "%s::bigint[], %s::bytea[], %s::bytea[]) WITH ORDINALITY AS x(m, d, g, p, r, pl, s, n) "
-    "ORDER BY n RETURNING id, message_id"
-)
-_INSERT_READINGS = (
-    "INSERT INTO readings (device, seq, message, patient, vital, value, t) "
-    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], "
-    "%s::float8[], %s::bigint[])"
-)
-
 
 class _Role:
     """One connection and the lock that serialises its users; reopened if it broke."""
@@ -130,9 +86,12 @@ class _Role:
     @contextmanager
     def __call__(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
-            if self._conn.closed:  # a lost server connection: the next caller reconnects
-                self._conn = self._open()
-            yield self._conn
+            try:
+                if self._conn.closed:  # a lost server connection: the next caller reconnects
+                    self._conn = self._open()
+                yield self._conn
+            except psycopg.OperationalError as exc:  # server gone or connection lost
+                raise StoreUnavailable("the database is unavailable") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -140,7 +99,7 @@ class _Role:
 
 
 class PostgresStore:
-    """PostgreSQL for metadata, readings and sealed blocks (``bytea``)."""
+    """PostgreSQL for sealed blocks (``bytea``), key rings, anchors and nonces."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -149,212 +108,60 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in _SCHEMA:
                 conn.execute(statement)
-        self._writer = _Role(dsn)
         self._reader = _Role(dsn)
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self._thread.start()
 
-    # -- writing --------------------------------------------------------------------------------
-
-    def append(self, message: Message) -> int:
-        """Store ``message`` durably; returns its row id.  A stored (device, seq) raises."""
-        return self.submit(message).result()
-
-    def submit(self, message: Message) -> Future[int]:
-        """Queue ``message``; the future resolves once it is committed (or refused)."""
-        if self._closed:
-            raise StoreError("store is closed")
-        done: Future[int] = Future()
-        self._queue.put((message, done))
-        return done
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < _BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._commit(jobs)
-                    return
-                jobs.append(nxt)
-            self._commit(jobs)
-
-    def _commit(self, jobs: list[_Job]) -> None:
-        """One transaction and one WAL flush for the batch.
-
-        Conflicts are rare (ingest refuses replays before they get here), so the batch is
-        inserted whole in two statements; only if it hits one is it redone with a savepoint
-        per message, so that the conflicting message alone is refused.
-        """
-        try:
-            with self._writer() as conn:
-                try:
-                    outcomes: list[int | BaseException] = self._write_batch(conn, jobs)
-                except psycopg.IntegrityError:
-                    outcomes = self._write_each(conn, jobs)
-        except BaseException as exc:  # the whole batch failed: fail every caller
-            for _, done in jobs:
-                done.set_exception(StoreError(f"store write failed: {exc}"))
-            return
-        for (_, done), outcome in zip(jobs, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                done.set_exception(outcome)
-            else:
-                done.set_result(outcome)
-
-    @staticmethod
-    def _write_batch(conn: psycopg.Connection[Any], jobs: list[_Job]) -> list[int | BaseException]:
-        messages = [m for m, _ in jobs]
-        with conn.transaction(), conn.cursor() as cur:
-            ids = PostgresStore._insert(cur, messages)
-        return [ids[m.message_id] for m in messages]
-
-    @staticmethod
-    def _write_each(conn: psycopg.Connection[Any], jobs: list[_Job]) -> list[int | BaseException]:
-        outcomes: list[int | BaseException] = []
-        with conn.transaction(), conn.cursor() as cur:
-            for message, _ in jobs:
-                try:
-                    with conn.transaction():  # a savepoint: a refusal undoes this message only
-                        outcomes.append(PostgresStore._insert(cur, [message])[message.message_id])
-                except pgerrors.UniqueViolation:
-                    outcomes.append(DuplicateReading("reading or message already stored"))
-                except psycopg.IntegrityError as exc:
-                    outcomes.append(StoreError(f"message refused: {exc}"))
-        return outcomes
-
-    @staticmethod
-    def _insert(cur: psycopg.Cursor[Any], messages: Sequence[Message]) -> dict[bytes, int]:
-        """Insert messages (ids in list order) and their readings; message id → row id."""
-        cur.execute(
-            _INSERT_MESSAGES,
-            (
-                [m.message_id for m in messages],
-                [m.device for m in messages],
-                [m.group_id for m in messages],
-                [m.patient for m in messages],
-                [m.received_at_ms for m in messages],
-                [m.payload for m in messages],
-                [m.signature for m in messages],
-            ),
-        )
-        ids = {bytes(mid): int(row_id) for row_id, mid in cur.fetchall()}
-        rows = [(m, ids[m.message_id], r) for m in messages for r in m.readings]
-        if rows:
-            cur.execute(
-                _INSERT_READINGS,
-                (
-                    [m.device for m, _, _ in rows],
-                    [r.seq for _, _, r in rows],
-                    [i for _, i, _ in rows],
-                    [m.patient for m, _, _ in rows],
-                    [int(r.vital) for _, _, r in rows],
-                    [float(r.value) for _, _, r in rows],
-                    [r.t_ms for _, _, r in rows],
-                ),
-            )
-        return ids
-
-    def close(self) -> None:
-        """Stop the writer (after it commits what is queued) and close every connection."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        self._writer.close()
-        self._reader.close()
-        self._admin.close()
-
-    # -- reading --------------------------------------------------------------------------------
-
-    def last_seqs(self) -> dict[str, int]:
-        """Highest stored seq per device: what replay protection resumes from after a restart."""
+    def legacy_plaintext(self) -> tuple[list[Message], dict[str, list[int]]] | None:
+        """A database from before the journal kept messages and readings here, readable by
+        its operator: its unsealed messages, and every stored seq per device (None: none)."""
         with self._reader() as conn:
-            rows = conn.execute("SELECT device, MAX(seq) FROM readings GROUP BY device").fetchall()
-        return {device: int(seq) for device, seq in rows}
-
-    def count_readings(self) -> int:
-        with self._reader() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM readings").fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def messages(
-        self, *, device: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[StoredMessage]:
-        if device is None:
-            return self._messages(
-                "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
-                "FROM messages WHERE id > %s ORDER BY id LIMIT %s",
-                (after_id, limit),
-            )
-        return self._messages(
-            "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
-            "FROM messages WHERE id > %s AND device = %s "
-            "ORDER BY id LIMIT %s",
-            (after_id, device, limit),
-        )
-
-    def _messages(self, query: str, args: tuple[object, ...]) -> list[StoredMessage]:
-        """Messages chosen by ``query`` (the columns of a Message, in order), with their readings.
-
-        Two statements, not one join, so each message's columns are sent once.  Readings commit
-        with their message and never change, so the second sees all of the first's.
-        """
-        with self._reader() as conn:
-            rows = conn.execute(query, args).fetchall()
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema()"
+                )
+            }
+            if not {"messages", "readings"} <= tables:
+                return None
+            rows = conn.execute(
+                "SELECT id, message_id, device, group_id, patient, received_at, payload, "
+                "signature FROM messages WHERE block_id IS NULL ORDER BY id"
+            ).fetchall()
             readings: dict[int, list[Reading]] = {int(r[0]): [] for r in rows}
-            if rows:
-                for message, seq, vital, value, t in conn.execute(
-                    "SELECT message, seq, vital, value, t FROM readings WHERE message = ANY(%s) "
-                    "ORDER BY message, seq",
-                    (list(readings),),
-                ):
+            seqs: dict[str, list[int]] = {}
+            for device, seq, message, vital, value, t in conn.execute(
+                "SELECT device, seq, message, vital, value, t FROM readings ORDER BY device, seq"
+            ):
+                seqs.setdefault(device, []).append(int(seq))
+                if int(message) in readings:
                     readings[int(message)].append(
                         Reading(int(seq), Vital(vital), float(value), int(t))
                     )
-        return [
-            StoredMessage(
-                int(r[0]),
-                Message(bytes(r[1]), r[2], int(r[3]), r[4], int(r[5]), bytes(r[6]), bytes(r[7]),
-                        tuple(readings[int(r[0])])),
-            )
+        unsealed = [
+            Message(bytes(r[1]), r[2], int(r[3]), r[4], int(r[5]), bytes(r[6]), bytes(r[7]),
+                    tuple(readings[int(r[0])]))
             for r in rows
+            if readings[int(r[0])]
         ]  # fmt: skip
+        return unsealed, seqs
+
+    def drop_legacy_plaintext(self) -> None:
+        """Drop the legacy plaintext tables: PostgreSQL unlinks their files at commit (old
+        WAL segments still hold them until they are recycled)."""
+        with self._admin() as conn, conn.transaction():
+            conn.execute("DROP TABLE IF EXISTS readings")
+            conn.execute("DROP TABLE IF EXISTS messages")
+
+    def close(self) -> None:
+        """Close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._reader.close()
+        self._admin.close()
 
     # -- sealing ------------------------------------------------------------------------------
-
-    def pending_patients(self) -> list[PendingPatient]:
-        with self._reader() as conn:
-            rows = conn.execute(
-                "SELECT m.group_id, m.patient, COUNT(r.seq), MIN(m.received_at) FROM messages m "
-                "JOIN readings r ON r.message = m.id WHERE m.block_id IS NULL "
-                "GROUP BY m.group_id, m.patient"
-            ).fetchall()
-        return [PendingPatient(int(g), p, int(n), int(t)) for g, p, n, t in rows]
-
-    def unsealed(
-        self, group_id: int, patient: str, max_readings: int = 10_000
-    ) -> list[StoredMessage]:
-        # Counting readings in SQL keeps a long backlog from being decoded on every seal.
-        return self._messages(
-            "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
-            "FROM messages WHERE id IN ("
-            "SELECT id FROM (SELECT id, SUM(n) OVER (ORDER BY id) - n AS before FROM ("
-            "SELECT m.id, (SELECT COUNT(*) FROM readings r WHERE r.message = m.id) AS n "
-            "FROM messages m WHERE m.group_id = %s AND m.patient = %s AND m.block_id IS NULL "
-            "ORDER BY m.id LIMIT %s) AS oldest) AS counted WHERE before < %s) ORDER BY id",
-            (group_id, patient, max_readings, max_readings),
-        )
 
     def last_block(self, group_id: int, patient: str) -> Block | None:
         return self._one_block(
@@ -371,7 +178,14 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
-    def add_block(self, block: Block, stanzas: tuple[Stanza, ...], message_ids: list[int]) -> None:
+    def add_block(
+        self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
+    ) -> None:
+        if message_ids:
+            raise StoreError(
+                "a block store keeps no messages: seal through the gateway's Store",
+                code="block_conflict",
+            )
         with self._admin() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
@@ -388,15 +202,6 @@ class PostgresStore:
                         "INSERT INTO key_ring (block_id, recipient, stanza) VALUES (%s, %s, %s)",
                         [(block_id, st.recipient, st.encode()) for st in stanzas],
                     )
-                    # A repeated id matches once, so it is refused like an already sealed one.
-                    cur.execute(
-                        "UPDATE messages SET block_id = %s WHERE id = ANY(%s) AND block_id IS NULL",
-                        (block_id, list(message_ids)),
-                    )
-                    if cur.rowcount != len(message_ids):
-                        raise StoreError(
-                            "a message is unknown or already sealed", code="block_conflict"
-                        )
             except psycopg.IntegrityError:
                 raise StoreError(
                     "block number or log position already taken", code="block_conflict"
@@ -514,3 +319,8 @@ class PostgresStore:
                 (now_ms, nonce, subject, now_ms),
             )
             return cur.rowcount == 1
+
+    def purge_nonces(self, now_ms: int) -> int:
+        with self._admin() as conn:
+            cur = conn.execute("DELETE FROM nonces WHERE expires_at <= %s", (now_ms,))
+            return cur.rowcount

@@ -9,6 +9,7 @@ import pytest
 from tests.node_fixtures import World
 from vitalchain.crypto.merkle import verify_inclusion
 from vitalchain.errors import DecryptionError
+from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.store.blocks import open_payload
 from vitalchain.vitals import Vital
 
@@ -158,3 +159,137 @@ def test_no_readable_recipient_means_not_sealed_yet(world: World) -> None:
     device.send(device.prepare([(Vital.SPO2, 97)] * 4))
     assert world.running.sealer.seal_due() == []
     assert world.running.gateway.store.unsealed(world.group_id, quiet.address)
+
+
+# -- issue 12 item 12: one bad patient must not stop a group ----------------------------------
+
+# Lowercase with letters, so not EIP-55; its leading zeros sort it before the good patient.
+BAD_PATIENT = "0x00000000" + "abcdef" * 5 + "ab"
+
+
+def _plant(world: World, patient: str, device: str, seq: int, at_ms: int) -> None:
+    """A message straight into the journal, past every check of the API edge."""
+    import hashlib
+
+    from vitalchain.store import Message, Reading
+
+    payload = b'{"planted": %d}' % seq
+    world.running.gateway.store.append(
+        Message(
+            hashlib.sha256(payload + device.encode()).digest(), device, world.group_id,
+            patient, at_ms, payload, b"\x01" * 65,
+            (Reading(seq, Vital.SPO2, 97.0, at_ms), Reading(seq + 1, Vital.SPO2, 96.0, at_ms)),
+        )
+    )  # fmt: skip
+
+
+def test_a_bad_patient_address_does_not_stop_sealing_or_anchoring_the_others(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lowercase (non-EIP-55) patient address sorted before a good one: the chain refuses
+    every call about it.  The good patient is sealed and anchored all the same, the bad one is
+    logged once (by pseudonym) however many ticks run, and status() shows it."""
+    import logging
+
+    from vitalchain.logs import pseudonym
+
+    good = world.patient()
+    bad = BAD_PATIENT
+    now_ms = int(time.time() * 1000)
+    _plant(world, bad, "0xBadDevice", 1, now_ms)
+    _plant(world, good.address, "0xGoodDevice", 1, now_ms)
+    sealer = world.running.sealer
+    sealer.policy = SealingPolicy(max_readings=2, max_age_s=3600, anchor_every_s=0)
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            sealer.tick()
+    assert [
+        b.patient for b in world.running.gateway.store.blocks(world.group_id, good.address)
+    ] == [good.address]
+    anchored = world.ledger.latest_anchor(world.group_id)
+    assert anchored is not None
+    assert anchored.tree_size == 1
+    # the good patient's plaintext is gone (sealed and anchored); the bad one's waits
+    assert [m.message.patient for m in world.running.gateway.store.messages()] == [bad]
+    status = sealer.status()
+    assert status["failing"] == {pseudonym(bad): "invalid_address"}
+    assert status["errors"] == {}
+    assert status["last_seal_at_ms"] is not None
+    assert status["last_anchor_at_ms"] is not None
+    about_bad = [r for r in caplog.records if pseudonym(bad) in r.getMessage()]
+    assert len(about_bad) == 1, [r.getMessage() for r in about_bad]
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert bad.lower() not in text.lower()
+    assert good.address.lower() not in text.lower()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_bad_patient_address_does_not_make_the_alert_listener_raise(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored-message listeners (threshold check, alert rules) each log the bad patient
+    once, by pseudonym, and return; the good patient's abnormal readings still raise alerts."""
+    import hashlib
+    import logging
+
+    from vitalchain.gateway.policy import NORMAL
+    from vitalchain.logs import pseudonym
+    from vitalchain.store import Message, Reading
+
+    now_ms = int(time.time() * 1000)
+
+    def low_spo2(patient: str, seq: int) -> Message:
+        payload = b'{"n": %d}' % seq
+        return Message(
+            hashlib.sha256(payload + patient.encode()).digest(), "0xDevice", world.group_id,
+            patient, now_ms, payload, b"\x01" * 65,
+            tuple(Reading(seq + i, Vital.SPO2, 80.0, now_ms + i) for i in range(3)),
+        )  # fmt: skip
+
+    alerts, policy = world.running.alerts, world.running.policy
+    with caplog.at_level(logging.DEBUG):
+        for seq in range(0, 30, 3):
+            message = low_spo2(BAD_PATIENT, seq)
+            alerts.on_message(message)  # must not raise
+            assert policy.evaluate(BAD_PATIENT, Vital.SPO2, 80.0) != NORMAL  # the defaults
+    assert alerts.failing() == {pseudonym(BAD_PATIENT): "invalid_address"}
+    assert policy.failing() == {pseudonym(BAD_PATIENT): "invalid_address"}
+    about_bad = [r.getMessage() for r in caplog.records if pseudonym(BAD_PATIENT) in r.getMessage()]
+    # once each: the alert rules, the threshold read, the recipients' warm-up
+    assert len(about_bad) == 3, about_bad
+    assert BAD_PATIENT not in caplog.text.lower()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_patient_without_a_key_is_logged_once_by_pseudonym(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12 item 14: no warning per patient per second, and no address in it."""
+    import logging
+
+    from vitalchain.crypto import PrivateKey
+    from vitalchain.logs import pseudonym
+
+    quiet = PrivateKey.generate()
+    world.ledger.fund(quiet.address)
+    device = world.device(quiet)
+    device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+    sealer = world.running.sealer
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            sealer.tick()
+        assert sealer.status()["failing"] == {pseudonym(quiet.address): "no_reader_key"}
+        world.ledger.publish_key(quiet)
+        for _ in range(3):
+            sealer.tick()
+    assert sealer.status()["failing"] == {}
+    assert world.running.gateway.store.blocks(world.group_id, quiet.address)
+    tag = pseudonym(quiet.address)
+    about = [(r.name, r.getMessage()) for r in caplog.records if tag in r.getMessage()]
+    assert len(set(about)) == len(about), about  # each said once (the alerts' warm-up too)
+    sealing = [text for name, text in about if name == "vitalchain.gateway.sealer"]
+    assert len(sealing) == 2, sealing  # waiting, then sealed again
+    assert "no published key" in sealing[0]
+    assert "works again" in sealing[1]
+    for address in (quiet.address, device.address):
+        assert address.lower() not in caplog.text.lower()

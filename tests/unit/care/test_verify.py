@@ -13,6 +13,7 @@ from vitalchain.care.source import StoreSource
 from vitalchain.care.verify import ChainFacts, Outcome, verify_patient
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof
+from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
 from vitalchain.store.blocks import Block, seal_block
 from vitalchain.vitals import Vital
@@ -237,7 +238,7 @@ def test_verify_command_exit_codes_and_a_tampered_file_on_disk(world: World) -> 
     )
     assert code == EXIT_UNABLE
     # an attacker with write access to the store's disk changes one byte of block 2
-    store = world.running.gateway.store
+    store = world.running.gateway.store.block_store
     assert isinstance(store, SqliteStore)
     block = store.patient_block(world.group_id, patient.address, 2)
     assert block is not None
@@ -284,4 +285,12 @@ def test_verify_cli_argument_errors(tmp_path: Path) -> None:
             "http://127.0.0.1:9",
         ],
     )
-    assert result.exit_code == 3
+    assert result.exit_code == 2  # a missing deployment file is a bad argument
+    deployment = tmp_path / "deployment.json"
+    Ledger.embedded().deployment.save(deployment)
+    result = runner.invoke(
+        app,
+        [*args, "--key", str(good_key), "--deployment", str(deployment), "--rpc-url",
+         "http://127.0.0.1:9"],
+    )  # fmt: skip
+    assert result.exit_code == 3  # a node that cannot be reached: nothing could be checked

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import load_vectors
-from vitalchain.crypto.aead import Aead, Suite, generate_key
+from vitalchain.crypto.aead import (
+    USAGE_LIMITS,
+    Aead,
+    KeyExhausted,
+    Suite,
+    Usage,
+    UsageLimit,
+    generate_key,
+)
 from vitalchain.crypto.primitives.aead import (
     AeadPrimitive,
     AesGcmPrimitive,
@@ -169,3 +178,93 @@ def test_speck_suite_uses_independent_keys() -> None:
     raw = Speck(SPECK128_256, key).ctr(bytes(12), bytes(16))
     assert prim.encrypt(bytes(12), bytes(16), b"")[:16] != raw
     assert len(prim.encrypt(bytes(12), b"abc", b"")) == 3 + 32
+
+
+# --- per-key limits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.name)
+def test_a_key_refuses_to_seal_past_its_message_limit(suite: Suite) -> None:
+    """Before, a key sealed without end; random nonces collide after ~2^48 messages."""
+    box = Aead(generate_key(), suite, limit=UsageLimit(messages=3))
+    sealed = [box.seal(b"hr %d" % i) for i in range(3)]
+    assert box.used.messages == 3
+    assert box.remaining == 0
+    drawn: list[int] = []
+
+    def watched(n: int) -> bytes:
+        drawn.append(n)
+        return os.urandom(n)
+
+    with pytest.raises(KeyExhausted) as err:
+        box.seal(b"hr 4", random=watched)
+    assert err.value.code == "key_exhausted"
+    assert "re-key" in str(err.value)
+    assert drawn == []  # refused before a nonce was even drawn
+    assert box.used.messages == 3  # a refusal spends nothing
+    assert [box.open(c) for c in sealed] == [b"hr 0", b"hr 1", b"hr 2"]  # opening still works
+
+
+def test_the_block_bound_counts_sizes() -> None:
+    """Speck128 and AES are 128-bit block ciphers: their keys also have a block budget."""
+    box = Aead(generate_key(), Suite.AES_256_GCM, limit=UsageLimit(messages=100, blocks=6))
+    box.seal(bytes(16))  # 1 block + 1
+    box.seal(bytes(17))  # 2 blocks + 1
+    assert box.used == Usage(messages=2, blocks=5)
+    with pytest.raises(KeyExhausted):
+        box.seal(bytes(1))  # would be 7
+    assert box.used == Usage(messages=2, blocks=5)
+    box.seal(b"")  # exactly 6
+    with pytest.raises(KeyExhausted):
+        box.seal(b"")
+
+
+def test_a_rebuilt_object_continues_the_count() -> None:
+    key = generate_key()
+    first = Aead(key, limit=UsageLimit(messages=4))
+    first.seal(b"a")
+    first.seal(b"b")
+    again = Aead(key, limit=UsageLimit(messages=4), used=first.used)
+    again.seal(b"c")
+    again.seal(b"d")
+    with pytest.raises(KeyExhausted):
+        again.seal(b"e")
+    with pytest.raises(ValueError, match="negative"):
+        Usage(messages=-1)
+
+
+def test_the_limit_holds_under_threads() -> None:
+    box = Aead(generate_key(), limit=UsageLimit(messages=500))
+    outcomes: list[bool] = []
+
+    def worker() -> None:
+        for _ in range(100):
+            try:
+                box.seal(b"x")
+                outcomes.append(True)
+            except KeyExhausted:
+                outcomes.append(False)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count(True) == 500
+    assert box.used.messages == 500
+
+
+def test_default_limits_per_suite() -> None:
+    """The documented numbers (docs/spec/aead.md): 2^32 messages for 96-bit random nonces;
+    2^48 blocks more for the 128-bit block ciphers; none for ChaCha20's stream."""
+    assert USAGE_LIMITS[Suite.CHACHA20_POLY1305] == UsageLimit(2**32, None)
+    assert USAGE_LIMITS[Suite.AES_256_GCM] == UsageLimit(2**32, 2**48)
+    assert USAGE_LIMITS[Suite.SPECK128_256_CTR_HMAC_SHA256] == UsageLimit(2**32, 2**48)
+    for suite in SUITES:
+        box = Aead(generate_key(), suite)
+        assert box.limit == USAGE_LIMITS[suite]
+        assert box.remaining == 2**32
+    nearly = Aead(generate_key(), used=Usage(messages=2**32 - 1))
+    nearly.seal(b"last")
+    with pytest.raises(KeyExhausted):
+        nearly.seal(b"one too many")

@@ -154,6 +154,21 @@ def test_invalid_public_keys(blob: bytes) -> None:
         PublicKey.from_bytes(blob)
 
 
+def test_hybrid_public_key_encodings_are_refused() -> None:
+    """SEC1 hybrid forms (0x06/0x07 ‖ x ‖ y) parse in libsecp256k1; we refuse them."""
+    pub = PrivateKey.generate().public_key
+    parity = pub.compressed[0] - 2  # 0 for even y, 1 for odd
+    good_hybrid = bytes([6 + parity]) + pub.xy
+    wrong_parity = bytes([7 - parity]) + pub.xy
+    coincurve.PublicKey(good_hybrid)  # the library alone would take it
+    for blob in (good_hybrid, wrong_parity):
+        with pytest.raises(InvalidKey, match="0x04"):
+            PublicKey.from_bytes(blob)
+    for prefix in (0x02, 0x03):  # the compressed prefixes on a 65-byte key, too
+        with pytest.raises(InvalidKey):
+            PublicKey.from_bytes(bytes([prefix]) + pub.xy)
+
+
 def test_public_key_forms_roundtrip() -> None:
     pub = PrivateKey.generate().public_key
     assert PublicKey.from_bytes(pub.compressed) == pub

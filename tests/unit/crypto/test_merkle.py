@@ -139,7 +139,7 @@ def test_every_consistency_proof_and_its_mutants(big: tuple[MerkleTree, list[byt
     tree, roots = big
     checked = rejected = 0
     for n in range(1, N + 1):
-        for m in range(0, n + 1):
+        for m in range(1, n + 1):
             proof = tree.consistency_proof(m, n)
             verify_consistency(proof, roots[m], roots[n])
             assert ConsistencyProof.from_bytes(proof.to_bytes()) == proof
@@ -170,8 +170,24 @@ def test_every_consistency_proof_and_its_mutants(big: tuple[MerkleTree, list[byt
                 rejected += 1
             assert _refused(verify_consistency, proof, _flip(roots[m], 3), roots[n])
             assert _refused(verify_consistency, proof, roots[m], _flip(roots[n], 3))
-    assert checked == sum(n + 1 for n in range(1, N + 1))
+    assert checked == sum(n for n in range(1, N + 1))
     assert rejected > 4 * checked
+
+
+def test_consistency_from_the_empty_tree_is_refused(big: tuple[MerkleTree, list[bytes]]) -> None:
+    """transparency-dev/merkle refuses size1 = 0: such a proof fits any second root at all."""
+    tree, roots = big
+    for n in (1, 2, 7, 8, N):
+        for root2 in (roots[n], _flip(roots[n], 5), EMPTY_ROOT):
+            with pytest.raises(InvalidProof, match="empty tree"):
+                verify_consistency(ConsistencyProof(0, n, ()), EMPTY_ROOT, root2)
+        with pytest.raises(ValueError, match="0 < size1"):
+            tree.consistency_proof(0, n)
+    with pytest.raises(ValueError, match="0 < size1"):
+        MerkleTree().consistency_proof(0, 0)
+    verify_consistency(ConsistencyProof(0, 0, ()), EMPTY_ROOT, EMPTY_ROOT)  # equal sizes, roots
+    with pytest.raises(InvalidProof):
+        verify_consistency(ConsistencyProof(0, 0, ()), EMPTY_ROOT, roots[1])
 
 
 def test_edge_cases(big: tuple[MerkleTree, list[bytes]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import coincurve
 import pytest
 
+from vitalchain.crypto import ring as ring_module
 from vitalchain.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey
 from vitalchain.crypto.ring import RingSignature, key_image, sign, verify
 from vitalchain.errors import DecodeError, InvalidSignature
@@ -153,3 +154,75 @@ def test_forged_signature_from_outsider_fails(ring: list[PublicKey]) -> None:
     verify(b"m", theirs, forged, CTX)
     with pytest.raises(InvalidSignature):
         verify(b"m", ring, forged, CTX)
+
+
+def _challenge_at(
+    message: bytes, ring: list[PublicKey], sig: RingSignature, context: bytes, pi: int
+) -> int:
+    """c_pi, recomputed from c_0 as a verifier does (ring.py's own hashing helpers)."""
+    ctx = ring_module._context_prefix(context)
+    prefix = ring_module._prefix(ctx, ring, sig.key_image, message)
+    image = coincurve.PublicKey(sig.key_image)
+    c = sig.c0
+    for i in range(pi):
+        r, cb = sig.responses[i].to_bytes(32, "big"), c.to_bytes(32, "big")
+        left = ring[i].raw.multiply(cb).add(r)
+        base = ring_module._key_image_base(ctx, ring[i])
+        right = coincurve.PublicKey.combine_keys([base.multiply(r), image.multiply(cb)])
+        c = ring_module._challenge(prefix, left, right)
+    return c
+
+
+def test_constant_random_cannot_repeat_a_nonce(
+    keys: list[PrivateKey], ring: list[PublicKey]
+) -> None:
+    """With nonces taken straight from ``random``, a constant ``random`` repeated alpha on two
+    messages and gave the key away: k = (r1 - r2) / (c2 - c1).  Hedged nonces do not."""
+
+    def constant(n: int) -> bytes:
+        return b"\x42" * n
+
+    pi, k = 3, int.from_bytes(keys[3].secret, "big")
+    one = sign(b"spo2 88", ring, keys[3], CTX, random=constant)
+    two = sign(b"spo2 87", ring, keys[3], CTX, random=constant)
+    verify(b"spo2 88", ring, one, CTX)
+    verify(b"spo2 87", ring, two, CTX)
+    c1 = _challenge_at(b"spo2 88", ring, one, CTX, pi)
+    c2 = _challenge_at(b"spo2 87", ring, two, CTX, pi)
+    alpha1 = (one.responses[pi] + c1 * k) % CURVE_ORDER
+    alpha2 = (two.responses[pi] + c2 * k) % CURVE_ORDER
+    assert alpha1 != alpha2
+    recovered = (one.responses[pi] - two.responses[pi]) * pow(c2 - c1, -1, CURVE_ORDER)
+    assert recovered % CURVE_ORDER != k
+    # The decoy responses differ too: equal decoys beside one odd response would point at
+    # the signer.
+    for s in (one, two):
+        assert len(set(s.responses)) == len(ring)
+    # Other ring order or context: other nonces as well.
+    other_ctx = sign(b"spo2 88", ring, keys[3], b"alert:other", random=constant)
+    assert other_ctx.responses[pi] != one.responses[pi]
+
+
+def test_nonces_are_hedged_not_only_deterministic(
+    keys: list[PrivateKey], ring: list[PublicKey]
+) -> None:
+    """Same inputs and same ``random``: the same signature; fresh randomness: a new one."""
+
+    def constant(n: int) -> bytes:
+        return b"\x07" * n
+
+    a = sign(b"hr 130", ring, keys[0], CTX, random=constant)
+    assert sign(b"hr 130", ring, keys[0], CTX, random=constant) == a
+    b = sign(b"hr 130", ring, keys[0], CTX)
+    verify(b"hr 130", ring, b, CTX)
+    assert b != a
+    assert b.links_to(a)
+
+
+def test_nonce_derivation_is_keyed_and_in_range() -> None:
+    prefix, fresh = bytes(32), bytes(32)
+    one = ring_module._nonces(b"\x01" * 32, prefix, fresh, 0, 4)
+    assert ring_module._nonces(b"\x02" * 32, prefix, fresh, 0, 4) != one  # the secret counts
+    assert ring_module._nonces(b"\x01" * 32, prefix, fresh, 1, 4) != one  # and the attempt
+    assert len(set(one)) == 4
+    assert all(0 < x < CURVE_ORDER for x in one)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import load_vectors
+from vitalchain.crypto.primitives import _speck
 from vitalchain.crypto.primitives.speck import (
     SPECK64_128,
     SPECK128_128,
@@ -78,8 +79,35 @@ def test_ctr_refuses_counter_wrap_and_bad_nonce() -> None:
     cipher = Speck(SPECK128_256, bytes(32))
     with pytest.raises(ValueError, match="wrap"):
         cipher.ctr(bytes(12), bytes(32), counter=2**32 - 1)
+    with pytest.raises(ValueError, match="wrap"):
+        cipher.ctr(bytes(12), b"", counter=2**32)
     with pytest.raises(ValueError, match="12 bytes"):
         cipher.ctr(bytes(16), b"x")
+
+
+def test_c_kernel_itself_refuses_a_wrapping_counter() -> None:
+    """The C kernel guards its own 32-bit counter; it used to wrap (and to mask big ints)."""
+    cipher = Speck(SPECK128_256, bytes(range(32)))
+    rk, nonce = cipher._packed, bytes(12)
+    last = _speck.ctr_xor(rk, nonce, 2**32 - 1, bytes(16))  # the very last block is fine
+    assert last == cipher.ctr_reference(nonce, bytes(16), 2**32 - 1)
+    assert _speck.ctr_xor(rk, nonce, 2**32 - 2, bytes(32)) == cipher.ctr_reference(
+        nonce, bytes(32), 2**32 - 2
+    )
+    cases = {
+        "one byte past the last block": (2**32 - 1, 17),
+        "many blocks past": (2**32 - 8, 16 * 200),
+        "counter 2^32": (2**32, 1),
+        "counter 2^32, no data": (2**32, 0),
+        "2^64 + 5 (was masked to 5)": (2**64 + 5, 1),
+        "negative": (-1, 1),
+    }
+    for desc, (counter, length) in cases.items():
+        with pytest.raises(OverflowError, match="CTR counter"):
+            _speck.ctr_xor(rk, nonce, counter, bytes(length))
+        assert desc
+    with pytest.raises(TypeError):
+        _speck.ctr_xor(rk, nonce, 1.0, b"x")  # type: ignore[arg-type]
 
 
 def test_ctr_is_not_offered_for_64_bit_blocks() -> None:

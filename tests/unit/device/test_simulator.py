@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from tests.gateway_fixtures import ADMIN_TOKEN, Harness
@@ -33,18 +35,19 @@ def test_simulation_streams_accepted_readings(harness: Harness) -> None:
     assert set(sim.patients) <= patients
 
 
-def test_simulate_cli_refuses_bad_arguments() -> None:
-    runner = CliRunner()
-    result = runner.invoke(app, ["simulate", "--transport", "carrier-pigeon", "--admin-token", "x"])
+def test_simulate_cli_refuses_bad_arguments(tmp_path: Path) -> None:
+    # the admin token comes from the environment (never the command line, see docs/cli.md)
+    runner = CliRunner(env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": "x" * 16})
+    result = runner.invoke(app, ["simulate", "--transport", "carrier-pigeon"])
     assert result.exit_code == 2
     assert "transport" in result.output
-    result = runner.invoke(app, ["simulate"])
+    result = runner.invoke(app, ["simulate"], env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": None})
     assert result.exit_code == 2
     assert "admin token" in result.output
-    result = runner.invoke(app, ["simulate", "--patients", "0", "--admin-token", "x"])
+    result = runner.invoke(app, ["simulate", "--patients", "0"])
     assert result.exit_code == 2
     result = runner.invoke(
-        app, ["simulate", "--gateway", "http://127.0.0.1:9", "--admin-token", "x"]
+        app, ["simulate", "--gateway", "http://127.0.0.1:9", "--out", str(tmp_path)]
     )
     assert result.exit_code == 1
     assert "onboarding failed" in result.output

@@ -7,6 +7,11 @@
  *
  * Counter block i (16 bytes) = nonce[0:12] || uint32_le(counter0 + i), loaded in the
  * designers' byte order: y = le64(block[0:8]), x = le64(block[8:16]).
+ *
+ * The 32-bit block counter must never wrap: a wrapped counter repeats keystream under the
+ * same nonce, and XOR of two ciphertexts then gives XOR of two plaintexts.  So this kernel
+ * refuses (OverflowError) any call whose blocks would run past counter 2^32 - 1, whatever
+ * its caller checked; the counter is parsed with overflow checking, never masked.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -61,10 +66,19 @@ static void ctr_xor(const uint64_t *rk, int rounds, uint64_t y0, uint32_t x_lo, 
 
 static PyObject *py_ctr_xor(PyObject *self, PyObject *args) {
     Py_buffer rk_buf, nonce_buf, data_buf;
-    unsigned long counter;
+    PyObject *counter_obj;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*ky*", &rk_buf, &nonce_buf, &counter, &data_buf)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*O!y*", &rk_buf, &nonce_buf, &PyLong_Type, &counter_obj,
+                          &data_buf))
+        return NULL;
     PyObject *result = NULL;
+    /* Not the "k" format: it masks to an unsigned long, so 2^64 + 5 would silently be 5. */
+    unsigned long long counter = PyLong_AsUnsignedLongLong(counter_obj);
+    if (counter == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_OverflowError, "CTR counter must be in 0..2^32-1");
+        goto done;
+    }
     if (rk_buf.len % 8 != 0 || rk_buf.len < 8 || rk_buf.len > 8 * 64) {
         PyErr_SetString(PyExc_ValueError, "round keys must be 8*rounds bytes");
         goto done;
@@ -73,8 +87,10 @@ static PyObject *py_ctr_xor(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "nonce must be 12 bytes");
         goto done;
     }
-    if (counter > 0xFFFFFFFFul) {
-        PyErr_SetString(PyExc_ValueError, "counter out of range");
+    /* Blocks this call uses: ceil(len / 16) < 2^60, so the sum below cannot overflow. */
+    unsigned long long blocks = ((unsigned long long)data_buf.len + 15u) / 16u;
+    if (counter > 0xFFFFFFFFull || counter + blocks > 0x100000000ull) {
+        PyErr_SetString(PyExc_OverflowError, "CTR counter would wrap past 2^32 blocks");
         goto done;
     }
     int rounds = (int)(rk_buf.len / 8);

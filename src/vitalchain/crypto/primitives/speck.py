@@ -110,9 +110,9 @@ class Speck:
         if len(nonce) != 12:
             raise ValueError("Speck128-CTR nonce must be 12 bytes")
         blocks = (len(data) + 15) // 16
-        if counter < 0 or counter + blocks > 1 << 32:
+        if not 0 <= counter < 1 << 32 or counter + blocks > 1 << 32:
             raise ValueError("CTR counter would wrap")
-        return _speck.ctr_xor(self._packed, nonce, counter, data)
+        return _speck.ctr_xor(self._packed, nonce, counter, data)  # the C kernel re-checks
 
     def ctr_reference(self, nonce: bytes, data: bytes, counter: int = 0) -> bytes:
         """The same keystream block by block in Python; the C kernel is tested against it."""

@@ -1,0 +1,528 @@
+"""Faults and bad input: the gateway killed under load, the chain and PostgreSQL taken away.
+
+    .venv/bin/python benchmarks/faults.py [--trials 10] [--outage-s 60] [--write docs/benchmarks.md]
+
+Each scenario runs the real deployment shape: ``vitalchain gateway run`` in its own process
+(with its managed mosquitto), against anvil in its own process, devices streaming from this
+one through the device SDK's wire format.  A device keeps every message it has not had
+acknowledged and sends it again, as the SDK promises; a message is *acknowledged* once the
+gateway answered 200 (or ``replayed``, which means stored).  After the run every patient
+fetches its own blocks through the access API, decrypts them and checks each device
+signature: an acknowledged reading missing from the sealed blocks is *lost*.
+
+Scenarios (issue 12, "Done when"):
+
+- ``kill9``: SIGKILL the gateway at a random moment under load, restart it on the same data
+  directory; over HTTP and over MQTT, ``--trials`` times each.
+- ``anvil-stop``: SIGSTOP anvil for ``--outage-s``, then SIGCONT: ingest goes on, anchoring
+  waits, and catches up.
+- ``anvil-restart``: stop anvil (it dumps its state), keep it down for ``--outage-s``, start it
+  again on the same port from that state.
+- ``postgres-stop``: the block store on PostgreSQL, the server stopped for ``--outage-s``:
+  nothing lost, every refusal a 503.
+
+``tests/integration/test_faults.py`` runs each with 3 trials and short outages inside
+``make test``.  Every process started here is stopped on the way out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vitalchain.care.access import AccessError, ProviderClient
+from vitalchain.crypto.keys import PrivateKey
+from vitalchain.device.client import DeviceClient, DeviceError
+from vitalchain.device.simulator import enrol
+from vitalchain.ledger import Deployment, Ledger
+from vitalchain.ledger.devnode import AnvilProcess, free_port
+from vitalchain.node import rpc_backend
+from vitalchain.vitals import Vital
+
+TOKEN = "faults-benchmark-admin-token-0123"
+GROUP = 1
+READING = [(Vital.SPO2, 97.0)]
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+class GatewayProcess:
+    """``vitalchain gateway run`` on one data directory, started and ended like a service."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        rpc_url: str,
+        *,
+        mqtt: bool,
+        store_dsn: str | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.rpc_url = rpc_url
+        self.mqtt = mqtt
+        self.port = free_port()
+        self.mqtt_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store_dsn = store_dsn
+        self.log = log or data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 90) -> None:
+        env = os.environ | {
+            "VITALCHAIN_GATEWAY_ADMIN_TOKEN": TOKEN,
+            "VITALCHAIN_GATEWAY_RATE_PER_S": "1000000",
+            "VITALCHAIN_GATEWAY_RATE_BURST": "1000000",
+            "VITALCHAIN_GATEWAY_SEAL_MAX_AGE_S": "1",
+            "VITALCHAIN_GATEWAY_ANCHOR_EVERY_S": "1",
+            "VITALCHAIN_GATEWAY_ALERT_RING_K": "1",
+        }
+        if self.store_dsn:
+            env["VITALCHAIN_GATEWAY_STORE_DSN"] = self.store_dsn
+        args = [sys.executable, "-m", "vitalchain", "gateway", "run"]
+        args += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
+        args += ["--rpc-url", self.rpc_url]
+        args += ["--mqtt", "--mqtt-port", str(self.mqtt_port)] if self.mqtt else ["--no-mqtt"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace").splitlines()[-15:]
+                raise RuntimeError("the gateway did not start:\n" + "\n".join(tail))
+            time.sleep(0.1)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+def leftovers(data_dir: Path, wait_s: float = 0) -> list[str]:
+    """Processes still running that were started for ``data_dir`` (gateway or broker), after
+    giving them ``wait_s`` to go (a broker told by the kernel that its gateway died still
+    saves its queue before it exits)."""
+    deadline = time.monotonic() + wait_s
+    while (found := _running_for(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _running_for(data_dir: Path) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(data_dir) in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid} {cmdline.strip()}")
+    return found
+
+
+# --- devices and the load ----------------------------------------------------------------------
+
+
+@dataclass
+class Lane:
+    """One device of one patient, with what it sent and what the gateway acknowledged."""
+
+    device: DeviceClient
+    patient: PrivateKey
+    unacked: list[tuple[int, bytes]] = field(default_factory=list)
+    acked: set[int] = field(default_factory=set)
+    acked_at: list[float] = field(default_factory=list)
+    refusals: Counter[str] = field(default_factory=Counter)
+    publisher: Any = None
+
+    def message(self) -> tuple[int, bytes]:
+        if not self.unacked:
+            seq = self.device._seq
+            self.unacked.append((seq, self.device.prepare(READING)))
+        return self.unacked[0]
+
+    def settle(self, seq: int) -> None:
+        self.unacked.pop(0)
+        self.acked.add(seq)
+        self.acked_at.append(time.monotonic())
+
+
+def onboard(gateway: GatewayProcess, ledger: Ledger, count: int) -> list[Lane]:
+    lanes = []
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        for i in range(count):
+            patient = PrivateKey.generate()
+            ledger.fund(patient.address)
+            ledger.publish_key(patient)
+            device = DeviceClient(PrivateKey.generate(), 50_000 + i, http=http)
+            device.onboard(enrol(http, TOKEN, patient.address, f"faults {i}"))
+            device.http = None
+            lanes.append(Lane(device, patient))
+    return lanes
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"http_{response.status_code}"
+
+
+def run_http(lane: Lane, url: str, stop: threading.Event) -> None:
+    """Send, wait for the answer, resend what was not acknowledged: the SDK's contract."""
+    with httpx.Client(base_url=url, timeout=5) as http:
+        while not stop.is_set():
+            seq, data = lane.message()
+            try:
+                response = http.post(
+                    "/v1/telemetry",
+                    content=data,
+                    headers={"content-type": "application/octet-stream"},
+                )
+            except httpx.HTTPError:
+                lane.refusals["connection"] += 1
+                time.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                lane.settle(seq)
+                continue
+            code = _code(response)
+            lane.refusals[code] += 1
+            if code == "replayed":  # stored before, its acknowledgement lost in the crash
+                lane.settle(seq)
+            else:
+                time.sleep(0.05)
+            time.sleep(0.005)
+
+
+def run_mqtt(lane: Lane, stop: threading.Event) -> None:
+    from vitalchain.device.mqtt import MqttPublisher
+
+    creds = lane.device.session.mqtt if lane.device.session else None
+    assert creds is not None, "the gateway offered no MQTT"
+    publisher = MqttPublisher(creds, timeout=2)
+    lane.publisher = publisher
+    while not stop.is_set():
+        try:
+            publisher.connect()
+            break
+        except (DeviceError, OSError):
+            lane.refusals["connection"] += 1
+            time.sleep(0.2)
+    try:
+        while not stop.is_set():
+            seq, data = lane.message()
+            try:
+                ack = publisher.publish_many([data])[0]
+            except (DeviceError, OSError):
+                lane.refusals["no_ack"] += 1
+                continue
+            code = ack.get("error", {}).get("code") if "error" in ack else None
+            if code is None or code == "replayed":
+                lane.settle(seq)
+            else:
+                lane.refusals[str(code)] += 1
+                time.sleep(0.05)
+    finally:
+        with contextlib.suppress(Exception):
+            publisher.close()
+
+
+def sealed_readings(url: str, lanes: list[Lane]) -> tuple[dict[str, set[int]], int]:
+    """What each patient can fetch, decrypt and verify: device → sequence numbers; and the
+    group's log size (the highest leaf index seen, plus one)."""
+    found: dict[str, set[int]] = {}
+    size = 0
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for lane in lanes:
+            client = ProviderClient(lane.patient, http)
+            try:
+                blocks = client.fetch(GROUP, lane.patient.address)
+            except AccessError as exc:
+                if exc.code != "unknown_block":
+                    raise
+                blocks = []
+            for fetched in blocks:
+                size = max(size, fetched.block.leaf_index + 1)
+                for device, reading in fetched.readings(lane.patient):
+                    found.setdefault(device, set()).add(reading.seq)
+    return found, size
+
+
+def settle_and_count(
+    gateway: GatewayProcess, ledger: Ledger, lanes: list[Lane], timeout: float = 120
+) -> tuple[int, int, float, bool]:
+    """Wait until every acknowledged reading is in a sealed, anchored block (or time out);
+    returns (acknowledged, lost, seconds waited, anchored)."""
+    start = time.monotonic()
+    acked = sum(len(lane.acked) for lane in lanes)
+    while True:
+        found, size = sealed_readings(gateway.url, lanes)
+        lost = sum(len(lane.acked - found.get(lane.device.address, set())) for lane in lanes)
+        anchor = ledger.latest_anchor(GROUP)
+        anchored = anchor is not None and anchor.tree_size >= size
+        if (lost == 0 and anchored) or time.monotonic() - start > timeout:
+            return acked, lost, time.monotonic() - start, anchored
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def load(lanes: list[Lane], gateway: GatewayProcess, mqtt: bool) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=run_mqtt if mqtt else run_http,
+            args=(lane, stop) if mqtt else (lane, gateway.url, stop),
+            daemon=True,
+        )
+        for lane in lanes
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def deployment(
+    workdir: Path, *, mqtt: bool, devices: int, store_dsn: str | None = None
+) -> Iterator[tuple[AnvilProcess, GatewayProcess, Ledger, list[Lane]]]:
+    anvil = AnvilProcess(workdir / "anvil-state.json")
+    anvil.start()
+    gateway = GatewayProcess(workdir / "gateway", anvil.url, mqtt=mqtt, store_dsn=store_dsn)
+    try:
+        gateway.start()
+        ledger = Ledger(
+            rpc_backend(anvil.url), Deployment.load(gateway.data_dir / "deployment.json")
+        )
+        lanes = onboard(gateway, ledger, devices)
+        yield anvil, gateway, ledger, lanes
+    finally:
+        gateway.stop()
+        anvil.stop()
+        stray = leftovers(gateway.data_dir, wait_s=10)
+        for line in stray:  # never leave a process behind, even when the gateway did
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        if stray:
+            raise RuntimeError(f"processes left behind: {stray}")
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    name: str
+    acked: int
+    lost: int
+    stored_after: list[int] = field(default_factory=list)  # per restart: readings acked after it
+    refusals: Counter[str] = field(default_factory=Counter)
+    catch_up_s: float | None = None
+    anchored: bool = False
+    resumed_s: list[float] = field(default_factory=list)  # per restart: until the first ack
+
+
+def _acked_since(lanes: list[Lane], moment: float) -> int:
+    return sum(1 for lane in lanes for t in list(lane.acked_at) if t > moment)
+
+
+def _refusals(lanes: list[Lane]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for lane in lanes:
+        total.update(lane.refusals)
+    return total
+
+
+def kill9(trials: int, *, mqtt: bool, devices: int = 4, seed: int = 1) -> Outcome:
+    """SIGKILL the gateway under load ``trials`` times on one data directory."""
+    rng = random.Random(seed)
+    name = f"kill -9 under load, {'MQTT' if mqtt else 'HTTP'}"
+    with (
+        tempfile.TemporaryDirectory(prefix="vc-faults-") as tmp,
+        deployment(Path(tmp), mqtt=mqtt, devices=devices) as (_, gateway, ledger, lanes),
+    ):
+        after: list[int] = []
+        resumed: list[float] = []
+        with load(lanes, gateway, mqtt):
+            for _ in range(trials):
+                time.sleep(rng.uniform(0.5, 1.5))
+                gateway.kill(signal.SIGKILL)
+                if stray := leftovers(gateway.data_dir, wait_s=10):
+                    raise RuntimeError(f"kill -9 left processes behind: {stray}")
+                restarted = time.monotonic()
+                gateway.start()
+                # Devices come back on their own (MQTT clients after their reconnect backoff):
+                # wait for the first acknowledgement, then let them stream a little.
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not _acked_since(lanes, restarted):
+                    time.sleep(0.05)
+                resumed.append(time.monotonic() - restarted)
+                time.sleep(0.5)
+                after.append(_acked_since(lanes, restarted))
+        acked, lost, waited, anchored = settle_and_count(gateway, ledger, lanes)
+        return Outcome(name, acked, lost, after, _refusals(lanes), waited, anchored, resumed)
+
+
+def anvil_outage(outage_s: float, *, restart: bool, devices: int = 4) -> Outcome:
+    """anvil stopped (SIGSTOP, a hung node) or ended and started again, under load."""
+    name = f"anvil {'killed and restarted' if restart else 'stopped (SIGSTOP)'}, {outage_s:g} s"
+    with (
+        tempfile.TemporaryDirectory(prefix="vc-faults-") as tmp,
+        deployment(Path(tmp), mqtt=False, devices=devices) as (anvil, gateway, ledger, lanes),
+    ):
+        with load(lanes, gateway, mqtt=False):
+            time.sleep(1.0)
+            if restart:
+                anvil.stop()
+            else:
+                anvil.signal(signal.SIGSTOP)
+            try:
+                time.sleep(outage_s)
+            finally:
+                if restart:
+                    anvil.start()
+                else:
+                    anvil.signal(signal.SIGCONT)
+            back = time.monotonic()
+            time.sleep(1.0)
+        acked, lost, _, anchored = settle_and_count(gateway, ledger, lanes)
+        return Outcome(name, acked, lost, [], _refusals(lanes), time.monotonic() - back, anchored)
+
+
+def postgres_outage(outage_s: float, *, devices: int = 4) -> Outcome:
+    """The block store's PostgreSQL stopped under load, then started again."""
+    from vitalchain.store.pgserver import LocalPostgres
+
+    name = f"PostgreSQL stopped, {outage_s:g} s"
+    with (
+        tempfile.TemporaryDirectory(prefix="vc-faults-") as tmp,
+        LocalPostgres() as pg,
+        deployment(Path(tmp), mqtt=False, devices=devices, store_dsn=pg.dsn) as (
+            _,
+            gateway,
+            ledger,
+            lanes,
+        ),
+    ):
+        statuses: Counter[int] = Counter()
+        with load(lanes, gateway, mqtt=False):
+            time.sleep(1.0)
+            pg.halt()
+            try:
+                deadline = time.monotonic() + outage_s
+                with httpx.Client(base_url=gateway.url, timeout=5) as http:
+                    while time.monotonic() < deadline:
+                        # What a provider sees meanwhile: the store's API must say 503.
+                        response = http.post(
+                            "/v1/store/challenges",
+                            json={"v": 1, "provider": lanes[0].patient.address},
+                        )
+                        statuses[response.status_code] += 1
+                        time.sleep(0.25)
+            finally:
+                pg.resume()
+            back = time.monotonic()
+            time.sleep(1.0)
+        acked, lost, _, anchored = settle_and_count(gateway, ledger, lanes)
+        refusals = _refusals(lanes)
+        refusals.update({f"store API {s}": n for s, n in statuses.items()})
+        return Outcome(name, acked, lost, [], refusals, time.monotonic() - back, anchored)
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [
+        "| scenario | acknowledged readings | lost | stored after each restart (median, min) "
+        "| first ack after a restart (median, max) | anchors caught up | time to catch up "
+        "| refusals seen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        after = (
+            f"{statistics.median(o.stored_after):g}, {min(o.stored_after)}"
+            if o.stored_after
+            else "n/a"
+        )
+        catch = f"{o.catch_up_s:.1f} s" if o.catch_up_s is not None else "n/a"
+        first = (
+            f"{statistics.median(o.resumed_s):.1f} s, {max(o.resumed_s):.1f} s"
+            if o.resumed_s
+            else "n/a"
+        )
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(o.refusals.items())) or "none"
+        rows.append(
+            f"| {o.name} | {o.acked} | {o.lost} | {after} | {first} "
+            f"| {'yes' if o.anchored else 'NO'} "
+            f"| {catch} | {refused} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10, help="kill -9 trials per transport")
+    parser.add_argument("--outage-s", type=float, default=60.0)
+    parser.add_argument("--devices", type=int, default=4)
+    parser.add_argument(
+        "--only", choices=("kill9", "anvil-stop", "anvil-restart", "postgres-stop"), default=None
+    )
+    args = parser.parse_args()
+    outcomes = []
+    if args.only in (None, "kill9"):
+        for mqtt in (False, True):
+            outcomes.append(kill9(args.trials, mqtt=mqtt, devices=args.devices))
+            print(table(outcomes[-1:]), flush=True)
+    if args.only in (None, "anvil-stop"):
+        outcomes.append(anvil_outage(args.outage_s, restart=False, devices=args.devices))
+        print(table(outcomes[-1:]), flush=True)
+    if args.only in (None, "anvil-restart"):
+        outcomes.append(anvil_outage(args.outage_s, restart=True, devices=args.devices))
+        print(table(outcomes[-1:]), flush=True)
+    if args.only in (None, "postgres-stop"):
+        outcomes.append(postgres_outage(args.outage_s, devices=args.devices))
+        print(table(outcomes[-1:]), flush=True)
+    print()
+    print(table(outcomes))
+
+
+if __name__ == "__main__":
+    main()
