@@ -44,7 +44,7 @@ test: lint typecheck contracts-test pytest
 demo: setup
 	$(VENV)/bin/vitalchain demo
 
-# Every figure in docs/benchmarks.md, each script with its default sizes (about 20 minutes).
+# Every figure in docs/benchmarks.md, each script with its default sizes (about 35 minutes).
 bench: setup
 	@PYTHON=$(PYTHON) scripts/ensure-apt $(BENCH_APT_PACKAGES)
 	$(PY) benchmarks/crypto.py
@@ -54,6 +54,8 @@ bench: setup
 	$(PY) benchmarks/alerts.py
 	$(PY) benchmarks/paper002.py
 	$(PY) benchmarks/baseline.py
+	$(PY) benchmarks/faults.py --write
+	$(PY) benchmarks/fuzz.py --write
 
 clean: contracts-clean
 	rm -rf $(VENV) node_modules build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

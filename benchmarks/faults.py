@@ -91,6 +91,9 @@ class GatewayProcess:
             "VITALCHAIN_GATEWAY_ADMIN_TOKEN": TOKEN,
             "VITALCHAIN_GATEWAY_RATE_PER_S": "1000000",
             "VITALCHAIN_GATEWAY_RATE_BURST": "1000000",
+            # this one process is every patient and provider: not the per-client limit's case
+            "VITALCHAIN_GATEWAY_PREAUTH_RATE_PER_S": "1000000",
+            "VITALCHAIN_GATEWAY_PREAUTH_BURST": "1000000",
             "VITALCHAIN_GATEWAY_SEAL_MAX_AGE_S": "1",
             "VITALCHAIN_GATEWAY_ANCHOR_EVERY_S": "1",
             "VITALCHAIN_GATEWAY_ALERT_RING_K": "1",
@@ -505,6 +508,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("kill9", "anvil-stop", "anvil-restart", "postgres-stop"), default=None
     )
+    parser.add_argument(
+        "--write", action="store_true", help="write the table into docs/benchmarks.md"
+    )
     args = parser.parse_args()
     outcomes = []
     if args.only in (None, "kill9"):
@@ -522,6 +528,16 @@ def main() -> None:
         print(table(outcomes[-1:]), flush=True)
     print()
     print(table(outcomes))
+    if args.write:
+        from report import write_section  # beside this script
+
+        command = (
+            f"`.venv/bin/python benchmarks/faults.py --trials {args.trials} "
+            f"--outage-s {args.outage_s:g} --devices {args.devices}"
+            + (f" --only {args.only}" if args.only else "")
+            + " --write`"
+        )
+        write_section("faults", command + "\n\n" + table(outcomes))
 
 
 if __name__ == "__main__":

@@ -146,6 +146,9 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=1000, help="cases per operation")
     parser.add_argument("--seed", type=int, default=12, help="hypothesis seed")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--write", action="store_true", help="write the table into docs/benchmarks.md"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # refusals are the point; keep the table clean
     print(f"{'operation':<52} {'cases':>6} {'5xx':>5} {'checks':>6}  statuses")
@@ -158,6 +161,25 @@ def main() -> int:
         f"{len(results)} operations, {total} cases, {errors} responses 5xx, "
         f"{failing} failing a check, in {time.perf_counter() - started:.0f} s"
     )
+    if args.write:
+        from report import write_section  # beside this script
+
+        rows = [
+            f"`.venv/bin/python benchmarks/fuzz.py --examples {args.examples} --seed {args.seed}"
+            " --write`",
+            "",
+            "| operation | cases | 5xx | failing a check | statuses |",
+            "|---|---|---|---|---|",
+        ]
+        rows += [
+            f"| `{r.operation}` | {r.cases} | {r.server_errors} | {r.nonconforming} | "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
+            + " |"
+            for r in results
+        ]
+        rows += ["", f"{len(results)} operations, {total} cases, {errors} responses 5xx, "
+                 f"{failing} failing a check."]  # fmt: skip
+        write_section("fuzz", "\n".join(rows))
     if args.json:
         payload: dict[str, Any] = {
             "examples_per_operation": args.examples,
