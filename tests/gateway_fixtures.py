@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -72,3 +74,41 @@ def make_harness(
 def error_code(response: object) -> str:
     body = json.loads(response.text)  # type: ignore[attr-defined]
     return str(body["error"]["code"])
+
+
+@contextlib.contextmanager
+def restartable_gateway(
+    chain: Ledger, data_dir: Path, **overrides: Any
+) -> Iterator[Callable[[], Harness]]:
+    """Yields ``start``: it starts the gateway, or restarts it (a clean stop first) on the same
+    data directory and master key, so a test can check what survives a restart."""
+    settings = GatewaySettings(
+        data_dir=data_dir,
+        group_id=next_id(),
+        master_object_id=next_id(),
+        admin_token=SecretStr(ADMIN_TOKEN),
+        mqtt=False,
+        **overrides,
+    )
+    master = PrivateKey.generate()
+    running: list[Harness] = []
+
+    def stop() -> None:
+        if running:
+            old = running.pop()
+            old.client.__exit__(None, None, None)
+            old.gateway.close()
+
+    def start() -> Harness:
+        stop()
+        gateway = Gateway(settings, master, chain)
+        gateway.start()
+        client = TestClient(create_app(gateway))
+        client.__enter__()
+        running.append(Harness(gateway, client, chain))
+        return running[-1]
+
+    try:
+        yield start
+    finally:
+        stop()

@@ -20,7 +20,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code, make_harness, next_id
+from tests.gateway_fixtures import (
+    ADMIN_TOKEN,
+    Harness,
+    error_code,
+    make_harness,
+    next_id,
+    restartable_gateway,
+)
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.aead import Suite, Usage, UsageLimit
 from vitalchain.device.client import REKEY_REQUEST_CONTEXT, DeviceClient, DeviceError
@@ -29,7 +36,6 @@ from vitalchain.device.simulator import enrol
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import KeyBudget
-from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, SessionState
 from vitalchain.ledger import Ledger
@@ -244,34 +250,8 @@ def test_the_sdk_refuses_an_answer_not_signed_by_its_gateway(limited: Harness) -
 @pytest.fixture
 def restartable(chain: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
     """Starts the gateway, or restarts it (a clean stop) on the same data directory and key."""
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gateway",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
-        session_message_limit=LIMIT,
-    )
-    master = PrivateKey.generate()
-    running: list[Harness] = []
-
-    def stop() -> None:
-        if running:
-            old = running.pop()
-            old.client.__exit__(None, None, None)
-            old.gateway.close()
-
-    def start() -> Harness:
-        stop()
-        gateway = Gateway(settings, master, chain)
-        gateway.start()
-        client = TestClient(create_app(gateway))
-        client.__enter__()
-        running.append(Harness(gateway, client, chain))
-        return running[-1]
-
-    yield start
-    stop()
+    with restartable_gateway(chain, tmp_path / "gateway", session_message_limit=LIMIT) as start:
+        yield start
 
 
 def test_a_rekey_and_the_counts_survive_a_restart(restartable: Callable[[], Harness]) -> None:

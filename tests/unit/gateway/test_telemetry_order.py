@@ -10,17 +10,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code, next_id
-from vitalchain.crypto import PrivateKey
+from tests.gateway_fixtures import Harness, error_code, restartable_gateway
 from vitalchain.device.client import DeviceClient, DeviceError
-from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import SeqBook
-from vitalchain.gateway.service import Gateway
-from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.vitals import Vital
 
@@ -136,33 +130,8 @@ def test_a_copy_of_a_message_the_store_failed_is_not_replayed(harness: Harness) 
 @pytest.fixture
 def restartable(chain: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
     """Starts the gateway, or restarts it on the same data directory and key."""
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gateway",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
-    )
-    master = PrivateKey.generate()
-    running: list[Harness] = []
-
-    def stop() -> None:
-        if running:
-            old = running.pop()
-            old.client.__exit__(None, None, None)
-            old.gateway.close()
-
-    def start() -> Harness:
-        stop()
-        gateway = Gateway(settings, master, chain)
-        gateway.start()
-        client = TestClient(create_app(gateway))
-        client.__enter__()
-        running.append(Harness(gateway, client, chain))
-        return running[-1]
-
-    yield start
-    stop()
+    with restartable_gateway(chain, tmp_path / "gateway") as start:
+        yield start
 
 
 def test_after_a_restart_the_gap_is_still_fillable_and_duplicates_replayed(
