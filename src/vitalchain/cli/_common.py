@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -26,6 +25,7 @@ from typer.core import TyperGroup
 from vitalchain.crypto import keys
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
+from vitalchain.store.files import write_private
 from vitalchain.vitals import ALL_VITALS_SCOPE, Vital
 
 if TYPE_CHECKING:
@@ -477,28 +477,12 @@ def write_secret_json(path: Path, data: dict[str, Any], *, replace: bool = False
         with os.fdopen(fd, "w") as f:
             f.write(text)
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600 already
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_private(path, text.encode())
 
 
 def write_private_text(path: Path, text: str) -> None:
     """``text`` to ``path``, readable by its owner only (0600), replaced atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600 already
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_private(path, text.encode())
 
 
 def read_secret_json(path: Path, hint: str) -> dict[str, Any]:
