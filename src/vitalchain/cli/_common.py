@@ -31,7 +31,7 @@ from vitalchain.vitals import ALL_VITALS_SCOPE, Vital
 if TYPE_CHECKING:
     import httpx
 
-    from vitalchain.ledger import Ledger
+    from vitalchain.ledger import Deployment, Ledger
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -60,6 +60,7 @@ __all__ = [
     "parse_http_url",
     "parse_scope",
     "parse_vital",
+    "read_deployment",
     "read_key",
     "read_secret_json",
     "read_secret_text",
@@ -290,12 +291,11 @@ def parse_http_url(url: str, hint: str) -> str:
 # -- services ----------------------------------------------------------------------------------
 
 
-def open_chain(rpc_url: str, deployment: Path) -> Ledger:
-    """The ledger at ``rpc_url`` with the contracts ``deployment`` names (funded on anvil)."""
-    from vitalchain.ledger import Deployment, Ledger, LedgerError
-    from vitalchain.node import rpc_backend
+def read_deployment(deployment: Path) -> Deployment:
+    """The contracts a ``--deployment`` file names; a missing or malformed file is a bad
+    argument (exit 2)."""
+    from vitalchain.ledger import Deployment, LedgerError
 
-    rpc_url = parse_http_url(rpc_url, "--rpc-url")
     try:
         text = deployment.read_text()
     except OSError as exc:
@@ -306,13 +306,22 @@ def open_chain(rpc_url: str, deployment: Path) -> Ledger:
             code="unreadable_file",
         ) from None
     try:
-        plan = Deployment.from_json(text)
+        return Deployment.from_json(text)
     except (LedgerError, ValueError, KeyError, TypeError):
         raise BadArgument(
             f"{deployment} is not a vitalchain deployment file",
             "--deployment",
             code="bad_deployment",
         ) from None
+
+
+def open_chain(rpc_url: str, deployment: Path) -> Ledger:
+    """The ledger at ``rpc_url`` with the contracts ``deployment`` names (funded on anvil)."""
+    from vitalchain.ledger import Ledger
+    from vitalchain.node import rpc_backend
+
+    rpc_url = parse_http_url(rpc_url, "--rpc-url")
+    plan = read_deployment(deployment)
     with guard(f"cannot use the chain at {rpc_url}"):
         ledger = Ledger(rpc_backend(rpc_url), plan)
         if not ledger.w3.eth.get_code(ledger.address_of("TrustGroups")):  # type: ignore[arg-type]

@@ -37,28 +37,21 @@ def verify(
     import httpx
 
     from vitalchain.care.cli_verify import EXIT_UNABLE, run_verify
-    from vitalchain.cli._common import BadArgument, fail, parse_address, parse_http_url, read_key
+    from vitalchain.cli._common import (
+        fail,
+        parse_address,
+        parse_http_url,
+        read_deployment,
+        read_key,
+    )
     from vitalchain.errors import VitalchainError
-    from vitalchain.ledger import Deployment, Ledger, RpcBackend
+    from vitalchain.ledger import Ledger, RpcBackend
 
     key = read_key(key_file)
     who = parse_address(patient, "--patient")
     store = parse_http_url(store, "--store")
     rpc_url = parse_http_url(rpc_url, "--rpc-url")
-    try:  # a deployment file that is missing or no deployment is a bad argument (exit 2)
-        plan = Deployment.load(deployment)
-    except OSError as exc:
-        raise BadArgument(
-            f"cannot read {deployment} ({exc.strerror or type(exc).__name__})",
-            "--deployment",
-            code="unreadable_file",
-        ) from None
-    except (ValueError, KeyError, TypeError, VitalchainError):
-        raise BadArgument(
-            f"{deployment} is not a vitalchain deployment file",
-            "--deployment",
-            code="bad_deployment",
-        ) from None
+    plan = read_deployment(deployment)
     try:
         ledger = Ledger(RpcBackend(rpc_url), plan)
     except (OSError, ValueError, VitalchainError) as exc:
