@@ -34,9 +34,10 @@ from vitalchain.crypto import Aead, PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.ledger import ChainOutbox, EmbeddedBackend, Ledger
 from vitalchain.ledger.devnode import free_port
 from vitalchain.ledger.eip712 import Domain, request_digest
+from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital
 
 TOKEN = "benchmark-admin-token"
@@ -249,9 +250,11 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
             rate_per_s=1e9,
             rate_burst=10**9,
         )
-        gateway = Gateway(
-            settings, PrivateKey.generate(), Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
-        )
+        master = PrivateKey.generate()
+        ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
+        outbox = ChainOutbox(ledger, master, private_database(Path(tmp) / "outbox.db"))
+        outbox.start()
+        gateway = Gateway(settings, master, ledger, outbox=outbox)
         gateway.start()
         from fastapi.testclient import TestClient
 
@@ -277,6 +280,7 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
             w.join()
         rate = count / (time.perf_counter() - start)
         gateway.close()
+        outbox.close()
         return rate
 
 

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import itertools
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -29,10 +30,11 @@ from pathlib import Path
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from vitalchain.gateway.sealer import Sealer, SealingPolicy
-from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
+from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger.devnode import run_anvil
 from vitalchain.store import Message, Reading, open_store
 from vitalchain.store.base import Store
+from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital
 
 READINGS_PER_MESSAGE = 10
@@ -66,8 +68,11 @@ def spread(rates: list[float]) -> list[str]:
 
 
 def sealing_rate(store: Store, ledger: Ledger, blocks: int) -> float:
-    patient, doctor = PrivateKey.generate(), PrivateKey.generate()
-    sealer = Sealer(store, ledger, PrivateKey.generate(), 1, SealingPolicy(max_readings=120))
+    patient, doctor, master = PrivateKey.generate(), PrivateKey.generate(), PrivateKey.generate()
+    # Never started: the figure is sealing's, and nothing here is anchored.
+    tmp = tempfile.mkdtemp()
+    outbox = ChainOutbox(ledger, master, private_database(Path(tmp) / "outbox.db"))
+    sealer = Sealer(store, ledger, master, 1, SealingPolicy(max_readings=120), outbox=outbox)
     # The chain's answers are cached per patient in practice; here they are fixed so the
     # figure is the store's and the cryptography's, not the embedded EVM's.
     sealer.recipients = lambda _patient, _vitals: [patient.public_key, doctor.public_key]  # type: ignore[method-assign]
@@ -75,6 +80,8 @@ def sealing_rate(store: Store, ledger: Ledger, blocks: int) -> float:
     start = time.perf_counter()
     sealed = sealer.seal_due()
     elapsed = time.perf_counter() - start
+    outbox.close()
+    shutil.rmtree(tmp)
     assert len(sealed) == blocks, len(sealed)
     return blocks / elapsed
 

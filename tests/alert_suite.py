@@ -2,8 +2,8 @@
 
 ``AlertSuite`` runs on the embedded chain (tests/unit/care/test_alerts.py) and on a real anvil
 node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``, a node whose
-alert ring needs ``RING_K`` other devices and whose acknowledgement timeout is
-``ACK_TIMEOUT_S``.
+alert ring needs ``RING_K`` other devices and whose alerts of every priority escalate after
+``ACK_TIMEOUT_S`` (settings: ``escalating_after``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ from vitalchain.vitals import Vital
 
 RING_K = 2
 ACK_TIMEOUT_S = 0.5
+
+
+def escalating_after(seconds: float) -> dict[str, float]:
+    """Node settings under which an alert of any priority escalates after ``seconds``."""
+    return {f"alert_escalate_{p}_s": seconds for p in ("high", "medium", "low")}
+
+
 T = TypeVar("T")
 
 
@@ -65,10 +72,17 @@ def ward(world: World, *, others: int = RING_K, ring: bool = True) -> Ward:
     return Ward(patient, doctor, stranger, device, stored)
 
 
-def low_spo2(world: World, w: Ward, count: int = 3) -> Alert:
-    before = len(world.running.alerts.raised)
-    w.device.send(w.device.prepare([(Vital.SPO2, 85.0)] * count))
-    return wait_for(lambda: world.running.alerts.raised[before:])[0]
+def raised_since(world: World, before: int) -> list[Alert]:
+    """The alerts raised after the service's counter said ``before`` (oldest first)."""
+    alerts = world.running.alerts
+    new = alerts.raised_total - before
+    return list(alerts.raised)[-new:] if new > 0 else []
+
+
+def low_spo2(world: World, w: Ward, count: int = 3, value: float = 85.0) -> Alert:
+    before = world.running.alerts.raised_total
+    w.device.send(w.device.prepare([(Vital.SPO2, value)] * count))
+    return wait_for(lambda: raised_since(world, before))[0]
 
 
 def signed_post(world: World, key: PrivateKey, path: str, action: str, *fields: str,
@@ -105,11 +119,18 @@ class AlertSuite:
             assert body["direction"] == -1
         with pytest.raises(DecryptionError):
             open_alert(alert, w.stranger)
-        # One alert per episode: more low readings raise nothing new.
-        w.device.send(w.device.prepare([(Vital.SPO2, 84.0)] * 3))
+        assert body["priority"] == "medium"  # below the band, not below urgent_low (85)
+        # One alert per episode: more low readings raise nothing new ...
+        w.device.send(w.device.prepare([(Vital.SPO2, 86.0)] * 3))
         wait_for(lambda: len(w.stored) >= 2)
         time.sleep(0.2)
-        assert len(world.running.alerts.raised) == 1
+        assert world.running.alerts.raised_total == 1
+        # ... unless the episode turns urgent: one HIGH alert supersedes the open one.
+        upgraded = low_spo2(world, w, value=84.0)
+        assert open_alert(upgraded, w.doctor)["priority"] == "high"
+        assert open_alert(upgraded, w.doctor)["upgraded"] is True
+        state = world.running.alerts.escalator.state(alert.alert_id.hex())
+        assert state.resolved
 
     def test_a_single_spike_raises_nothing(self, world: World) -> None:
         w = ward(world, ring=False)
@@ -117,7 +138,7 @@ class AlertSuite:
         w.device.send(w.device.prepare([(Vital.SPO2, 86.0), (Vital.SPO2, 97.0)]))
         wait_for(lambda: len(w.stored) >= 2)
         time.sleep(0.2)
-        assert world.running.alerts.raised == []
+        assert world.running.alerts.raised_total == 0
 
     def test_a_replayed_alert_is_refused_by_its_key_image(self, world: World) -> None:
         w = ward(world)
@@ -249,9 +270,12 @@ class AlertSuite:
         r = signed_post(world, w.doctor, path, "ack", alert_id, body={})
         assert r.status_code == 200
         assert alerts.escalator.state(alert_id).acknowledged_by == w.doctor.address
-        # snooze: the doctor snoozes SpO2 for this patient; the next episode skips the doctor
-        fields = (w.patient.address, "spo2", repr(60.0))
-        body = {"patient": w.patient.address, "vital": "spo2", "duration_s": 60.0}
+        # snooze: the doctor snoozes SpO2 for this patient; the next episode skips the doctor.
+        # SpO2 can raise HIGH (urgent low), so its snooze choices are HIGH's.
+        choices = alerts.snooze_choices(w.patient.address, Vital.SPO2)
+        assert choices == (300.0, 600.0, 900.0)
+        fields = (w.patient.address, "spo2", repr(300.0))
+        body = {"patient": w.patient.address, "vital": "spo2", "duration_s": 300.0}
         r = signed_post(world, w.stranger, "/v1/alerts/snoozes", "snooze", *fields, body=body)
         assert (r.status_code, r.json()["error"]["code"]) == (403, "not_a_recipient")
         bad = {**body, "duration_s": 0.0}
@@ -283,19 +307,28 @@ class AlertSuite:
     def test_a_silent_device_raises_a_stale_alarm_not_recorded_on_chain(self, world: World) -> None:
         w = ward(world, ring=False)
         alerts = world.running.alerts
-        alerts.rules.set(w.patient.address, Vital.SPO2, stale_after_s=0.3)
+        alerts.rules.set(w.patient.address, Vital.SPO2, stale_warning_s=0.3)
         w.device.send(w.device.prepare([(Vital.SPO2, 97.0)]))
         wait_for(lambda: w.stored)
         time.sleep(0.5)
         alerts.tick()
-        stale = [a for a in alerts.raised if a.kind == "stale"]
+        stale = [a for a in alerts.raised if a.kind == "technical"]
         assert len(stale) == 1
-        alerts.tick()  # once per silence
-        assert len([a for a in alerts.raised if a.kind == "stale"]) == 1
+        alerts.tick()  # once per silence and level
+        assert len([a for a in alerts.raised if a.kind == "technical"]) == 1
         alerts.drain()
         assert world.ledger.alert_count(world.group_id) == 0
         verify_alert(stale[0], world.ledger)  # relay-signed by the master
-        assert open_alert(stale[0], w.patient)["device"] == w.device.address
+        body = open_alert(stale[0], w.patient)
+        assert (body["v"], body["condition"], body["level"], body["priority"]) == (
+            2,
+            "device_stale",
+            "warning",
+            "low",
+        )
+        assert body["device"] == w.device.address
+        # the doctor, consented for SpO2 only, is on the patient's care team for it too
+        assert open_alert(stale[0], w.doctor)["patient"] == w.patient.address
 
     def test_a_revoked_provider_is_left_out_of_the_next_alert(self, world: World) -> None:
         """The recipient cache, warmed on first contact, follows the chain's consent events."""

@@ -18,7 +18,8 @@ from vitalchain.device.client import DeviceClient
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger import Ledger
+from vitalchain.ledger import ChainOutbox, Ledger
+from vitalchain.store.files import private_database
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 _ids = itertools.count(5_000_000)
@@ -53,6 +54,22 @@ class Harness:
         return device
 
 
+@contextlib.contextmanager
+def chain_outbox(
+    ledger: Ledger, master: PrivateKey, path: Path, *, start: bool = True, **options: Any
+) -> Iterator[ChainOutbox]:
+    """The master's chain outbox as a node wires it (node.py): a private SQLite file at
+    ``path``, started (unless ``start=False``), and closed on exit, so the caller closes what
+    writes through it first.  The one way Gateway, Sealer and AlertService reach the chain."""
+    outbox = ChainOutbox(ledger, master, private_database(path), **options)
+    try:
+        if start:
+            outbox.start()
+        yield outbox
+    finally:
+        outbox.close()
+
+
 def make_harness(
     ledger: Ledger, data_dir: Path, group_id: int, **overrides: object
 ) -> Iterator[Harness]:
@@ -64,11 +81,13 @@ def make_harness(
         mqtt=False,
         **overrides,  # type: ignore[arg-type]
     )
-    gateway = Gateway(settings, PrivateKey.generate(), ledger)
-    gateway.start()
-    with TestClient(create_app(gateway)) as client:
-        yield Harness(gateway, client, ledger)
-    gateway.close()
+    master = PrivateKey.generate()
+    with chain_outbox(ledger, master, data_dir / "outbox.db") as outbox:
+        gateway = Gateway(settings, master, ledger, outbox=outbox)
+        gateway.start()
+        with TestClient(create_app(gateway)) as client:
+            yield Harness(gateway, client, ledger)
+        gateway.close()
 
 
 def error_code(response: object) -> str:
@@ -91,22 +110,25 @@ def restartable_gateway(
         **overrides,
     )
     master = PrivateKey.generate()
-    running: list[Harness] = []
+    running: list[tuple[Harness, contextlib.ExitStack]] = []
 
     def stop() -> None:
         if running:
-            old = running.pop()
-            old.client.__exit__(None, None, None)
-            old.gateway.close()
+            old, stack = running.pop()
+            with stack:  # the outbox last
+                old.client.__exit__(None, None, None)
+                old.gateway.close()
 
     def start() -> Harness:
         stop()
-        gateway = Gateway(settings, master, chain)
-        gateway.start()
-        client = TestClient(create_app(gateway))
-        client.__enter__()
-        running.append(Harness(gateway, client, chain))
-        return running[-1]
+        with contextlib.ExitStack() as stack:
+            outbox = stack.enter_context(chain_outbox(chain, master, data_dir / "outbox.db"))
+            gateway = Gateway(settings, master, chain, outbox=outbox)
+            gateway.start()
+            client = TestClient(create_app(gateway))
+            client.__enter__()
+            running.append((Harness(gateway, client, chain), stack.pop_all()))
+        return running[-1][0]
 
     try:
         yield start

@@ -9,6 +9,7 @@ for the same composition without the HTTP server.  Nothing below imports this mo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -21,6 +22,13 @@ from fastapi import FastAPI
 from vitalchain.care.access import AccessService, mount_access
 from vitalchain.care.alerts import AlertService
 from vitalchain.care.delivery import AlertApi, AlertHub, mount_alerts
+from vitalchain.care.rules import (
+    DEFAULT_POLICIES,
+    DEFAULT_RULES,
+    Priority,
+    PriorityPolicy,
+    RuleBook,
+)
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
@@ -29,6 +37,7 @@ from vitalchain.gateway.health import (
     ChainProbe,
     ComponentProbe,
     HealthMonitor,
+    OutboxProbe,
     StoreProbe,
 )
 from vitalchain.gateway.mqtt import MqttBridge, MqttProbe
@@ -43,7 +52,14 @@ from vitalchain.gateway.startup import (
     listen_socket,
     reset_data_dir,
 )
-from vitalchain.ledger import ANVIL_DEV_KEY, Deployment, Ledger, RpcBackend
+from vitalchain.ledger import (
+    ANVIL_DEV_KEY,
+    ChainOutbox,
+    Deployment,
+    EmbeddedBackend,
+    Ledger,
+    RpcBackend,
+)
 from vitalchain.store import Message, open_store
 from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital, from_fixed
@@ -96,7 +112,8 @@ def open_ledger(settings: GatewaySettings, deployer: PrivateKey) -> Ledger:
     from web3.exceptions import Web3Exception
 
     if settings.rpc_url is None:
-        return Ledger.embedded()
+        # In a child process: its EVM's CPU must not hold this process's GIL (backends.py).
+        return Ledger.deploy(EmbeddedBackend(isolated=True), PrivateKey.generate())
     url = settings.rpc_url
     path = settings.data_dir / "deployment.json"
     try:
@@ -180,17 +197,23 @@ def running_gateway(
     (``chain_mismatch``); ``reset_data=True`` moves its old data aside first (see
     gateway/startup.py)."""
     lock = DataDirLock.acquire(settings.data_dir)  # before anything opens a store
+    opened: Ledger | None = None  # a chain this node opened is this node's to close
     try:
         if reset_data:
             reset_data_dir(settings.data_dir)
         master = master or load_or_create_key(settings.data_dir / "master.key")
-        ledger = ledger or open_ledger(settings, master)
+        if ledger is None:
+            ledger = opened = open_ledger(settings, master)
         check_chain(settings.data_dir, ledger)
     except BaseException:
+        if opened is not None:
+            opened.backend.close()
         lock.release()
         raise
     with contextlib.ExitStack() as stack:
         stack.callback(lock.release)  # the last thing released
+        if opened is not None:
+            stack.callback(opened.backend.close)  # the embedded chain's process, if any
         broker: Mosquitto | None = None
         admin: BrokerAdmin | None = None
         endpoint: BrokerEndpoint | None = None
@@ -209,6 +232,12 @@ def running_gateway(
         # The store: journal.db (plaintext, local), blocks in store.db + blocks/ or PostgreSQL.
         store = open_store(settings.data_dir, settings.store_dsn)
         stack.callback(store.close)
+        # The master's chain writes (alert records, anchors, associations, revocations): one
+        # durable queue that holds no lock over a receipt and waits out outages (ledger/outbox.py).
+        # Closed after everything that submits to it (registered before them).
+        outbox = ChainOutbox(ledger, master, private_database(settings.data_dir / "outbox.db"))
+        outbox.start()
+        stack.callback(outbox.close)
         gateway = Gateway(
             settings,
             master,
@@ -216,6 +245,7 @@ def running_gateway(
             store=store,
             credentials=admin,
             mqtt=MqttInfo(endpoint.host, endpoint.port) if endpoint else None,
+            outbox=outbox,
         )
         stack.callback(gateway.close)
         gateway.start()
@@ -233,6 +263,7 @@ def running_gateway(
             or SealingPolicy(
                 settings.seal_max_readings, settings.seal_max_age_s, settings.anchor_every_s
             ),
+            outbox=outbox,
         )
         policy = ThresholdPolicy(ledger)
 
@@ -257,15 +288,23 @@ def running_gateway(
             thresholds,
             hub,
             settings.data_dir,
+            outbox=outbox,
+            rules=alarm_rules(settings),
             ring_k=settings.alert_ring_k,
-            ack_timeout_s=settings.alert_ack_timeout_s,
+            policies=alarm_policies(settings),
+            receipt_timeout_s=settings.alert_receipt_timeout_s,
+            outage_after_s=settings.alarm_outage_after_s,
+            journal=lambda after, limit: store.messages(after_id=after, limit=limit),
             member_status=gateway.registry.status,
         )
         stack.callback(alerts.close)
         # Alerts first: sealing an abnormal reading at once must not delay its notification.
-        gateway.ingest_core.on_stored(alerts.on_message)
+        gateway.ingest_core.on_stored_entry(alerts.on_stored)
         gateway.ingest_core.on_stored(seal_abnormal_at_once)
-        sealer.on_tick(alerts.tick)
+        # Before any message flows: what the journal holds past the alarm cursor is replayed
+        # (a kill between a reading's commit and its alarm's), then the alarm clock starts
+        # (stale devices, escalation, repeats, receipt timeouts, outages: not the sealer's).
+        alerts.start(clock=background)
         if bridge is not None:
             # Only once the hooks are in: the broker hands over what it queued for us while
             # we were away at once, and those readings must raise alerts like any other.
@@ -295,7 +334,8 @@ def running_gateway(
             sealer.start()
             stack.callback(sealer.stop)
         access = AccessService(gateway.store.block_store, ledger)
-        health = _health_monitor(settings, gateway, broker, bridge, sealer)
+        health = _health_monitor(settings, gateway, broker, bridge, sealer, outbox)
+        alerts.outages = _outages(health)
         if background:
             health.start()
             stack.callback(health.stop)  # first to stop: shutdown is not an outage
@@ -304,17 +344,60 @@ def running_gateway(
         )
 
 
+def alarm_policies(settings: GatewaySettings) -> dict[Priority, PriorityPolicy]:
+    """The priorities' escalation and repeat settings over the defaults' snooze choices."""
+    escalate = {
+        Priority.HIGH: settings.alert_escalate_high_s,
+        Priority.MEDIUM: settings.alert_escalate_medium_s,
+        Priority.LOW: settings.alert_escalate_low_s,
+    }
+    policies = {}
+    for priority, policy in DEFAULT_POLICIES.items():
+        repeat = settings.alert_repeat_high_s if priority is Priority.HIGH else 0.0
+        policies[priority] = dataclasses.replace(
+            policy, escalate_after_s=escalate[priority], repeat_every_s=repeat
+        )
+    return policies
+
+
+def alarm_rules(settings: GatewaySettings) -> RuleBook:
+    """The default rules with the stale-device levels of the settings."""
+    return RuleBook(
+        {
+            vital: dataclasses.replace(
+                rule,
+                stale_warning_s=settings.alert_stale_warning_s,
+                stale_urgent_s=settings.alert_stale_urgent_s,
+            )
+            for vital, rule in DEFAULT_RULES.items()
+        }
+    )
+
+
+def _outages(health: HealthMonitor) -> Callable[[], dict[str, float | None]]:
+    """Since when each component is down (None: up), from the monitor's cache: never blocks."""
+
+    def outages() -> dict[str, float | None]:
+        return {name: c.down_since for name, c in health.components().items()}
+
+    return outages
+
+
 def _health_monitor(
     settings: GatewaySettings,
     gateway: Gateway,
     broker: Mosquitto | None,
     bridge: MqttBridge | None,
     sealer: Sealer,
+    outbox: ChainOutbox,
 ) -> HealthMonitor:
-    """Probes of the chain, the store and the managed broker, checked once before serving."""
+    """Probes of the chain, the store, the chain outbox's backlog and the managed broker,
+    checked once before serving."""
     probes: dict[str, ComponentProbe] = {
         "chain": ChainProbe(gateway.ledger, settings.health_timeout_s),
         "store": StoreProbe(gateway.store, gateway.group_id),
+        # From the outbox's bookkeeping: never touches the chain (its threads do).
+        "outbox": OutboxProbe(outbox),
     }
     if bridge is not None:
         # From the supervisor's and the bridge's bookkeeping: never blocks, never connects.

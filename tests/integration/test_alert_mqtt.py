@@ -1,4 +1,5 @@
-"""Alerts delivered over MQTT through a real mosquitto: each recipient reads only its own topic."""
+"""Alerts delivered over MQTT through a real mosquitto: each recipient reads only its own topic,
+and confirms receipt over HTTP (``POST /v1/alerts/receipts``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from tests.alert_suite import RING_K, low_spo2, signed_post, ward
 from tests.integration.test_broker import NOT_AUTHORIZED, Probe
 from tests.node_fixtures import World, make_world
+from vitalchain.care.delivery import AlertClient
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.broker import BrokerEndpoint
 from vitalchain.gateway.sealer import SealingPolicy
@@ -52,7 +54,16 @@ def test_alerts_reach_the_recipients_topic_and_no_one_else(world: World) -> None
         notice = json.loads(doctor.expect(doctor_creds["topic"]))
         assert notice["alert"]["alert_id"] == alert.alert_id.hex()
         assert notice["notified_at"] >= notice["received_at"]
+        # Notification v2, as on the WebSocket: its id, priority and repeat number.
+        assert (notice["v"], notice["alert_id"], notice["repeat"]) == (2, alert.alert_id.hex(), 0)
+        assert notice["priority"] in ("high", "medium", "low")
         assert stranger.messages.empty()
+        # An MQTT reader confirms receipt over HTTP; then nothing is left to re-send to it.
+        pending = world.running.alerts.pending_for
+        assert [n.alert.alert_id for n in pending(w.doctor.address)] == [alert.alert_id]
+        receipts = AlertClient(w.doctor, world.client).receipts([alert.alert_id.hex()])
+        assert receipts == [{"alert_id": alert.alert_id.hex(), "first": True}]
+        assert pending(w.doctor.address) == []
     finally:
         doctor.close()
         stranger.close()

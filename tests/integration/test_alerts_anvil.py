@@ -1,4 +1,5 @@
-"""The alert suite against a real anvil node: ring from the chain, record in its alert log."""
+"""The alert and delivery suites against a real anvil node: ring from the chain, record in its
+alert log, and issue 13's delivery test (a subscriber offline during 3 alerts gets each once)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.alert_suite import ACK_TIMEOUT_S, RING_K, AlertSuite
+from tests.alert_suite import ACK_TIMEOUT_S, RING_K, AlertSuite, escalating_after
+from tests.delivery_suite import DeliverySuite
 from tests.node_fixtures import World, make_world
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
@@ -29,9 +31,13 @@ def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
         tmp_path / "node",
         SealingPolicy(max_readings=1000, max_age_s=3600),
         alert_ring_k=RING_K,
-        alert_ack_timeout_s=ACK_TIMEOUT_S,
+        **escalating_after(ACK_TIMEOUT_S),
     )
 
 
 class TestAlertsAnvil(AlertSuite):
+    pass
+
+
+class TestDeliveryAnvil(DeliverySuite):
     pass

@@ -193,10 +193,17 @@ def test_data_directory_paths(tmp_path: Path) -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    """docs/cli.md has a row for every GatewaySettings field (its variable, default, meaning)."""
+    """docs/cli.md has a row for every GatewaySettings field (its variable, default, meaning),
+    and no row for a setting that is gone (alert_ack_timeout_s, issue 13)."""
+    import re
+
     from vitalchain.gateway.settings import GatewaySettings
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     table = doc[doc.index("#### Settings") :]
     missing = [f for f in GatewaySettings.model_fields if f"`{f.upper()}`" not in table]
     assert not missing, f"document these settings in docs/cli.md: {missing}"
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = {name.lower() for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row)}
+    gone = sorted(listed - set(GatewaySettings.model_fields))
+    assert not gone, f"docs/cli.md lists settings that do not exist: {gone}"

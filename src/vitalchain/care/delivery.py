@@ -1,42 +1,99 @@
-"""Real-time alert delivery to patients and providers: WebSocket and MQTT (docs/spec/alert.md).
+"""Alert delivery: WebSocket, MQTT, receipts, catch-up (docs/spec/alert.md).
 
-Routes parse and call :class:`AlertApi`; the hub pushes each delivery to the recipient's live
-WebSocket connections and to its MQTT topic.  A subscriber proves its address by signing a
-fresh challenge, and receives only alerts it is a recipient of: a provider without consent
-is never a recipient, so it receives nothing.
+An alarm system is trusted only if it never drops an alarm silently, so delivery is
+at-least-once with an end-to-end confirmation:
+
+- the gateway persists every (alert, recipient) delivery (care/alerts.py); the hub here pushes
+  it to the recipient's live WebSocket connections and MQTT topic as a *notification* (v2);
+- the recipient's SDK (:class:`AlertSubscriber`) answers each notification with a *receipt*
+  (over the WebSocket, or ``POST /v1/alerts/receipts``): the SDK has it.  A receipt is not an
+  acknowledgement: only a clinician acknowledges, and only that stops escalation;
+- on every WebSocket subscribe the server first re-sends what the recipient has not receipted
+  (oldest first), then live notifications; ``GET /v1/alerts?since=`` lists everything
+  delivered to it since a time, for a client that was away or reads MQTT;
+- so a notification can arrive twice (a re-send racing the live one, a list overlapping the
+  stream): the SDK de-duplicates by ``(alert_id, repeat)``; ``repeat`` n >= 1 is a deliberate
+  re-notification of an unacknowledged high-priority alarm, shown again.
+
+Every request that names a recipient is signed by it over a one-time challenge, so nobody can
+list, receipt, acknowledge or snooze another's alerts; a provider without consent is never a
+recipient, so it receives nothing.  Routes only parse and call :class:`AlertApi`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import os
+import random as _random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from vitalchain.care.access import REFUSALS
 from vitalchain.care.alerts import Alert, AlertError, AlertService
 from vitalchain.care.escalation import Delivery, EscalationError
 from vitalchain.care.rules import RuleError
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
-from vitalchain.errors import DecodeError, InvalidSignature
+from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.ledger.address import Address
 from vitalchain.logs import safe_error
 from vitalchain.store.base import BlockStore
 from vitalchain.vitals import Vital
 
-__all__ = ["AlertApi", "AlertHub", "AlertSubscriber", "mount_alerts", "sign_action"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "ALERT_REFUSALS",
+    "AlertApi",
+    "AlertClient",
+    "AlertHub",
+    "AlertSubscriber",
+    "Backoff",
+    "GatewayRefusal",
+    "SubscriptionClosed",
+    "mount_alerts",
+    "notice_of",
+    "read_notice",
+    "sign_action",
+]
 
 ACTION_CONTEXT = b"vitalchain/v1/alert-action"
 NONCE_TTL_S = 60
+NOTICE_VERSION = 2
+LIST_LIMIT = 500  # notices per GET /v1/alerts answer; page on with since = the last notified_at
+MAX_RECEIPTS = 100  # alert ids per POST /v1/alerts/receipts
+MAX_SEEN = 10_000  # (alert_id, repeat) pairs an AlertSubscriber remembers to drop duplicates
+_ALERT_ID = r"^[0-9a-f]{32}$"
+
+# Every refusal of the alert routes, by status; each route documents all of them (and the
+# schemathesis run checks that nothing else is answered).
+ALERT_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "refused: {error: {code, message}}; a malformed request line"},
+    401: {
+        "description": "refused: `invalid_signature` (not signed by the address it names), "
+        "`challenge_invalid` (unknown, used or expired challenge)"
+    },
+    403: {"description": "refused: `not_a_recipient` (not the patient or a notified provider)"},
+    404: {"description": "refused: `unknown_alert` (no such alert)"},
+    409: {"description": "refused: `mqtt_unavailable` (this gateway runs no MQTT broker)"},
+    422: {
+        "description": "refused: `invalid_request` (a field out of range or malformed, e.g. "
+        "a negative `since`), `unknown_vital`, `invalid_snooze` (a duration that is not one "
+        "of the choices; `error.choices_s` lists them)"
+    },
+    429: {"description": "refused: `too_many_requests`"},
+    503: {"description": "refused: `chain_unavailable`, `store_unavailable`"},
+}
 
 
 def alerts_topic(group_id: int, recipient: str) -> str:
@@ -44,7 +101,8 @@ def alerts_topic(group_id: int, recipient: str) -> str:
 
 
 def sign_action(key: PrivateKey, action: str, nonce: bytes, *fields: str) -> str:
-    """A recipient's signature over one action (subscribe, ack, snooze) and its fresh nonce."""
+    """A recipient's signature over one action (subscribe, list, receipt, ack, snooze, mqtt)
+    and its fresh nonce."""
     message = "\n".join([action, nonce.hex(), *fields]).encode()
     return key.sign_digest(message_digest(message, ACTION_CONTEXT)).to_rsv().hex()
 
@@ -61,18 +119,69 @@ def _signer(action: str, nonce: bytes, signature: str, *fields: str) -> str | No
 log = logging.getLogger(__name__)
 
 
+def _why(exc: BaseException) -> str:
+    """``safe_error`` without touching websockets' deprecated ``ConnectionClosed.code``."""
+    return safe_error(exc) if isinstance(exc, VitalchainError) else type(exc).__name__
+
+
+# -- the notification (docs/spec/alert.md, Delivery) -------------------------------------------
+
+
+def notice_of(alert: Alert, delivery: Delivery) -> dict[str, Any]:
+    """Notification v2 of one delivery: the same object live, re-sent and listed.
+
+    ``notified_at`` is when the delivery was made (``Delivery.at``), not when these bytes left:
+    a re-sent or listed notice keeps it, so it names the delivery and is what ``since``
+    compares.  Priority rides here and in the encrypted body, never on chain.
+    """
+    return {
+        "v": NOTICE_VERSION,
+        "type": "alert",
+        "alert_id": alert.alert_id.hex(),
+        "recipient": delivery.recipient,
+        "tier": delivery.tier,
+        "priority": str(delivery.priority),
+        "repeat": delivery.repeat,
+        "received_at": alert.received_at_ms,
+        "notified_at": int(delivery.at * 1000),  # floor: since=notified_at includes it
+        "alert": alert.to_json(),
+    }
+
+
+def read_notice(frame: dict[str, Any]) -> dict[str, Any]:
+    """A notification of version 1 or 2 in the v2 shape (v1 has no id field, no priority and
+    no repeat: the id is the alert's, the priority ``None``, the repeat 0).
+
+    Raises ``DecodeError`` for anything else, so a client never mistakes a frame for an alert.
+    """
+    try:
+        version = frame["v"]
+        if frame.get("type") != "alert" or version not in (1, 2):
+            raise DecodeError("notification: unknown version or type")
+        alert = frame["alert"]
+        alert_id = str(frame["alert_id"] if version == 2 else alert["alert_id"])
+        notice = {
+            **frame,
+            "alert_id": alert_id,
+            "priority": frame.get("priority") if version == 2 else None,
+            "repeat": int(frame.get("repeat", 0)) if version == 2 else 0,
+            "tier": int(frame["tier"]),
+            "received_at": int(frame["received_at"]),
+            "notified_at": int(frame["notified_at"]),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise DecodeError("notification: malformed") from None
+    if not isinstance(alert, dict):
+        raise DecodeError("notification: malformed")
+    return notice
+
+
 class AlertHub:
     """Fan-out of deliveries; called from any thread, writes to WebSockets on their loop."""
 
-    def __init__(
-        self,
-        group_id: int,
-        publish: Callable[[str, bytes], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, group_id: int, publish: Callable[[str, bytes], None] | None = None) -> None:
         self.group_id = group_id
         self.publish = publish  # MQTT: (topic, payload); None when no broker runs
-        self.clock = clock
         self._subscribers: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]]]
         self._subscribers = {}
         self._lock = threading.Lock()
@@ -87,7 +196,10 @@ class AlertHub:
     def unsubscribe(self, address: str, inbox: asyncio.Queue[str]) -> None:
         with self._lock:
             live = [s for s in self._subscribers.get(address, []) if s[1] is not inbox]
-            self._subscribers[address] = live
+            if live:
+                self._subscribers[address] = live
+            else:
+                self._subscribers.pop(address, None)  # bounded by live connections
 
     def subscribers(self, address: str) -> int:
         """Live connections of ``address``."""
@@ -100,24 +212,18 @@ class AlertHub:
             return sum(inbox.qsize() for _, inbox in self._subscribers.get(address, []))
 
     def deliver(self, alert: Alert, delivery: Delivery) -> None:
-        notice = json.dumps(
-            {
-                "v": 1,
-                "type": "alert",
-                "recipient": delivery.recipient,
-                "tier": delivery.tier,
-                "received_at": alert.received_at_ms,
-                "notified_at": int(self.clock() * 1000),
-                "alert": alert.to_json(),
-            }
-        )
+        notice = json.dumps(notice_of(alert, delivery))
         with self._lock:
             targets = list(self._subscribers.get(delivery.recipient, []))
             self.delivered += 1
         for loop, inbox in targets:
-            loop.call_soon_threadsafe(inbox.put_nowait, notice)
+            with contextlib.suppress(RuntimeError):  # that connection's loop has just closed
+                loop.call_soon_threadsafe(inbox.put_nowait, notice)
         if self.publish is not None:
             self.publish(alerts_topic(self.group_id, delivery.recipient), notice.encode())
+
+
+# -- requests ------------------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
@@ -126,6 +232,7 @@ class _Strict(BaseModel):
 
 _NONCE = Field(pattern=r"^[0-9a-f]{64}$")
 _SIGNATURE = Field(pattern=r"^[0-9a-fA-F]{130}$")
+AlertId = Annotated[str, Field(pattern=_ALERT_ID)]
 
 
 class ChallengeRequest(_Strict):
@@ -140,18 +247,38 @@ class AckRequest(_Strict):
     signature: str = _SIGNATURE
 
 
+class ReceiptRequest(_Strict):
+    v: Literal[1]
+    by: Address
+    alert_ids: list[AlertId] = Field(min_length=1, max_length=MAX_RECEIPTS)
+    nonce: str = _NONCE
+    signature: str = _SIGNATURE
+
+
 class SnoozeRequest(_Strict):
     v: Literal[1]
     by: Address
     patient: Address
     vital: str | None = None
-    duration_s: float = Field(gt=0, le=86400)
+    # Any positive number parses; only the offered choices pass (invalid_snooze lists them).
+    duration_s: float = Field(gt=0, allow_inf_nan=False)
     nonce: str = _NONCE
     signature: str = _SIGNATURE
 
 
+class SnoozeRefused(AlertError):
+    """``invalid_snooze`` (422) with the durations that would have been accepted."""
+
+    def __init__(self, duration_s: float, choices: tuple[float, ...]) -> None:
+        listed = ", ".join(f"{c:g}" for c in choices)
+        super().__init__(
+            422, "invalid_snooze", f"a snooze of {duration_s:g} s is not offered; choose {listed} s"
+        )
+        self.choices = choices
+
+
 class AlertApi:
-    """What the alert routes call: challenges, signed acknowledgements and snoozes."""
+    """What the alert routes call: challenges, lists, receipts, acknowledgements, snoozes."""
 
     def __init__(
         self,
@@ -182,9 +309,37 @@ class AlertApi:
         if not self.store.consume_nonce(bytes.fromhex(nonce), by, int(self.clock() * 1000)):
             raise AlertError(401, "challenge_invalid", "unknown, used or expired challenge")
 
+    def listing(self, address: str, since_ms: int, nonce: str, signature: str) -> dict[str, Any]:
+        """What was delivered to ``address`` at or after ``since_ms``, oldest first."""
+        self._authenticate(address, "list", nonce, signature, str(since_ms))
+        notices = self.service.since(address, since_ms, LIST_LIMIT)
+        return {"v": 1, "alerts": [notice_of(n.alert, n.delivery) for n in notices]}
+
+    def pending(self, address: str) -> list[str]:
+        """The notifications ``address`` has not receipted, oldest first (re-sent on subscribe)."""
+        return [
+            json.dumps(notice_of(n.alert, n.delivery)) for n in self.service.pending_for(address)
+        ]
+
+    def receipt(self, address: str, alert_id: str) -> bool:
+        """The recipient's SDK has the notification; ``True`` the first time."""
+        return self.service.receipt(alert_id, address)
+
+    def receipts(self, body: ReceiptRequest) -> dict[str, Any]:
+        """Receipts for several alerts at once (MQTT and list users); one result per id."""
+        self._authenticate(body.by, "receipt", body.nonce, body.signature, *body.alert_ids)
+        results: list[dict[str, Any]] = []
+        for alert_id in dict.fromkeys(body.alert_ids):
+            try:
+                results.append({"alert_id": alert_id, "first": self.receipt(body.by, alert_id)})
+            except (AlertError, EscalationError) as exc:
+                error = {"code": exc.code, "message": exc.message}
+                results.append({"alert_id": alert_id, "error": error})
+        return {"v": 1, "receipts": results}
+
     def acknowledge(self, alert_id: str, body: AckRequest) -> dict[str, Any]:
         self._authenticate(body.by, "ack", body.nonce, body.signature, alert_id)
-        first = self.service.escalator.acknowledge(alert_id, body.by)
+        first = self.service.acknowledge(alert_id, body.by)
         return {"v": 1, "alert_id": alert_id, "acknowledged": True, "first": first}
 
     def mqtt(self, body: AckRequest) -> dict[str, Any]:
@@ -195,17 +350,21 @@ class AlertApi:
         return {"v": 1, **self.mqtt_credentials(body.by)}
 
     def snooze(self, body: SnoozeRequest) -> dict[str, Any]:
+        """Checked before the challenge is spent: a refused snooze changes nothing."""
         vital = None
         if body.vital is not None:
             try:
                 vital = Vital.parse(body.vital)
             except (ValueError, KeyError):
                 raise AlertError(422, "unknown_vital", f"unknown vital {body.vital!r}") from None
+        choices = self.service.snooze_choices(body.patient, vital)
+        if body.duration_s not in choices:
+            raise SnoozeRefused(body.duration_s, choices)
         fields = (body.patient, body.vital or "*", repr(body.duration_s))
         self._authenticate(body.by, "snooze", body.nonce, body.signature, *fields)
         if body.by != body.patient and body.by not in self.service.providers(body.patient, vital):
             raise AlertError(403, "not_a_recipient", "only the patient or a consented provider")
-        until = self.service.escalator.snooze(body.by, body.patient, vital, body.duration_s)
+        until = self.service.snooze(body.by, body.patient, vital, body.duration_s)
         return {"v": 1, "until": until}
 
 
@@ -220,22 +379,39 @@ ApiDep = Annotated[AlertApi, Depends(_api)]
 def create_alert_router() -> APIRouter:
     router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
-    @router.post("/challenges", status_code=201, responses=REFUSALS)
+    @router.post("/challenges", status_code=201, responses=ALERT_REFUSALS)
     def challenge(body: ChallengeRequest, api: ApiDep) -> dict[str, Any]:
-        """A one-time nonce for the sender's next signed acknowledgement or snooze."""
+        """A one-time nonce for the sender's next signed request (60 s)."""
         return api.challenge(body.address)
 
-    @router.post("/snoozes", responses=REFUSALS)
+    @router.get("", responses=ALERT_REFUSALS)
+    def listing(
+        api: ApiDep,
+        address: Annotated[Address, Query(description="The recipient, who signed.")],
+        since: Annotated[int, Query(ge=0, lt=2**63, description="Unix time, ms.")],
+        nonce: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+        signature: Annotated[str, Query(pattern=r"^[0-9a-fA-F]{130}$")],
+    ) -> dict[str, Any]:
+        """Notifications delivered to the signer at or after ``since`` (oldest first, at most
+        500): what a recipient missed while it was away."""
+        return api.listing(address, since, nonce, signature)
+
+    @router.post("/receipts", responses=ALERT_REFUSALS)
+    def receipts(body: ReceiptRequest, api: ApiDep) -> dict[str, Any]:
+        """The recipient has these notifications: they are not re-sent.  Not an acknowledgement."""
+        return api.receipts(body)
+
+    @router.post("/snoozes", responses=ALERT_REFUSALS)
     def snooze(body: SnoozeRequest, api: ApiDep) -> dict[str, Any]:
         """Suppress deliveries of a patient's alerts (one vital, or all) to the sender."""
         return api.snooze(body)
 
-    @router.post("/mqtt-credentials", status_code=201, responses=REFUSALS)
+    @router.post("/mqtt-credentials", status_code=201, responses=ALERT_REFUSALS)
     def mqtt(body: AckRequest, api: ApiDep) -> dict[str, Any]:
         """MQTT credentials for ``vitalchain/v1/<group>/alerts/<address>``, read-only."""
         return api.mqtt(body)
 
-    @router.get("/{alert_id}", responses=REFUSALS)
+    @router.get("/{alert_id}", responses=ALERT_REFUSALS)
     def public(alert_id: str, api: ApiDep) -> dict[str, Any]:
         """The public alert object: ciphertext, ring proof, relay signature."""
         try:
@@ -244,12 +420,24 @@ def create_alert_router() -> APIRouter:
             raise AlertError(404, "unknown_alert", "no such alert") from None
         return api.service.public(raw).to_json()
 
-    @router.post("/{alert_id}/acknowledgements", responses=REFUSALS)
+    @router.post("/{alert_id}/acknowledgements", responses=ALERT_REFUSALS)
     def acknowledge(alert_id: str, body: AckRequest, api: ApiDep) -> dict[str, Any]:
-        """A recipient acknowledges: escalation stops."""
+        """A recipient acknowledges: escalation (and repetition) stops."""
         return api.acknowledge(alert_id, body)
 
     return router
+
+
+def _receipt_frame(text: str) -> str:
+    """The alert id of a client frame ``{"v":1,"type":"receipt","alert_id"}``, or ValueError."""
+    frame = json.loads(text)
+    if not isinstance(frame, dict) or frame.get("v") != 1 or frame.get("type") != "receipt":
+        raise ValueError("not a receipt")
+    alert_id = frame.get("alert_id")
+    if not isinstance(alert_id, str) or len(alert_id) != 32 or alert_id != alert_id.lower():
+        raise ValueError("alert_id: 32 lowercase hex digits")
+    bytes.fromhex(alert_id)
+    return alert_id
 
 
 def mount_alerts(app: FastAPI, api: AlertApi) -> None:
@@ -262,11 +450,14 @@ def mount_alerts(app: FastAPI, api: AlertApi) -> None:
     async def alert_error(_: Request, exc: Exception) -> JSONResponse:
         status = getattr(exc, "status", 422)
         code = getattr(exc, "code", "invalid_request")
-        return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
+        error: dict[str, Any] = {"code": code, "message": str(exc)}
+        if isinstance(exc, SnoozeRefused):
+            error["choices_s"] = list(exc.choices)
+        return JSONResponse({"error": error}, status_code=status)
 
     @app.websocket("/v1/alerts/ws")
     async def stream(ws: WebSocket) -> None:
-        """Live deliveries for the address that signs the connection's challenge."""
+        """Unreceipted, then live notifications for the address that signs the challenge."""
         await ws.accept()
         nonce = api.random(32)
         await ws.send_json({"v": 1, "challenge": nonce.hex()})
@@ -281,62 +472,452 @@ def mount_alerts(app: FastAPI, api: AlertApi) -> None:
             await ws.send_json({"v": 1, "error": {"code": "invalid_signature"}})
             await ws.close(code=4401)
             return
+        # Live first, then the backlog: a delivery made in between is in both (the SDK drops
+        # the duplicate), never in neither.
         inbox = api.hub.subscribe(address, asyncio.get_running_loop())
 
         async def forward() -> None:
+            await ws.send_json({"v": 1, "subscribed": address})
+            for text in await run_in_threadpool(api.pending, address):
+                await ws.send_text(text)
             while True:
                 await ws.send_text(await inbox.get())
 
-        async def until_closed() -> None:
-            # A subscriber sends nothing after its hello; watching the socket is what lets a
-            # closed connection (or a server shutting down) end this handler between alerts.
-            while (await ws.receive())["type"] != "websocket.disconnect":
-                pass
+        async def read() -> None:
+            # Receipts come this way; watching the socket is also what lets a closed
+            # connection (or a server shutting down) end this handler between alerts.
+            while (message := await ws.receive())["type"] != "websocket.disconnect":
+                text = message.get("text")
+                try:
+                    alert_id = _receipt_frame(text if text is not None else "")
+                except ValueError as exc:
+                    error = {"code": "invalid_request", "message": str(exc)[:200]}
+                    inbox.put_nowait(json.dumps({"v": 1, "type": "error", "error": error}))
+                    continue
+                try:
+                    first = await run_in_threadpool(api.receipt, address, alert_id)
+                except VitalchainError as exc:
+                    error = {"code": exc.code, "message": exc.message}
+                    frame = {"v": 1, "type": "error", "alert_id": alert_id, "error": error}
+                else:
+                    frame = {"v": 1, "type": "receipted", "alert_id": alert_id, "first": first}
+                inbox.put_nowait(json.dumps(frame))  # one writer: the forward task
 
         try:
-            await ws.send_json({"v": 1, "subscribed": address})
-            tasks = {asyncio.ensure_future(forward()), asyncio.ensure_future(until_closed())}
+            tasks = {asyncio.ensure_future(forward()), asyncio.ensure_future(read())}
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in done:
                 if not task.cancelled() and (error := task.exception()) is not None:
-                    log.debug("alert stream ended: %s", safe_error(error))  # no address
+                    log.debug("alert stream ended: %s", _why(error))  # no address
         except WebSocketDisconnect:
             pass
         finally:
             api.hub.unsubscribe(address, inbox)
 
 
-class AlertSubscriber:
-    """The patient's or provider's side: a live WebSocket feed of its own alerts."""
+# -- the recipient's side ----------------------------------------------------------------------
 
-    def __init__(self, url: str, key: PrivateKey) -> None:
-        from websockets.sync.client import connect
 
+class SubscriptionClosed(VitalchainError):
+    """``receive`` on a subscriber that was closed (by ``close()``, maybe from another thread)."""
+
+    code = "subscription_closed"
+
+
+class GatewayRefusal(AlertError):
+    """A refusal the gateway answered (status, code, message); ``choices`` lists the snooze
+    durations it offers when the code is ``invalid_snooze``."""
+
+    def __init__(self, status: int, code: str, message: str, choices: tuple[float, ...] = ()):
+        super().__init__(status, code, message)
+        self.choices = choices
+
+
+def _refusal(response: httpx.Response) -> GatewayRefusal:
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    choices = error.get("choices_s")
+    return GatewayRefusal(
+        response.status_code,
+        str(error.get("code", "http_error")),
+        str(error.get("message", f"HTTP {response.status_code}")),
+        tuple(float(c) for c in choices) if isinstance(choices, list) else (),
+    )
+
+
+class AlertClient:
+    """Signed alert requests over HTTP for one recipient: list, receipts, ack, snooze, mqtt.
+
+    ``http`` is an ``httpx.Client`` with the gateway as ``base_url`` (a FastAPI TestClient
+    works too).  Every refusal raises ``AlertError`` with the gateway's status and code (an
+    ``invalid_snooze`` also carries ``choices``); network failures raise httpx's errors.
+    """
+
+    def __init__(self, key: PrivateKey, http: httpx.Client) -> None:
         self.key = key
-        self._stack = contextlib.ExitStack()
-        self._ws = self._stack.enter_context(connect(url))
-        hello = json.loads(self._ws.recv(timeout=10))
-        nonce = bytes.fromhex(hello["challenge"])
-        signature = sign_action(key, "subscribe", nonce)
-        self._ws.send(json.dumps({"v": 1, "address": key.address, "signature": signature}))
-        answer = json.loads(self._ws.recv(timeout=10))
-        if answer.get("subscribed") != key.address:
-            raise AlertError(401, "subscription_refused", str(answer.get("error")))
+        self.http = http
+
+    def _nonce(self) -> bytes:
+        response = self.http.post("/v1/alerts/challenges", json={"v": 1, "address": self.address})
+        if response.status_code != 201:
+            raise _refusal(response)
+        return bytes.fromhex(response.json()["nonce"])
+
+    @property
+    def address(self) -> str:
+        return self.key.address
+
+    def _signed(self, action: str, *fields: str) -> dict[str, Any]:
+        nonce = self._nonce()
+        signature = sign_action(self.key, action, nonce, *fields)
+        return {"v": 1, "by": self.address, "nonce": nonce.hex(), "signature": signature}
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(path, json=body)
+        if response.status_code >= 400:
+            raise _refusal(response)
+        data: dict[str, Any] = response.json()
+        return data
+
+    def since(self, since_ms: int) -> list[dict[str, Any]]:
+        """Notifications delivered to this recipient at or after ``since_ms`` (v2 shape)."""
+        signed = self._signed("list", str(since_ms))
+        params = {
+            "address": self.address,
+            "since": str(since_ms),
+            "nonce": signed["nonce"],
+            "signature": signed["signature"],
+        }
+        response = self.http.get("/v1/alerts", params=params)
+        if response.status_code >= 400:
+            raise _refusal(response)
+        return [read_notice(n) for n in response.json()["alerts"]]
+
+    def receipts(self, alert_ids: list[str]) -> list[dict[str, Any]]:
+        """One result per id: ``{"alert_id", "first"}`` or ``{"alert_id", "error"}``."""
+        results: list[dict[str, Any]] = []
+        for at in range(0, len(alert_ids), MAX_RECEIPTS):
+            chunk = alert_ids[at : at + MAX_RECEIPTS]
+            body = {**self._signed("receipt", *chunk), "alert_ids": chunk}
+            results.extend(self._post("/v1/alerts/receipts", body)["receipts"])
+        return results
+
+    def acknowledge(self, alert_id: str) -> bool:
+        """``True`` if this acknowledgement is the one that stopped escalation."""
+        body = self._signed("ack", alert_id)
+        return bool(self._post(f"/v1/alerts/{alert_id}/acknowledgements", body)["first"])
+
+    def snooze(self, patient: str, vital: Vital | None, duration_s: float) -> float:
+        """Silence this recipient for (patient, vital or every vital); returns the end time."""
+        duration_s = float(duration_s)
+        name = vital.info.short if vital is not None else None
+        body = self._signed("snooze", patient, name or "*", repr(duration_s))
+        body.update({"patient": patient, "vital": name, "duration_s": duration_s})
+        return float(self._post("/v1/alerts/snoozes", body)["until"])
+
+    def mqtt_credentials(self) -> dict[str, Any]:
+        return self._post("/v1/alerts/mqtt-credentials", self._signed("mqtt"))
+
+
+class Backoff:
+    """Exponential reconnection delays: ``initial * factor**n`` capped at ``cap``, each scaled
+    by a random factor in [0.5, 1] so that many clients dropped by one gateway restart do not
+    all come back in the same instant.  ``random`` is injected for tests."""
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        factor: float = 2.0,
+        cap: float = 30.0,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.initial, self.factor, self.cap, self.random = initial, factor, cap, random
+        self.attempt = 0
+
+    def next(self) -> float:
+        base = min(self.cap, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return base * (0.5 + 0.5 * self.random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Connection(Protocol):
+    """What the subscriber needs of a WebSocket (websockets' sync client has it)."""
+
+    def send(self, message: str) -> None: ...
+
+    def recv(self, timeout: float | None = None) -> str | bytes: ...
+
+    def close(self) -> None: ...
+
+
+def _websocket(url: str, open_timeout: float) -> Connection:
+    from websockets.sync.client import connect
+
+    # No proxy: a gateway is reached directly (a proxy from the environment would swallow
+    # loopback and ward-network addresses).
+    connection: Connection = connect(url, open_timeout=open_timeout, proxy=None, legacy=True)
+    return connection
+
+
+def http_base(url: str) -> str:
+    """The gateway's http(s) base URL for its alert stream's ws(s) URL."""
+    scheme, rest = url.split("://", 1)
+    host = rest.split("/", 1)[0]
+    return f"{'https' if scheme == 'wss' else 'http'}://{host}"
+
+
+class AlertSubscriber:
+    """The patient's or provider's side: every notification of its alerts, each once.
+
+    - Subscribes at construction (a refused subscription raises ``AlertError``; an
+      unreachable gateway raises ``OSError`` or websockets' errors), then ``receive()``
+      returns the next notification it has not returned before.
+    - When the connection drops (a gateway restart, a network outage) ``receive()``
+      reconnects with exponential backoff (``sleep``, ``clock`` and the ``Backoff`` are
+      injected for tests), and with ``catch_up`` first fetches what was delivered while it was
+      away (``GET /v1/alerts?since=``); the gateway also re-sends what it never got a receipt
+      for.  A refusal on reconnecting (e.g. the key is no longer accepted) is raised.
+    - Sends a receipt for each notification it returns (and again for a duplicate, in case
+      the first receipt was lost with the connection): the gateway stops re-sending it.
+    - De-duplicates by ``(alert_id, repeat)``, remembering the last ``seen`` pairs (bounded
+      memory); a high-priority repeat (``repeat`` >= 1) is new and is returned.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: PrivateKey,
+        *,
+        http: httpx.Client | None = None,
+        catch_up: bool = True,
+        reconnect: bool = True,
+        since_ms: int | None = None,
+        seen: int = MAX_SEEN,
+        connect: Callable[[str], Connection] | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        open_timeout: float = 10.0,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.key = key
+        self.catch_up = catch_up
+        self.reconnect = reconnect
+        self.open_timeout = open_timeout
+        self.backoff = backoff or Backoff()
+        self._stop = threading.Event()
+        # The default sleep wakes up at close(): a reconnecting subscriber stops at once.
+        self.sleep = sleep or self._stop.wait
+        self.clock, self.wall = clock, wall
+        self._retry_at: float | None = None
+        self.on_event = on_event
+        self._connect = connect or (lambda u: _websocket(u, open_timeout))
+        self._http = http
+        self._own_http: httpx.Client | None = None
+        self._seen: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._seen_limit = seen
+        self._ready: collections.deque[dict[str, Any]] = collections.deque()
+        self._ws: Connection | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.duplicates = 0
+        self.reconnects = 0
+        self._open()
+        # What a catch-up asks for: everything since the first subscription (or the caller's
+        # time), moved on by every notification returned.
+        self.since_ms = since_ms if since_ms is not None else int(self.wall() * 1000)
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _open(self) -> None:
+        ws = self._connect(self.url)
+        try:
+            hello = json.loads(ws.recv(timeout=self.open_timeout))
+            nonce = bytes.fromhex(hello["challenge"])
+            signature = sign_action(self.key, "subscribe", nonce)
+            ws.send(json.dumps({"v": 1, "address": self.key.address, "signature": signature}))
+            answer = json.loads(ws.recv(timeout=self.open_timeout))
+        except (KeyError, TypeError, ValueError):
+            ws.close()
+            raise AlertError(
+                502, "not_a_gateway", "the server does not speak the alert stream"
+            ) from None
+        except BaseException:
+            ws.close()
+            raise
+        if not isinstance(answer, dict) or answer.get("subscribed") != self.key.address:
+            ws.close()
+            error = answer.get("error") if isinstance(answer, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            raise AlertError(401, str(code or "subscription_refused"), "subscription refused")
+        with self._lock:
+            if self._closed:
+                ws.close()
+                raise SubscriptionClosed("the subscriber was closed")
+            self._ws = ws
+
+    def _drop(self) -> None:
+        with self._lock:
+            ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close()
+
+    def _event(self, name: str, **details: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(name, details)
+
+    def _reconnect(self, deadline: float | None) -> None:
+        """Back off and subscribe again until it works, the deadline passes (TimeoutError; the
+        wait already spent counts for the next ``receive``) or the gateway refuses (raised)."""
+        from websockets.exceptions import WebSocketException
+
+        while True:
+            if self._closed:
+                raise SubscriptionClosed("the subscriber was closed")
+            if self._retry_at is None:
+                delay = self.backoff.next()
+                self._retry_at = self.clock() + delay
+                self._event("reconnecting", delay_s=delay, attempt=self.backoff.attempt)
+            if deadline is not None and self._retry_at > deadline:
+                self.sleep(max(0.0, deadline - self.clock()))
+                raise TimeoutError("reconnecting")
+            self.sleep(max(0.0, self._retry_at - self.clock()))
+            if self._closed:
+                raise SubscriptionClosed("the subscriber was closed")
+            self._retry_at = None
+            try:
+                self._open()
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                self._event("unreachable", error=_why(exc))
+                continue
+            self.backoff.reset()
+            self.reconnects += 1
+            self._event("subscribed", reconnects=self.reconnects)
+            if self.catch_up:
+                self._fetch_missed()
+            return
+
+    def _fetch_missed(self) -> None:
+        """Queue what was delivered while away (beyond what the gateway re-sends)."""
+        import httpx
+
+        try:
+            missed = self.missed()
+        except (AlertError, DecodeError, httpx.HTTPError, OSError, ValueError) as exc:
+            # The stream re-sends what was never receipted; the list is the second path.
+            self._event("catch_up_failed", error=_why(exc))
+            return
+        self._ready.extend(missed)
+        self._event("caught_up", count=len(missed))
+
+    def missed(self, since_ms: int | None = None) -> list[dict[str, Any]]:
+        """Notifications delivered at or after ``since_ms`` (default: the last one returned)
+        that this subscriber has not returned yet; they count as seen from now on."""
+        listed = self.client().since(self.since_ms if since_ms is None else since_ms)
+        return [n for n in listed if self._fresh(n)]
+
+    def client(self) -> AlertClient:
+        """Signed HTTP requests to the same gateway, as the same recipient."""
+        if self._http is None:
+            import httpx
+
+            self._own_http = httpx.Client(base_url=http_base(self.url), timeout=30, trust_env=False)
+            self._http = self._own_http
+        return AlertClient(self.key, self._http)
+
+    # -- notifications ------------------------------------------------------------------------
+
+    def _fresh(self, notice: dict[str, Any]) -> bool:
+        key = (str(notice["alert_id"]), int(notice["repeat"]))
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            self.duplicates += 1
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._seen_limit:
+            self._seen.popitem(last=False)
+        return True
+
+    def _receipt(self, alert_id: str) -> None:
+        ws = self._ws
+        if ws is None:
+            return  # re-sent on the next subscribe; that copy is receipted then
+        try:
+            ws.send(json.dumps({"v": 1, "type": "receipt", "alert_id": alert_id}))
+        except Exception:
+            self._drop()
+
+    def _hand_over(self, notice: dict[str, Any]) -> dict[str, Any]:
+        self._receipt(notice["alert_id"])
+        self.since_ms = max(self.since_ms, int(notice["notified_at"]))
+        notice["latency_ms"] = self.wall() * 1000 - notice["received_at"]
+        return notice
 
     def receive(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next notification, with ``latency_ms`` from the reading's arrival to now."""
-        notice: dict[str, Any] = json.loads(self._ws.recv(timeout=timeout))
-        notice["latency_ms"] = time.time() * 1000 - notice["received_at"]
-        return notice
+        """The next new notification (v2 shape, see ``read_notice``), with ``latency_ms`` from
+        the reading's arrival at the gateway to now.  Raises ``TimeoutError`` after
+        ``timeout`` seconds (reconnecting included), ``SubscriptionClosed`` once closed."""
+        from websockets.exceptions import ConnectionClosed
+
+        deadline = None if timeout is None else self.clock() + timeout
+        while True:
+            if self._closed:
+                raise SubscriptionClosed("the subscriber was closed")
+            if self._ready:
+                return self._hand_over(self._ready.popleft())
+            ws = self._ws
+            if ws is None:
+                self._reconnect(deadline)
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - self.clock())
+            try:
+                text = ws.recv(timeout=remaining)
+            except TimeoutError:
+                raise
+            except (ConnectionClosed, OSError) as exc:
+                self._drop()
+                if self._closed:
+                    raise SubscriptionClosed("the subscriber was closed") from None
+                if not self.reconnect:
+                    raise
+                self._event("disconnected", error=_why(exc))
+                continue
+            try:
+                frame = json.loads(text)
+                notice = read_notice(frame) if frame.get("type") == "alert" else None
+            except (DecodeError, ValueError, AttributeError):
+                self._event("bad_frame")
+                continue
+            if notice is None:
+                continue  # receipted / error frames: informational
+            if self._fresh(notice):
+                return self._hand_over(notice)
+            self._receipt(notice["alert_id"])  # a re-send: our receipt may have been lost
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
             yield self.receive()
 
     def close(self) -> None:
-        self._stack.close()
+        """Stop: a ``receive`` blocked in another thread raises ``SubscriptionClosed``."""
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        self._drop()
+        if self._own_http is not None:
+            self._own_http.close()
 
     def __enter__(self) -> AlertSubscriber:
         return self

@@ -19,6 +19,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "Health",
+    "OutboxBacklog",
     "Readiness",
     "RekeyRequest",
     "RekeyResponse",
@@ -123,6 +124,15 @@ class Ack(BaseModel):
     message_id: str
 
 
+class OutboxBacklog(BaseModel):
+    """The chain outbox's writes not yet mined: they grow while the chain is away."""
+
+    queued: int
+    in_flight: int  # sent, not yet mined
+    waiting: str | None  # while the chain does not take writes: why (e.g. chain_unavailable)
+    waiting_since: float | None  # and since when (Unix seconds)
+
+
 class ComponentStatus(BaseModel):
     """One dependency as the background probes last saw it (times in Unix seconds)."""
 
@@ -131,6 +141,7 @@ class ComponentStatus(BaseModel):
     age_s: float | None  # seconds since the last success
     down_since: float | None
     error: str | None  # a machine-readable code while down, e.g. chain_unavailable
+    backlog: OutboxBacklog | None = None  # the "outbox" component's (a node); else null
 
 
 class SealingStatus(BaseModel):
@@ -152,7 +163,7 @@ class Health(BaseModel):
     chain_id: int
     block_number: int | None  # the latest block the chain probe saw
     readings: int | None  # the reading count the store probe saw
-    components: dict[str, ComponentStatus]  # chain, store and (with MQTT) broker
+    components: dict[str, ComponentStatus]  # chain, store, (a node) outbox, (MQTT) broker
     sealing: SealingStatus | None = None  # present when the node runs a sealer
 
 

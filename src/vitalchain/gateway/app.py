@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitalchain.gateway import api
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.health import ChainProbe, HealthMonitor, StoreProbe
+from vitalchain.gateway.health import ChainProbe, HealthMonitor, OutboxProbe, StoreProbe
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
 from vitalchain.ledger.errors import ChainUnavailable
@@ -154,9 +154,16 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         ``status`` is ``degraded`` while a component is down; the answer is still 200."""
         components = monitor.components()
         chain, store = monitor.probes.get("chain"), monitor.probes.get("store")
+        outbox = monitor.probes.get("outbox")
+        backlog = outbox.backlog if isinstance(outbox, OutboxProbe) else None
+        listed = {name: c.to_json() for name, c in components.items()}
+        if backlog is not None and "outbox" in listed:
+            listed["outbox"]["backlog"] = backlog
         sealing = dict(monitor.sealing()) if monitor.sealing is not None else None
-        healthy = all(c.up for c in components.values()) and not (
-            sealing and (sealing.get("failing") or sealing.get("errors"))
+        healthy = (
+            all(c.up for c in components.values())
+            and not (sealing and (sealing.get("failing") or sealing.get("errors")))
+            and not (backlog and backlog["waiting"])  # chain writes wait: degraded too
         )
         return {
             "status": "ok" if healthy else "degraded",
@@ -165,7 +172,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
             "chain_id": gw.ledger.chain_id,
             "block_number": chain.block_number if isinstance(chain, ChainProbe) else None,
             "readings": store.readings if isinstance(store, StoreProbe) else None,
-            "components": {name: c.to_json() for name, c in components.items()},
+            "components": listed,
             "sealing": sealing,
         }
 

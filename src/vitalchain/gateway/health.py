@@ -3,9 +3,10 @@
 ``/v1/health`` must answer while the chain node hangs or PostgreSQL is gone: a health check
 that waits on the thing it checks tells an operator nothing (and holds a worker).  So health
 is served from a cache that background probes keep: one thread per component (the chain, the
-store, the broker), each checking every ``interval_s`` and recording the outcome in the
-component's :class:`OutageTracker`.  The request paths report failures to the same trackers,
-so an outage is visible at once and not only at the next probe.
+store, the broker, and in a node the chain outbox's backlog), each checking every
+``interval_s`` and recording the outcome in the component's :class:`OutageTracker`.  The
+request paths report failures to the same trackers, so an outage is visible at once and not
+only at the next probe.
 
 A tracker logs exactly one line when its component goes down and one when it comes back,
 however many requests and probes fail in between: an outage is an event, not a stream of
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vitalchain.errors import VitalchainError
-from vitalchain.ledger import Ledger
+from vitalchain.ledger import ChainOutbox, Ledger
 from vitalchain.store.base import Store
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ComponentProbe",
     "HealthMonitor",
     "OutageTracker",
+    "OutboxProbe",
     "SocketProbe",
     "StoreProbe",
 ]
@@ -152,6 +154,31 @@ class StoreProbe:
     def check(self) -> None:
         self.readings = self.store.count_readings()
         self.store.next_leaf_index(self.group_id)
+
+
+class OutboxProbe:
+    """The chain outbox's backlog, from its own bookkeeping (never the chain): ``backlog`` is
+    what is ``queued``, what is ``in_flight`` (sent, not mined), and while the chain does not
+    take writes, the code (``waiting``) and since when (``waiting_since``, Unix seconds).
+
+    The outbox itself is up while it answers: a chain outage is the chain component's (one
+    outage, logged once); here it shows as a backlog that grows, and drains when it ends.
+    """
+
+    def __init__(self, outbox: ChainOutbox, clock: Clock = time.time) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.backlog: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        status = self.outbox.status()
+        waiting = status["waiting"]
+        self.backlog = {
+            "queued": status["queued"],
+            "in_flight": status["in_flight"],
+            "waiting": waiting,
+            "waiting_since": self.clock() - status["waiting_s"] if waiting else None,
+        }
 
 
 class SocketProbe:

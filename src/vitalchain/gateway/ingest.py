@@ -12,6 +12,7 @@ limit, so a device whose firmware does not count cannot wear its key out; the de
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from vitalchain.logs import safe_error
 from vitalchain.store import MAX_SEQ, DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
 from vitalchain.store.errors import StoreUnavailable
+from vitalchain.store.model import StoredMessage
 from vitalchain.vitals import Vital
 
 __all__ = [
@@ -332,7 +334,9 @@ class IngestCore:
         self._device_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._listeners: list[Callable[[Message], None]] = []
-        self._stored: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        # Listeners given the journal row id too (the alarm service's replay cursor).
+        self._entry_listeners: list[Callable[[StoredMessage], None]] = []
+        self._stored: queue.SimpleQueue[StoredMessage | None] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
 
     def on_stored(self, listener: Callable[[Message], None]) -> None:
@@ -342,6 +346,15 @@ class IngestCore:
         so a slow one delays its successors but never an acknowledgement.
         """
         self._listeners.append(listener)
+        self._start_dispatcher()
+
+    def on_stored_entry(self, listener: Callable[[StoredMessage], None]) -> None:
+        """:meth:`on_stored`, with the message's journal row id (a cursor to replay from)."""
+        self._entry_listeners.append(listener)
+        self._listeners.append(lambda _: None)  # keeps "any listener?" one check
+        self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
         if self._dispatcher is None:
             self._dispatcher = threading.Thread(
                 target=self._dispatch, name="stored-dispatch", daemon=True
@@ -349,10 +362,14 @@ class IngestCore:
             self._dispatcher.start()
 
     def _dispatch(self) -> None:
-        while (message := self._stored.get()) is not None:
-            for listener in self._listeners:
+        while (entry := self._stored.get()) is not None:
+            calls: list[Callable[[], None]] = [
+                *(functools.partial(f, entry) for f in self._entry_listeners),
+                *(functools.partial(f, entry.message) for f in self._listeners),
+            ]
+            for listener in calls:
                 try:
-                    listener(message)
+                    listener()
                 except (ChainUnavailable, StoreUnavailable):  # an outage: health logs it once
                     logging.getLogger(__name__).debug("a stored-message listener met an outage")
                 except Exception as exc:
@@ -471,7 +488,7 @@ class IngestCore:
             if error is None:
                 acked.set_result(Ack(len(seqs), seqs[-1], message.message_id))
                 if self._listeners:
-                    self._stored.put(message)
+                    self._stored.put(StoredMessage(done.result(), message))
             elif refusal is not None:
                 acked.set_exception(refusal)
             else:

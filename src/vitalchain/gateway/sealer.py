@@ -12,6 +12,15 @@ anchor in another, and a failing patient is logged (by pseudonym, never by addre
 it starts failing and once when it recovers, not on every tick.  An outage of the chain or the
 store is nobody's fault in particular: it stops the round, and the health monitor logs it.
 :meth:`Sealer.status` gives what is failing and when sealing and anchoring last succeeded.
+
+The anchors go through the master's chain outbox (``outbox``, ledger/outbox.py), keyed
+``anchor:<group>:<tree size>``, so an anchor never shares a lock with alert records or
+associations and survives an outage and a restart.  The anchor is recorded in the store (which
+forgets the anchored blocks' plaintext) only once it is mined.  One anchor is queued at a time,
+because each must start where the previous one ended: while the chain is down it stays queued
+(the tick's wait for it ends at once, as soon as the outbox finds the chain unreachable, and
+sealing goes on), and the next one covers whatever was sealed meanwhile.  After a restart the
+anchor the previous run had queued is taken up again rather than queued twice.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any
 
 from vitalchain.crypto.keys import PrivateKey, PublicKey
 from vitalchain.crypto.merkle import MerkleTree
-from vitalchain.ledger import Consent, ConsentStatus, Ledger
+from vitalchain.ledger import ChainWriter, Consent, ConsentStatus, Ledger, Ticket
 from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.store.base import AnchorRecord, Store
@@ -54,6 +63,13 @@ class SealingPolicy:
     anchor_every_s: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class _QueuedAnchor:
+    ticket: Ticket
+    tree_size: int
+    root: bytes
+
+
 class Sealer:
     def __init__(
         self,
@@ -63,11 +79,23 @@ class Sealer:
         group_id: int,
         policy: SealingPolicy = SealingPolicy(),
         *,
+        outbox: ChainWriter,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
+        anchor_wait_s: float = 120.0,
     ) -> None:
+        """``outbox``: the master's chain outbox, the one way an anchor reaches the chain.
+        ``anchor_wait_s``: how long :meth:`anchor` waits for a queued anchor to be mined
+        before it raises ``chain_unavailable``."""
         self.store = store
         self.ledger = ledger
+        self.outbox = outbox
+        self.anchor_wait_s = anchor_wait_s
+        self._queued: _QueuedAnchor | None = None  # the anchor in the outbox, not settled yet
+        self._adopted = False  # whether a queued anchor of an earlier run was looked for
+        self._refusals = 0  # refused anchors so far: a retry needs a key of its own
+        self._anchor_lock = threading.Lock()
+        self._last_record: AnchorRecord | None = None
         self.master = master
         self.group_id = group_id
         self.policy = policy
@@ -278,19 +306,85 @@ class Sealer:
         self._problem("anchor", None)
         return record
 
+    def _record(self, size: int, root: bytes, tx_hash: bytes) -> AnchorRecord:
+        record = AnchorRecord(self.group_id, size, root, tx_hash, int(self.clock() * 1000))
+        self.store.record_anchor(record)  # also forgets the plaintext of the anchored blocks
+        self._last_anchor = time.monotonic()
+        self._last_anchor_ms = record.anchored_at_ms
+        self._last_record = record
+        return record
+
     def _anchor(self) -> AnchorRecord | None:
+        """Queue the current root (or take the anchor already queued), wait for it to be
+        mined without holding any lock, and record it; again if the log grew meanwhile."""
+        record: AnchorRecord | None = None
+        for _ in range(2):  # the queued anchor may be an older root; then the current one
+            with self._anchor_lock:
+                settled = self._settle()
+                record = settled or record
+                queued = self._queued or self._queue_anchor()
+            if queued is None:
+                return record
+            outcome = queued.ticket.outcome(self.anchor_wait_s)
+            if outcome is None:
+                raise ChainUnavailable(
+                    "the anchor is queued but not mined in time; it stays queued"
+                )
+            with self._anchor_lock:
+                settled = self._settle()  # raises a refusal (and clears it for the next try)
+            if outcome.error is not None:
+                raise outcome.error  # settled by the background thread first
+            last = self._last_record
+            if settled is None and last is not None and last.tree_size == queued.tree_size:
+                settled = last  # the background thread settled it first
+            record = settled or record
+            if record is not None and record.tree_size >= len(self.tree):
+                return record
+        return record
+
+    def _settle(self) -> AnchorRecord | None:
+        """The queued anchor, if it finished: recorded when mined; its error raised when
+        refused (and the next tick tries again).  Under ``_anchor_lock``."""
+        queued = self._queued
+        if queued is None:
+            return None
+        outcome = queued.ticket.outcome(0)
+        if outcome is None:
+            return None
+        self._queued = None
+        if outcome.error is not None:
+            self._last_anchor = 0.0  # retry on the next tick
+            self._refusals += 1
+            raise outcome.error
+        assert outcome.tx is not None
+        return self._record(queued.tree_size, queued.root, outcome.tx.tx_hash)
+
+    def _queue_anchor(self) -> _QueuedAnchor | None:
+        """Put the log's current root in the outbox, if it grew since the chain's latest
+        anchor (None: nothing to anchor).  Under ``_anchor_lock``."""
+        prefix = f"anchor:{self.group_id}:"
+        if not self._adopted:  # an anchor queued by the previous run of this gateway
+            self._adopted = True
+            earlier = self.outbox.tickets(prefix)
+            if earlier:
+                size = int(earlier[-1].key.removeprefix(prefix).split(":")[0])
+                if size <= len(self.tree):
+                    self._queued = _QueuedAnchor(earlier[-1], size, self.tree.root(size))
+                    return self._queued
         size = len(self.tree)
         latest = self.ledger.latest_anchor(self.group_id)
         anchored = latest.tree_size if latest else 0
         if size <= anchored:
             return None
         root = self.tree.root(size)
-        result = self.ledger.anchor(self.master, self.group_id, root, size, anchored)
-        record = AnchorRecord(self.group_id, size, root, result.tx_hash, int(self.clock() * 1000))
-        self.store.record_anchor(record)  # also forgets the plaintext of the anchored blocks
-        self._last_anchor = time.monotonic()
-        self._last_anchor_ms = record.anchored_at_ms
-        return record
+        # The outbox keeps a finished key's outcome: after a refusal, the same size again is a
+        # new entry (else it would get the old refusal back).
+        key = f"{prefix}{size}" + (f":{self._refusals}" if self._refusals else "")
+        ticket = self.outbox.submit(
+            key, "AnchorLog", "anchor", self.group_id, root, size, anchored, size - 1
+        )
+        self._queued = _QueuedAnchor(ticket, size, root)
+        return self._queued
 
     # -- background -------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, Session, SessionState
-from vitalchain.ledger import ContractError, Ledger, TxResult
+from vitalchain.ledger import ChainWriter, ContractError, Ledger, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.store import open_store
 from vitalchain.store.base import Store
@@ -96,16 +96,24 @@ class Gateway:
         master: PrivateKey,
         ledger: Ledger,
         *,
+        outbox: ChainWriter,
         store: Store | None = None,
         state: GatewayState | None = None,
         credentials: CredentialIssuer | None = None,
         mqtt: MqttInfo | None = None,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
+        chain_wait_s: float = 30.0,
     ) -> None:
+        """``outbox``: the master's chain outbox, the one way associations and revocations
+        reach the chain, so they never contend with anchors and alert records for a lock;
+        an HTTP answer waits up to ``chain_wait_s`` for the transaction (else 503, and the
+        device's retry with the same request finds the same entry)."""
         self.settings = settings
         self.master = master
         self.ledger = ledger
+        self.outbox = outbox
+        self.chain_wait_s = chain_wait_s
         self.group_id = settings.group_id
         self.clock = clock
         self.random = random
@@ -476,10 +484,7 @@ class Gateway:
                 422, "invalid_request", "request is not an r||s||v signature"
             ) from None
         try:
-            result: TxResult = self.ledger.associate(
-                self.master, self.group_id, session.object_id,
-                PublicKey.from_bytes(session.device_key), Signature.from_rsv(token), request,
-            )  # fmt: skip
+            result = self._associate_on_chain(session, token, request)
         except ContractError as exc:
             raise GatewayError(409, exc.code, str(exc)) from None
         expires_at = self._now() + TELEMETRY_SESSION_S
@@ -511,6 +516,18 @@ class Gateway:
             json.dumps(reply).encode(), AAD_ASSOCIATION + session.session_id, random=self.random
         )
         return {"v": 1, "ciphertext": sealed.hex()}
+
+    def _associate_on_chain(self, session: Session, token: bytes, request: Signature) -> TxResult:
+        device_key = PublicKey.from_bytes(session.device_key)
+        # One entry per session and request: a retry of the same request (its answer lost)
+        # finds the entry, and so the transaction, of the first; a corrected one is new.
+        digest = keccak256(token + request.to_rsv())[:8].hex()
+        ticket = self.outbox.submit(
+            f"associate:{self.group_id}:{session.session_id.hex()}:{digest}",
+            "TrustGroups", "associate", self.group_id, session.object_id, device_key.xy,
+            token, request.to_rsv(),
+        )  # fmt: skip
+        return ticket.result(self.chain_wait_s)
 
     def _go_live(self, session: Session, *, supersede: bool = True) -> None:
         if session.patient is None:
@@ -636,8 +653,14 @@ class Gateway:
 
     def revoke(self, device: str) -> TxResult:
         """The master revokes a device on chain; the gateway stops accepting it at once."""
+        # A key of its own per request: revoking twice is the contract's to refuse
+        # (device_already_revoked).
+        ticket = self.outbox.submit(
+            f"revoke:{self.group_id}:{device}:{self.random(8).hex()}",
+            "TrustGroups", "revokeDevice", self.group_id, device,
+        )  # fmt: skip
         try:
-            result = self.ledger.revoke_device(self.master, self.group_id, device)
+            result = ticket.result(self.chain_wait_s)
         except ContractError as exc:
             raise GatewayError(409, exc.code, str(exc)) from None
         self.registry.refresh()

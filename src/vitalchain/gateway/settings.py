@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vitalchain.crypto.aead import Suite
@@ -59,7 +59,18 @@ class GatewaySettings(BaseSettings):
     health_timeout_s: float = Field(1.0, gt=0)
     mqtt: bool = True
     alert_ring_k: int = Field(8, ge=1, le=63)  # other devices in an alert's ring (spec: alert.md)
-    alert_ack_timeout_s: float = Field(120.0, gt=0)  # then escalate to the next provider
+    # Alarms (docs/alarms.md): escalation to the next tier per priority when unacknowledged,
+    # HIGH re-notification, receipt timeout (then the next tier at once and a technical alarm),
+    # stale-device levels, and how long the chain or the store may be out of reach before a
+    # technical alarm.
+    alert_escalate_high_s: float = Field(60.0, gt=0, le=86400)
+    alert_escalate_medium_s: float = Field(300.0, gt=0, le=86400)
+    alert_escalate_low_s: float = Field(900.0, gt=0, le=86400)
+    alert_repeat_high_s: float = Field(60.0, ge=0, le=86400)  # 0: HIGH alarms do not repeat
+    alert_receipt_timeout_s: float = Field(30.0, gt=0, le=86400)
+    alert_stale_warning_s: float = Field(900.0, ge=0, le=86400)  # 0: off
+    alert_stale_urgent_s: float = Field(1800.0, ge=0, le=86400)  # 0: off
+    alarm_outage_after_s: float = Field(60.0, gt=0, le=86400)
     mqtt_port: int | None = None  # None: picked once per data dir, kept in <data_dir>/mqtt/port
     # When a patient's block closes (readings, or age of its oldest message), and how often the
     # group's root is anchored (gateway/sealer.py, docs/spec/block.md).
@@ -77,3 +88,14 @@ class GatewaySettings(BaseSettings):
                 "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
             )
         return value
+
+    @model_validator(mode="after")
+    def _stale_levels_in_order(self) -> GatewaySettings:
+        """The urgent stale level comes after the warning (either 0: that level off)."""
+        warning, urgent = self.alert_stale_warning_s, self.alert_stale_urgent_s
+        if warning > 0 and urgent > 0 and urgent <= warning:
+            raise ValueError(
+                f"alert_stale_urgent_s ({urgent:g}) must be above alert_stale_warning_s"
+                f" ({warning:g}), or either 0 to turn that level off"
+            )
+        return self

@@ -4,6 +4,8 @@
 - Backends: :class:`EmbeddedBackend` (eth-tester + py-evm in process, the default) and
   :class:`RpcBackend` (any JSON-RPC node: Besu/geth in production, anvil in tests).
 - Errors: :mod:`vitalchain.ledger.errors`, decoded from the contracts' custom errors.
+- :class:`ChainOutbox`: the durable, pipelined queue of one key's transactions (the gateway
+  master's alert records, anchors and associations), each resolved through a :class:`Ticket`.
 """
 
 from vitalchain.ledger.backends import ANVIL_DEV_KEY, ChainBackend, EmbeddedBackend, RpcBackend
@@ -31,6 +33,7 @@ from vitalchain.ledger.ledger import (
     Ledger,
     TxResult,
 )
+from vitalchain.ledger.outbox import ChainOutbox, ChainWriter, Outcome, Ticket
 
 __all__ = [
     "ANVIL_DEV_KEY",
@@ -38,7 +41,9 @@ __all__ = [
     "Anchor",
     "AnchorError",
     "ChainBackend",
+    "ChainOutbox",
     "ChainUnavailable",
+    "ChainWriter",
     "Consent",
     "ConsentError",
     "ConsentStatus",
@@ -54,7 +59,9 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "NotSupported",
+    "Outcome",
     "RpcBackend",
+    "Ticket",
     "TransactionFailed",
     "TrustGroupsError",
     "TxResult",

@@ -7,12 +7,19 @@ ask of the chain itself: who pays for gas, and whether time can be moved forward
 from __future__ import annotations
 
 import ast
+import socket
+import subprocess
+import sys
+import threading
 from abc import ABC, abstractmethod
+from multiprocessing.connection import Connection
 from typing import Any
 
 import requests
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
+from web3.providers.base import BaseProvider
+from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -57,21 +64,41 @@ class ChainBackend(ABC):
 
 
 class EmbeddedBackend(ChainBackend):
-    """eth-tester on py-evm, in this process: the default, and it needs no server."""
+    """eth-tester on py-evm: the default, and it needs no server.
+
+    ``isolated=True`` runs the EVM in a child process (:class:`_ChildChain`), which is what a
+    gateway node uses: executing a transaction is tens of milliseconds of pure-Python CPU, and
+    in the gateway's own process it holds the GIL that ingest, the journal's commits and alert
+    delivery need (docs/benchmarks.md, alert latency).  In-process (the default) needs no
+    second process, which is what unit tests and the demo's several nodes on one chain want.
+    """
 
     kind = "embedded"
 
-    def __init__(self) -> None:
+    def __init__(self, *, isolated: bool = False) -> None:
+        self._child: _ChildChain | None = None
+        if isolated:
+            self._child = _ChildChain()
+            self._tester = None
+            self.w3 = Web3(_ChildProvider(self._child))
+            self.funder = PrivateKey(self._child.call("funder"))
+            return
         from eth_tester import EthereumTester, PyEVMBackend
-        from web3.providers.eth_tester import EthereumTesterProvider
 
         self._tester = EthereumTester(backend=PyEVMBackend())
-        self.w3 = Web3(EthereumTesterProvider(self._tester))
+        self.w3 = Web3(_SerialTesterProvider(self._tester))
         self.funder = PrivateKey(self._tester.backend.account_keys[0].to_bytes())
 
     def advance_time(self, seconds: int) -> None:
-        latest = self._tester.get_block_by_number("latest")["timestamp"]
-        self._tester.time_travel(int(latest) + seconds)
+        if self._child is not None:
+            self._child.call("advance_time", seconds)
+            return
+        assert self._tester is not None
+        _advance(self._tester, seconds)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.close()
 
     def revert_data(self, exc: Exception) -> bytes | None:
         """eth-tester raises its own TransactionFailed; the payload is in its cause chain."""
@@ -79,19 +106,137 @@ class EmbeddedBackend(ChainBackend):
 
         if not isinstance(exc, TransactionFailed):
             return super().revert_data(exc)
-        seen: BaseException | None = exc
-        while seen is not None:
-            for arg in seen.args:
-                if isinstance(arg, bytes):
-                    return arg
-                # eth_call keeps only the payload's repr: "execution reverted: b'...'"
-                text = str(arg).removeprefix("execution reverted: ")
-                if text[:2] in ("b'", 'b"'):
-                    value = ast.literal_eval(text)
-                    if isinstance(value, bytes):
-                        return value
-            seen = seen.__cause__ or seen.__context__
-        return b""
+        return _revert_payload(exc)
+
+
+def _advance(tester: Any, seconds: int) -> None:
+    latest = tester.get_block_by_number("latest")["timestamp"]
+    tester.time_travel(int(latest) + seconds)
+
+
+def _revert_payload(exc: BaseException) -> bytes:
+    seen: BaseException | None = exc
+    while seen is not None:
+        for arg in seen.args:
+            if isinstance(arg, bytes):
+                return arg
+            # eth_call keeps only the payload's repr: "execution reverted: b'...'"
+            text = str(arg).removeprefix("execution reverted: ")
+            if text[:2] in ("b'", 'b"'):
+                value = ast.literal_eval(text)
+                if isinstance(value, bytes):
+                    return value
+        seen = seen.__cause__ or seen.__context__
+    return b""
+
+
+def _serve_fd(fd: int) -> None:
+    """The child process's entry point (see :class:`_ChildChain`)."""
+    _serve_chain(Connection(fd))
+
+
+def _serve_chain(conn: Connection) -> None:
+    """The child's loop: one request at a time from the parent, until the pipe closes.
+
+    A parent killed with SIGKILL closes its end too, so the child never outlives it.
+    """
+    from eth_tester import EthereumTester, PyEVMBackend
+    from eth_tester.exceptions import TransactionFailed
+
+    tester = EthereumTester(backend=PyEVMBackend())
+    provider = EthereumTesterProvider(tester)
+    while True:
+        try:
+            op, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if op == "rpc":
+                result: Any = provider.make_request(*args)
+            elif op == "funder":
+                result = tester.backend.account_keys[0].to_bytes()
+            elif op == "advance_time":
+                _advance(tester, *args)
+                result = None
+            else:
+                raise ValueError(f"unknown operation {op!r}")
+        except TransactionFailed as exc:
+            # Its cause chain (where the payload may be) does not survive pickling: send the
+            # payload itself, which revert_data finds in the first argument.
+            conn.send(("revert", _revert_payload(exc), str(exc)))
+        except Exception as exc:
+            conn.send(("error", type(exc).__name__, str(exc)))
+        else:
+            conn.send(("ok", result, None))
+
+
+class _ChildChain:
+    """A py-evm chain in a child process, asked over a socket pair, one request at a time.
+
+    A plain subprocess rather than multiprocessing's spawn: spawn re-imports the parent's
+    ``__main__``, which breaks any script without an ``if __name__ == "__main__"`` guard.
+    """
+
+    def __init__(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        fd = child_end.fileno()
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-c", f"from {__name__} import _serve_fd; _serve_fd({fd})"],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+        )
+        child_end.close()
+        self._conn = Connection(parent_end.detach())
+        self._lock = threading.Lock()
+
+    def call(self, op: str, *args: Any) -> Any:
+        from eth_tester.exceptions import TransactionFailed
+
+        with self._lock:
+            try:
+                self._conn.send((op, args))
+                status, value, message = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ChainUnavailable("the embedded chain's process is gone") from exc
+        if status == "revert":
+            raise TransactionFailed(value, message)
+        if status == "error":
+            raise RuntimeError(f"{value}: {message}")  # the text keeps e.g. "cannot afford"
+        return value
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=5)
+
+
+class _SerialTesterProvider(EthereumTesterProvider):
+    """eth-tester's provider, one request at a time: py-evm's state is not thread-safe, and a
+    gateway asks the chain from several threads (ingest, sealer, alerts, the chain outbox)."""
+
+    def __init__(self, tester: Any) -> None:
+        super().__init__(tester)
+        self._lock = threading.Lock()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self._lock:
+            return super().make_request(method, params)
+
+
+class _ChildProvider(EthereumTesterProvider):
+    """eth-tester's provider (with its request middleware) whose requests run in the child."""
+
+    def __init__(self, child: _ChildChain) -> None:
+        BaseProvider.__init__(self)  # not EthereumTesterProvider's: no chain in this process
+        self._child = child
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        response: RPCResponse = self._child.call("rpc", method, params)
+        return response
 
 
 class _RpcProvider(HTTPProvider):

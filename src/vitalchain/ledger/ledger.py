@@ -4,6 +4,12 @@ Every state-changing method takes the acting key first: gateways, patients and p
 each sign their own transactions with their own Ethereum account.  A refused call raises a
 :class:`~vitalchain.ledger.errors.ContractError` decoded from the contract's custom error;
 nothing is sent when the simulation already fails.
+
+A transaction holds the ledger's lock only while its nonce is taken and it is signed and
+sent, never while its receipt is awaited: one slow block no longer stalls every other sender
+of the process.  The gateway master's own writes go through the durable
+:class:`~vitalchain.ledger.outbox.ChainOutbox`, which shares this nonce bookkeeping (the
+low-level methods under "for the outbox" below).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import TimeExhausted
+from web3.exceptions import TimeExhausted, TransactionNotFound
 from web3.types import TxParams
 
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256
+from vitalchain.errors import VitalchainError
 from vitalchain.ledger import eip712
 from vitalchain.ledger._artifacts import CONTRACTS, artifact
 from vitalchain.ledger.backends import ChainBackend, EmbeddedBackend
@@ -190,8 +197,13 @@ class Ledger:
         }
         self.domain = eip712.Domain(deployment.chain_id, self._contracts["TrustGroups"].address)
         self.events = EventIndex(self.w3, self._contracts, deployment.block)
+        # Nonce allocation and sending only (never a receipt wait).  ``_nonces`` is the next
+        # nonce per account as this process counts it; ``_floors`` the lowest one it may still
+        # hand out, raised by the outbox for nonces it has persisted (so that a re-read of the
+        # chain's count, which may not know them yet, never gives one out twice).
         self._lock = threading.RLock()
         self._nonces: dict[str, int] = {}
+        self._floors: dict[str, int] = {}
         _DECODER = _DECODER or _ErrorDecoder()
         self._decoder = _DECODER
 
@@ -256,30 +268,143 @@ class Ledger:
         if self.backend.funder is None:
             return
         with self._lock:
-            self._sender().transfer(self.backend.funder, address, wei)
+            tx_hash = self._sender().transfer_hash(self.backend.funder, address, wei)
+        self._wait(tx_hash, "transfer")
 
     def _sender(self) -> _Sender:
-        return _Sender(self.w3, self.chain_id, self._nonces)
+        return _Sender(self.w3, self.chain_id, self._nonces, self._floors)
 
     def _send(self, sender: PrivateKey, contract: str, function: str, *args: Any) -> TxResult:
+        """Simulate, then (under the lock: nonce, sign, send) send, then wait without the lock.
+
+        A refusal found by the simulation raises before anything is sent.  A transaction that
+        passed it but reverted in its block (another one changed the state in between) is
+        decoded by running the call again at that block, so it raises the same typed error.
+        """
         fn = self._contracts[contract].functions[function](*args)
+        try:
+            self._sender().simulate(sender, fn)
+        except Exception as exc:
+            self._refusal(exc, contract)
+            raise
         with self._lock:
             try:
-                receipt = self._sender().send(sender, fn)
-            except TimeExhausted as exc:  # sent, but no block took it in time: a stalled chain
-                raise ChainUnavailable(f"{contract}.{function}: no receipt in time") from exc
+                tx_hash = self._sender().dispatch(sender, fn)
             except Exception as exc:
-                data = self.backend.revert_data(exc)
-                if data is None:
-                    raise
-                raise self._decoder.decode(data, contract) from None
+                self._refusal(exc, contract)
+                raise
+        receipt = self._wait(tx_hash, f"{contract}.{function}")
         if receipt["status"] != 1:
-            raise TransactionFailed(
-                f"{contract}.{function} reverted in block {receipt['blockNumber']}"
-            )
+            raise self.revert_error(sender.address, contract, function, args, receipt)
         return TxResult(
             bytes(receipt["transactionHash"]), receipt["blockNumber"], receipt["gasUsed"]
         )
+
+    def _refusal(self, exc: Exception, contract: str) -> None:
+        """Raise ``exc`` as the typed error of a decodable revert; else return (the caller
+        re-raises ``exc`` as it is)."""
+        data = self.backend.revert_data(exc)
+        if data is not None:
+            raise self._decoder.decode(data, contract) from None
+
+    def _wait(self, tx_hash: bytes, what: str) -> Any:
+        try:
+            return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)  # type: ignore[arg-type]
+        except TimeExhausted as exc:  # sent, but no block took it in time: a stalled chain
+            raise ChainUnavailable(f"{what}: no receipt in time") from exc
+
+    # -- for the outbox (ledger/outbox.py): one step of a transaction at a time -------------------
+
+    def simulate(self, sender: str, contract: str, function: str, *args: Any) -> None:
+        """``eth_call`` the transaction from ``sender`` on the latest state: a refusal raises
+        its typed error, an unreachable node :class:`ChainUnavailable`."""
+        fn = self._contracts[contract].functions[function](*args)
+        try:
+            fn.call({"from": sender})
+        except Exception as exc:
+            _raise_if_unfunded(exc, sender)
+            self._refusal(exc, contract)
+            raise
+
+    def revert_error(
+        self, sender: str, contract: str, function: str, args: Any, receipt: Any
+    ) -> VitalchainError:
+        """Why a mined transaction reverted (status 0): its call run again at its block gives
+        the contract's typed error; a call that passes there (out of gas, a state that changed
+        within the block) gives :class:`TransactionFailed`.  :class:`ChainUnavailable` raises."""
+        block = int(receipt["blockNumber"])
+        fn = self._contracts[contract].functions[function](*args)
+        try:
+            fn.call({"from": sender}, block_identifier=block)
+        except ChainUnavailable:
+            raise
+        except Exception as exc:
+            data = self.backend.revert_data(exc)
+            if data is not None:
+                return self._decoder.decode(data, contract)
+        return TransactionFailed(f"{contract}.{function} reverted in block {block}")
+
+    def decode_revert(self, data: bytes, contract: str) -> LedgerError:
+        """A revert payload as its typed error (an outbox entry's refusal, read back)."""
+        return self._decoder.decode(data, contract)
+
+    def sign_call(
+        self, sender: PrivateKey, nonce: int, contract: str, function: str, *args: Any
+    ) -> tuple[bytes, bytes]:
+        """The raw signed transaction and its hash, at ``nonce``, with today's fees."""
+        fn = self._contracts[contract].functions[function](*args)
+        return self._sender().sign(sender, fn, nonce)
+
+    def next_nonce(self, address: str) -> int:
+        """The nonce the next transaction of ``address`` takes (hold :meth:`nonce_lock`)."""
+        return self._sender().next_nonce(address)
+
+    def use_nonce(self, address: str, nonce: int, *, persisted: bool = False) -> None:
+        """``nonce`` is taken; ``persisted``: by an outbox entry, never to be given out again."""
+        with self._lock:
+            self._nonces[address] = max(self._nonces.get(address, 0), nonce + 1)
+            if persisted:
+                self._floors[address] = max(self._floors.get(address, 0), nonce + 1)
+
+    def release_nonce(self, address: str, nonce: int) -> None:
+        """The node refused the transaction at ``nonce`` (the last one taken, under the lock):
+        it may be given out again, and the count is read from the chain next time."""
+        with self._lock:
+            if self._floors.get(address) == nonce + 1:
+                self._floors[address] = nonce
+            self._nonces.pop(address, None)
+
+    @property
+    def nonce_lock(self) -> threading.RLock:
+        """Held while a nonce is taken and its transaction signed and sent, nothing longer."""
+        return self._lock
+
+    def sign_filler(self, sender: PrivateKey, nonce: int) -> bytes:
+        """An empty transfer to ``sender`` itself at ``nonce``: fills a nonce nobody holds."""
+        tx = {"to": sender.address, "value": 0, "gas": 21_000}
+        return self._sender()._signed(sender, tx, nonce)[0]
+
+    def has_transaction(self, tx_hash: bytes) -> bool:
+        """Whether the node knows the transaction (in its pool or mined)."""
+        try:
+            self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return False
+        return True
+
+    def broadcast(self, raw: bytes) -> bytes:
+        """``eth_sendRawTransaction``; the node's refusal raises as the node words it."""
+        return bytes(self.w3.eth.send_raw_transaction(raw))
+
+    def receipt(self, tx_hash: bytes) -> Any | None:
+        """The receipt if the transaction is mined, else None (never waits)."""
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+
+    def transaction_count(self, address: str, block: str = "latest") -> int:
+        return int(self.w3.eth.get_transaction_count(address, block))  # type: ignore[arg-type]
 
     @functools.cached_property
     def _view_params(self) -> TxParams:
@@ -521,52 +646,84 @@ def history_hash(anchors: list[Anchor]) -> bytes:
 class _Sender:
     """Signs and sends one transaction at a time: nonce, fees, gas and receipt."""
 
-    def __init__(self, w3: Web3, chain_id: int, nonces: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        chain_id: int,
+        nonces: dict[str, int] | None = None,
+        floors: dict[str, int] | None = None,
+    ) -> None:
         self.w3 = w3
         self.chain_id = chain_id
         self.nonces = nonces if nonces is not None else {}
+        self.floors = floors if floors is not None else {}
 
     def _fees(self) -> dict[str, int]:
         base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
         tip = _TIP_WEI if base else 0
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
-    def _nonce(self, address: str) -> int:
+    def next_nonce(self, address: str) -> int:
+        """This process's count, else the chain's (pending) count; never below the floor."""
         if address not in self.nonces:
             self.nonces[address] = self.w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
-        return self.nonces[address]
+        return max(self.nonces[address], self.floors.get(address, 0))
 
-    def _submit(self, sender: PrivateKey, tx: dict[str, Any]) -> Any:
+    def _signed(self, sender: PrivateKey, tx: dict[str, Any], nonce: int) -> tuple[bytes, bytes]:
+        tx |= {"nonce": nonce, "chainId": self.chain_id, **self._fees()}
+        signed = Account.sign_transaction(tx, sender.secret)
+        return bytes(signed.raw_transaction), bytes(signed.hash)
+
+    def _submit(self, sender: PrivateKey, tx: dict[str, Any]) -> bytes:
+        """Sign at the next nonce and send; the transaction's hash (call under the lock)."""
         address = sender.address
-        tx |= {"nonce": self._nonce(address), "chainId": self.chain_id, **self._fees()}
-        raw = Account.sign_transaction(tx, sender.secret).raw_transaction
+        nonce = self.next_nonce(address)
+        raw, _ = self._signed(sender, tx, nonce)
         try:
             tx_hash = self.w3.eth.send_raw_transaction(raw)
         except Exception as exc:
             self.nonces.pop(address, None)
             _raise_if_unfunded(exc, address)
             raise
-        self.nonces[address] = tx["nonce"] + 1
-        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        self.nonces[address] = nonce + 1
+        return bytes(tx_hash)
 
-    def send(self, sender: PrivateKey, fn: Any, *, estimate: bool = False) -> Any:
-        """Simulate (a refusal raises here, nothing is sent), then sign, send and wait.
+    def simulate(self, sender: PrivateKey, fn: Any, *, estimate: bool = False) -> int:
+        """One ``eth_call`` (a refusal raises here, nothing is sent); the gas to send with.
 
         One ``eth_call`` is cheaper than ``eth_estimateGas`` (a binary search of executions
         on py-evm), so calls go out with a fixed ceiling; only used gas is charged.
         """
         try:
             if estimate:
-                gas = fn.estimate_gas({"from": sender.address}) * 5 // 4 + 20_000
-            else:
-                fn.call({"from": sender.address})
-                gas = GAS_CEILING
+                return int(fn.estimate_gas({"from": sender.address})) * 5 // 4 + 20_000
+            fn.call({"from": sender.address})
+            return GAS_CEILING
         except Exception as exc:
             _raise_if_unfunded(exc, sender.address)
             raise
+
+    def _built(self, sender: PrivateKey, fn: Any, gas: int) -> dict[str, Any]:
         fill = {"from": sender.address, "gas": gas, "nonce": 0}
-        tx = fn.build_transaction(fill | {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
-        return self._submit(sender, dict(tx))
+        return dict(fn.build_transaction(fill | {"maxFeePerGas": 0, "maxPriorityFeePerGas": 0}))
+
+    def sign(self, sender: PrivateKey, fn: Any, nonce: int) -> tuple[bytes, bytes]:
+        """The raw transaction calling ``fn`` at ``nonce`` (not simulated, not sent)."""
+        return self._signed(sender, self._built(sender, fn, GAS_CEILING), nonce)
+
+    def dispatch(self, sender: PrivateKey, fn: Any, *, gas: int = GAS_CEILING) -> bytes:
+        """Sign and send an already simulated call; its hash (call under the lock)."""
+        return self._submit(sender, self._built(sender, fn, gas))
+
+    def send(self, sender: PrivateKey, fn: Any, *, estimate: bool = False) -> Any:
+        """Simulate, sign, send and wait for the receipt (deployment: one sender, in order)."""
+        gas = self.simulate(sender, fn, estimate=estimate)
+        tx_hash = self.dispatch(sender, fn, gas=gas)
+        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)  # type: ignore[arg-type]
+
+    def transfer_hash(self, sender: PrivateKey, to: str, wei: int) -> bytes:
+        return self._submit(sender, {"to": to, "value": wei, "gas": 21_000})
 
     def transfer(self, sender: PrivateKey, to: str, wei: int) -> Any:
-        return self._submit(sender, {"to": to, "value": wei, "gas": 21_000})
+        tx_hash = self.transfer_hash(sender, to, wei)
+        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)  # type: ignore[arg-type]

@@ -1,16 +1,28 @@
-"""Escalation: tier 0, timed escalation, acknowledgement, snooze, exhaustion."""
+"""Escalation: tier 0, timed escalation, acknowledgement, snooze, exhaustion; priorities,
+repeats, receipts, bounded memory and rebuilding from the durable records."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalchain.care.escalation import AlertState, Delivery, EscalationError, Escalator
+from vitalchain.care.escalation import (
+    AlertRecord,
+    AlertState,
+    Delivery,
+    DeliveryRecord,
+    EscalationError,
+    Escalator,
+    SnoozeRecord,
+)
+from vitalchain.care.rules import Priority, PriorityPolicy
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import Vital
 
@@ -21,6 +33,15 @@ DR_C = "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb"
 STRANGER = "0x52908400098527886E0F7030069857D2E4169EE7"
 PROVIDERS = (DR_A, DR_B, DR_C)
 TIMEOUT = 120.0
+HIGH, MEDIUM, LOW = Priority.HIGH, Priority.MEDIUM, Priority.LOW
+# Medium alerts (the default) escalate after TIMEOUT; the snooze choices cover the durations the
+# older tests use.  Receipts are left out of those tests by a receipt timeout nobody reaches.
+POLICIES = {
+    HIGH: PriorityPolicy(60.0, (300.0, 600.0, 900.0), 60.0),
+    MEDIUM: PriorityPolicy(TIMEOUT, (10.0, 60.0, 600.0, 3600.0, 86400.0), 0.0),
+    LOW: PriorityPolicy(900.0, (1800.0, 3600.0, 7200.0), 0.0),
+}
+NO_RECEIPTS = 1e9
 
 
 class FakeClock:
@@ -40,7 +61,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def esc(clock: FakeClock) -> Escalator:
-    return Escalator(clock, ack_timeout_s=TIMEOUT, max_snooze_s=3600)
+    return Escalator(clock, POLICIES, receipt_timeout_s=NO_RECEIPTS)
 
 
 def recipients(deliveries: list[Delivery]) -> list[str]:
@@ -316,12 +337,15 @@ def test_snooze_acknowledges_nothing(esc: Escalator, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize(
-    "duration", [0, 0.0, -1, -math.inf, math.inf, math.nan, 3600.001, 1e12, True], ids=repr
+    "duration",
+    [0, 0.0, -1, -math.inf, math.inf, math.nan, 3600.001, 1e12, True, 59.999, 120, "60"],
+    ids=repr,
 )
 def test_invalid_snooze_durations_are_refused(esc: Escalator, duration: float) -> None:
     with pytest.raises(EscalationError) as info:
         esc.snooze(DR_A, PATIENT, Vital.SPO2, duration)
     assert (info.value.code, info.value.status) == ("invalid_snooze", 422)
+    assert "10, 60, 600, 3600, 86400 s" in info.value.message  # the allowed choices
     assert not esc.is_snoozed(DR_A, PATIENT, Vital.SPO2)
 
 
@@ -340,12 +364,25 @@ def test_an_invalid_snooze_keeps_the_earlier_one(esc: Escalator, clock: FakeCloc
 
 
 @pytest.mark.parametrize(
-    ("timeout", "max_snooze"), [(0, 60), (-1, 60), (math.nan, 60), (60, math.inf), (60, 0)]
+    ("policies", "receipt_timeout"),
+    [
+        (0, 30),
+        (-1, 30),
+        (math.nan, 30),
+        (POLICIES, 0),
+        (POLICIES, math.inf),
+        (POLICIES, True),
+        ({HIGH: POLICIES[HIGH], MEDIUM: POLICIES[MEDIUM]}, 30),  # no LOW policy
+        ({**POLICIES, LOW: (900, (1800,), 0)}, 30),  # not a PriorityPolicy
+        ({**POLICIES, HIGH: PriorityPolicy(60, (300,), 0)}, 30),  # a HIGH alarm must repeat
+        ({**POLICIES, HIGH: PriorityPolicy(60, (300, 7200), 60)}, 30),  # snoozed past 1 h
+    ],
+    ids=repr,
 )
-def test_invalid_configuration_is_refused(timeout: float, max_snooze: float) -> None:
+def test_invalid_configuration_is_refused(policies: Any, receipt_timeout: float) -> None:
     with pytest.raises(EscalationError) as info:
-        Escalator(FakeClock(), ack_timeout_s=timeout, max_snooze_s=max_snooze)
-    assert info.value.code == "invalid_config"
+        Escalator(FakeClock(), policies, receipt_timeout_s=receipt_timeout)
+    assert (info.value.code, info.value.status) == ("invalid_config", 500)
 
 
 # --- concurrency and properties ------------------------------------------------------------------
@@ -381,7 +418,7 @@ def test_deliveries_follow_the_order_and_never_repeat(
     providers: list[str], snoozed: set[str], steps: list[float]
 ) -> None:
     clock = FakeClock()
-    esc = Escalator(clock, ack_timeout_s=TIMEOUT)
+    esc = Escalator(clock, POLICIES, receipt_timeout_s=NO_RECEIPTS)
     for address in snoozed:
         esc.snooze(address, PATIENT, None, 86400)
     sent = esc.open("a1", PATIENT, Vital.SPO2, providers)
@@ -397,3 +434,515 @@ def test_deliveries_follow_the_order_and_never_repeat(
     assert [d.tier for d in provider_deliveries] == list(range(len(provider_deliveries)))
     for earlier, later in itertools.pairwise(provider_deliveries):
         assert later.at - earlier.at >= TIMEOUT
+
+
+# --- priorities: per-priority escalation, snooze choices ---------------------------------------
+
+
+@pytest.fixture
+def real(clock: FakeClock) -> Escalator:
+    """The shipped defaults: HIGH 60 s, MEDIUM 300 s, LOW 900 s; receipts after 30 s."""
+    return Escalator(clock)
+
+
+@pytest.mark.parametrize(("priority", "after"), [(HIGH, 60), (MEDIUM, 300), (LOW, 900)])
+def test_escalation_timeouts_are_per_priority(
+    real: Escalator, clock: FakeClock, priority: Priority, after: float
+) -> None:
+    sent = real.open("a1", PATIENT, Vital.SPO2, PROVIDERS, priority)
+    assert {d.priority for d in sent} == {priority}
+    real.receipt("a1", DR_A)  # delivered: the acknowledgement timeout applies
+    clock.now += after - 0.001
+    assert [d for d in real.due() if d.repeat == 0] == []
+    clock.now = 1000 + after
+    assert [d for d in real.due() if d.repeat == 0] == [
+        Delivery("a1", DR_B, 1, clock.now, priority)
+    ]
+
+
+def test_snooze_choices_are_a_fixed_list_per_priority(real: Escalator) -> None:
+    assert real.snooze_choices(HIGH) == (300, 600, 900)
+    assert real.snooze_choices("medium") == (900, 1800, 3600)
+    assert real.snooze_choices(LOW) == (1800, 3600, 7200)
+    assert real.snooze(DR_A, PATIENT, Vital.SPO2, 900, HIGH) == 1900
+    with pytest.raises(EscalationError) as info:
+        real.snooze(DR_A, PATIENT, Vital.SPO2, 1800, HIGH)  # fine for medium, not for high
+    assert (info.value.code, info.value.status) == ("invalid_snooze", 422)
+    assert "high alarm lasts one of 300, 600, 900 s" in info.value.message
+
+
+@pytest.mark.parametrize("priority", ["urgent", "", None, 3, Vital.SPO2])
+def test_an_unknown_priority_is_refused(real: Escalator, priority: Any) -> None:
+    for call in (
+        lambda: real.open("a1", PATIENT, Vital.SPO2, PROVIDERS, priority),
+        lambda: real.snooze(DR_A, PATIENT, Vital.SPO2, 900, priority),
+        lambda: real.snooze_choices(priority),
+        lambda: real.is_snoozed(DR_A, PATIENT, Vital.SPO2, priority),
+    ):
+        with pytest.raises(EscalationError) as info:
+            call()
+        assert (info.value.code, info.value.status) == ("invalid_priority", 422)
+    assert real.sizes() == {"alerts": 0, "deliveries": 0, "active": 0, "snoozes": 0}
+
+
+def test_a_snooze_covers_its_priority_and_lower_only(real: Escalator) -> None:
+    real.snooze(DR_A, PATIENT, Vital.SPO2, 900, MEDIUM)
+    assert real.is_snoozed(DR_A, PATIENT, Vital.SPO2, LOW)
+    assert real.is_snoozed(DR_A, PATIENT, Vital.SPO2, MEDIUM)
+    assert not real.is_snoozed(DR_A, PATIENT, Vital.SPO2, HIGH)
+    assert recipients(real.open("h", PATIENT, Vital.SPO2, PROVIDERS, HIGH)) == [PATIENT, DR_A]
+    assert recipients(real.open("m", PATIENT, Vital.SPO2, PROVIDERS, MEDIUM)) == [PATIENT, DR_B]
+    real.snooze(DR_B, PATIENT, None, 300, HIGH)
+    assert all(real.is_snoozed(DR_B, PATIENT, Vital.GLUCOSE, p) for p in Priority)
+
+
+def test_the_reopen_check_includes_the_priority(real: Escalator) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS, MEDIUM)
+    assert real.open("a1", PATIENT, Vital.SPO2, PROVIDERS, "medium") == []
+    with pytest.raises(EscalationError) as info:
+        real.open("a1", PATIENT, Vital.SPO2, PROVIDERS, HIGH)
+    assert info.value.code == "alert_conflict"
+
+
+# --- HIGH: repeats until acknowledged, snoozed at most 15 min ---------------------------------
+
+
+def test_a_high_alert_repeats_until_acknowledged(esc: Escalator, clock: FakeClock) -> None:
+    esc.open("a1", PATIENT, Vital.SPO2, (DR_A, DR_B), HIGH)
+    clock.now += 60
+    assert esc.due() == [
+        Delivery("a1", PATIENT, 0, 1060, HIGH, 1),
+        Delivery("a1", DR_A, 0, 1060, HIGH, 1),
+        Delivery("a1", DR_B, 1, 1060, HIGH, 0),  # and the next tier
+    ]
+    assert esc.due() == []
+    clock.now += 59
+    assert esc.due() == []
+    clock.now += 1
+    assert esc.due() == [
+        Delivery("a1", PATIENT, 0, 1120, HIGH, 2),
+        Delivery("a1", DR_A, 0, 1120, HIGH, 2),
+        Delivery("a1", DR_B, 1, 1120, HIGH, 2),
+    ]
+    esc.resolve("a1")  # the condition ended, but the alarm latches until acknowledged
+    clock.now += 60
+    assert [d.repeat for d in esc.due()] == [3, 3, 3]
+    assert esc.acknowledge("a1", DR_B) is True
+    for _ in range(5):
+        clock.now += 60
+        assert esc.due() == []
+    assert esc.sizes()["alerts"] == 0  # acknowledged and resolved: retired
+
+
+def test_medium_and_low_alerts_do_not_repeat(esc: Escalator, clock: FakeClock) -> None:
+    esc.open("m", PATIENT, Vital.SPO2, (), MEDIUM)
+    esc.open("l", PATIENT, Vital.SPO2, (), LOW)
+    for _ in range(10):
+        clock.now += 600
+        assert esc.due() == []
+
+
+def test_a_high_alert_reaches_a_snoozed_recipient_once_the_snooze_ends(
+    esc: Escalator, clock: FakeClock
+) -> None:
+    esc.snooze(DR_A, PATIENT, Vital.SPO2, 300, HIGH)
+    assert recipients(esc.open("a1", PATIENT, Vital.SPO2, (DR_A, DR_B), HIGH)) == [PATIENT, DR_B]
+    with pytest.raises(EscalationError):
+        esc.receipt("a1", DR_A)  # not delivered yet
+    for _ in range(4):
+        clock.now += 60
+        assert DR_A not in recipients(esc.due())
+    clock.now = 1300  # the longest HIGH snooze is over: the alarm reaches Dr A too
+    repeated = esc.due()
+    assert Delivery("a1", DR_A, 0, 1300, HIGH, 5) in repeated
+    assert esc.acknowledge("a1", DR_A) is True
+
+
+def test_a_high_alert_that_everyone_snoozed_still_goes_out_after_the_snooze(
+    esc: Escalator, clock: FakeClock
+) -> None:
+    esc.snooze(PATIENT, PATIENT, None, 900, HIGH)
+    esc.snooze(DR_A, PATIENT, None, 900, HIGH)
+    assert esc.open("a1", PATIENT, Vital.SPO2, (DR_A,), HIGH) == []
+    clock.now += 900
+    assert recipients(esc.due()) == [PATIENT, DR_A]
+
+
+# --- receipts and undeliverable alerts --------------------------------------------------------
+
+
+def test_receipts_are_distinct_from_acknowledgements(real: Escalator) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    assert real.receipt("a1", DR_A) is True
+    assert real.receipt("a1", DR_A) is False
+    assert real.receipt("a1", PATIENT) is True
+    state = real.state("a1")
+    assert (state.receipts, state.acknowledged_by) == ((PATIENT, DR_A), None)  # delivery order
+
+
+@pytest.mark.parametrize(
+    ("alert_id", "recipient", "code", "status"),
+    [
+        ("nope", DR_A, "unknown_alert", 404),
+        ("a1", DR_B, "not_a_recipient", 403),  # listed, not delivered yet
+        ("a1", STRANGER, "not_a_recipient", 403),
+        ("a1", DR_A.lower(), "not_a_recipient", 403),
+    ],
+)
+def test_receipt_refusals(
+    real: Escalator, alert_id: str, recipient: str, code: str, status: int
+) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    with pytest.raises(EscalationError) as info:
+        real.receipt(alert_id, recipient)
+    assert (info.value.code, info.value.status) == (code, status)
+    assert real.state("a1").receipts == ()
+
+
+def test_an_alert_nobody_receipted_escalates_at_once_and_is_reported_once(
+    real: Escalator, clock: FakeClock
+) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS)  # MEDIUM: 300 s to acknowledge
+    clock.now += 29.9
+    assert (real.due(), real.undeliverable()) == ([], [])
+    clock.now = 1030
+    assert real.due() == [Delivery("a1", DR_B, 1, 1030)]
+    assert real.undeliverable() == ["a1"]
+    assert real.undeliverable() == []  # once
+    clock.now += 30
+    assert recipients(real.due()) == [DR_C]  # still nobody: next tier after 30 s again
+    assert real.receipt("a1", DR_C) is True
+    clock.now += 1000
+    assert real.due() == []
+    assert real.undeliverable() == []
+
+
+def test_a_receipt_in_time_keeps_the_acknowledgement_timeout(
+    real: Escalator, clock: FakeClock
+) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    clock.now += 10
+    real.receipt("a1", PATIENT)  # any recipient's receipt counts
+    clock.now = 1299
+    assert (real.due(), real.undeliverable()) == ([], [])
+    clock.now = 1300
+    assert recipients(real.due()) == [DR_B]
+    assert real.undeliverable() == []
+
+
+def test_an_acknowledged_or_unsent_alert_is_not_undeliverable(
+    real: Escalator, clock: FakeClock
+) -> None:
+    real.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    real.acknowledge("a1", PATIENT)
+    real.snooze(PATIENT, PATIENT, None, 900)
+    assert real.open("a2", PATIENT, Vital.SPO2, ()) == []  # snoozed on purpose: nobody to ask
+    clock.now += 600
+    assert (real.due(), real.undeliverable()) == ([], [])
+
+
+def test_undeliverable_does_not_need_due(real: Escalator, clock: FakeClock) -> None:
+    real.open("a1", PATIENT, None, (), resolved=True)
+    clock.now += 30
+    assert real.undeliverable() == ["a1"]
+    assert real.state("a1").resolved
+
+
+# --- resolve, retirement, bounded memory ------------------------------------------------------
+
+
+def test_resolve_is_idempotent_and_refuses_unknown_alerts(esc: Escalator) -> None:
+    esc.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    esc.resolve("a1")
+    esc.resolve("a1")
+    assert esc.state("a1").resolved
+    with pytest.raises(EscalationError) as info:
+        esc.resolve("nope")
+    assert (info.value.code, info.value.status) == ("unknown_alert", 404)
+
+
+@pytest.mark.parametrize("resolve_first", [True, False])
+def test_an_acknowledged_resolved_alert_is_retired(esc: Escalator, resolve_first: bool) -> None:
+    sink = Recorder()
+    esc = Escalator(FakeClock(), POLICIES, sink=sink)
+    esc.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    if resolve_first:
+        esc.resolve("a1")
+        esc.acknowledge("a1", DR_A)
+    else:
+        esc.acknowledge("a1", DR_A)
+        esc.resolve("a1")
+    assert sink.retired == ["a1"]
+    assert "a1" not in sink.alerts
+    assert not [key for key in sink.deliveries if key[0] == "a1"]
+    with pytest.raises(EscalationError) as info:
+        esc.state("a1")
+    assert info.value.code == "unknown_alert"
+    assert esc.sizes() == {"alerts": 0, "deliveries": 0, "active": 0, "snoozes": 0}
+
+
+def test_ten_thousand_alerts_opened_and_retired_leave_nothing_behind(clock: FakeClock) -> None:
+    esc = Escalator(clock)  # the defaults, receipts included
+    for n in range(10_000):
+        alert_id = f"a{n}"
+        technical = n % 3 == 0
+        priority = list(Priority)[n % 3]
+        esc.open(alert_id, PATIENT, None if technical else Vital.SPO2, PROVIDERS, priority,
+                 resolved=technical)  # fmt: skip
+        if n % 2:
+            esc.receipt(alert_id, DR_A)
+        if n % 100 == 0:
+            esc.snooze(DR_C, PATIENT, Vital.SPO2, 300, HIGH)
+            clock.now += 61
+            esc.due()
+            esc.undeliverable()
+        esc.acknowledge(alert_id, DR_A)
+        if not technical:
+            esc.resolve(alert_id)
+    clock.now += 900
+    esc.due()  # expired snoozes are forgotten too
+    assert esc.sizes() == {"alerts": 0, "deliveries": 0, "active": 0, "snoozes": 0}
+    assert esc.snapshot() == ((), (), ())
+
+
+def test_unacknowledged_alerts_without_time_work_leave_the_active_set(esc: Escalator) -> None:
+    esc.open("a1", PATIENT, Vital.SPO2, ())  # MEDIUM, no providers
+    assert esc.sizes()["active"] == 1  # until it is receipted, or reported undeliverable
+    esc.receipt("a1", PATIENT)
+    assert esc.sizes()["active"] == 0  # nothing left to do in time
+    esc.open("a2", PATIENT, Vital.SPO2, (), HIGH)  # repeats until acknowledged
+    assert esc.sizes()["active"] == 1
+
+
+# --- durable state: the sink, and rebuilding from it -------------------------------------------
+
+
+class Recorder:
+    """An EscalationSink keeping the latest record per key, as the alarm store does."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, AlertRecord] = {}
+        self.deliveries: dict[tuple[str, str], DeliveryRecord] = {}
+        self.snoozes: dict[tuple[Any, ...], SnoozeRecord] = {}
+        self.retired: list[str] = []
+
+    def alert_changed(self, record: AlertRecord) -> None:
+        self.alerts[record.alert_id] = record
+
+    def alert_retired(self, alert_id: str) -> None:
+        self.retired.append(alert_id)
+        del self.alerts[alert_id]
+        for key in [k for k in self.deliveries if k[0] == alert_id]:
+            del self.deliveries[key]
+
+    def delivery_changed(self, record: DeliveryRecord) -> None:
+        assert record.alert_id in self.alerts  # the alert's row is written first
+        self.deliveries[(record.alert_id, record.recipient)] = record
+
+    def snooze_changed(self, record: SnoozeRecord) -> None:
+        self.snoozes[(record.by, record.patient, record.vital, record.priority)] = record
+
+    def rebuild(self, clock: FakeClock, **kwargs: Any) -> Escalator:
+        return Escalator(
+            clock,
+            alerts=list(self.alerts.values()),
+            deliveries=list(self.deliveries.values()),
+            snoozes=list(self.snoozes.values()),
+            sink=self,
+            **kwargs,
+        )
+
+
+class StoreDown(Exception):
+    pass
+
+
+class Failing(Recorder):
+    def delivery_changed(self, record: DeliveryRecord) -> None:
+        raise StoreDown
+
+
+def test_a_running_escalation_timer_fires_on_time_after_a_restart(clock: FakeClock) -> None:
+    sink = Recorder()
+    Escalator(clock, sink=sink).open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    clock.now += 10
+    Escalator(clock, sink=sink)  # (a fresh one, as a crashed process leaves it: no records)
+    restarted = sink.rebuild(clock)
+    restarted.receipt("a1", DR_A)
+    clock.now = 1299
+    assert restarted.due() == []
+    clock.now = 1300  # 300 s after the open, not after the restart
+    assert restarted.due() == [Delivery("a1", DR_B, 1, 1300)]
+
+
+def test_a_snooze_is_honoured_after_a_restart(clock: FakeClock) -> None:
+    sink = Recorder()
+    Escalator(clock, sink=sink).snooze(DR_A, PATIENT, Vital.SPO2, 900)
+    restarted = sink.rebuild(clock)
+    assert recipients(restarted.open("a1", PATIENT, Vital.SPO2, PROVIDERS)) == [PATIENT, DR_B]
+
+
+def test_a_failing_sink_leaves_the_escalator_unchanged(clock: FakeClock) -> None:
+    esc = Escalator(clock, sink=Failing())
+    with pytest.raises(StoreDown):
+        esc.open("a1", PATIENT, Vital.SPO2, PROVIDERS)
+    assert esc.snapshot() == ((), (), ())
+    with pytest.raises(EscalationError):
+        esc.state("a1")
+
+
+def test_restored_records_may_hold_plain_ints_and_strings(clock: FakeClock) -> None:
+    alert = AlertRecord("a1", PATIENT, 4, "high", (DR_A,), 1000.0, 1000.0, 1, 0, 1000.0, 1000.0)  # type: ignore[arg-type]
+    esc = Escalator(clock, alerts=[alert], deliveries=[DeliveryRecord("a1", DR_A, 0, 1000, 1000)])
+    assert esc.state("a1").vital is Vital.SPO2
+    assert esc.state("a1").priority is HIGH
+    clock.now += 60
+    assert recipients(esc.due()) == [PATIENT, DR_A]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"alerts": ["a1"]},
+        {"alerts": [AlertRecord("a1", PATIENT, 99, MEDIUM, (), 0.0, 0.0)]},  # type: ignore[arg-type]
+        {"alerts": [AlertRecord("a1", PATIENT, None, "urgent", (), 0.0, 0.0)]},  # type: ignore[arg-type]
+        {"alerts": [AlertRecord("a1", PATIENT, None, MEDIUM, (DR_A,), 0.0, 0.0, next_index=2)]},
+        {"deliveries": [("a1", DR_A)]},
+        {"snoozes": [SnoozeRecord(DR_A, PATIENT, None, "loud", 0.0, 1.0)]},  # type: ignore[arg-type]
+        {"snoozes": [{"by": DR_A}]},
+    ],
+    ids=repr,
+)
+def test_records_it_could_not_have_written_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(EscalationError) as info:
+        Escalator(FakeClock(), **kwargs)
+    assert (info.value.code, info.value.status) == ("invalid_state", 500)
+
+
+def test_leftover_rows_of_retired_alerts_are_ignored(clock: FakeClock) -> None:
+    retired = AlertRecord("a1", PATIENT, None, MEDIUM, (), 0.0, 0.0, acknowledged_by=PATIENT,
+                          acknowledged_at=1.0, resolved_at=1.0)  # fmt: skip
+    orphan = DeliveryRecord("a2", PATIENT, 0, 0.0, 0.0)
+    esc = Escalator(clock, alerts=[retired], deliveries=[orphan])
+    assert esc.sizes() == {"alerts": 0, "deliveries": 0, "active": 0, "snoozes": 0}
+
+
+OPS = st.one_of(
+    st.tuples(
+        st.just("open"),
+        st.sampled_from(["a1", "a2", "a3", "a4"]),
+        st.sampled_from(list(Priority)),
+        st.sampled_from([(), (DR_A,), PROVIDERS, (DR_B, DR_C)]),
+        st.booleans(),
+    ),
+    st.tuples(st.just("wait"), st.sampled_from([1.0, 20.0, 30.0, 59.0, 60.0, 120.0, 301.0])),
+    st.tuples(st.just("due")),
+    st.tuples(st.just("undeliverable")),
+    st.tuples(st.just("receipt"), st.sampled_from(["a1", "a2", "a3"]), st.sampled_from(ADDRESSES)),
+    st.tuples(st.just("ack"), st.sampled_from(["a1", "a2", "a3"]), st.sampled_from(ADDRESSES)),
+    st.tuples(st.just("resolve"), st.sampled_from(["a1", "a2", "a3"])),
+    st.tuples(
+        st.just("snooze"),
+        st.sampled_from(ADDRESSES),
+        st.sampled_from([Vital.SPO2, None]),
+        st.sampled_from([(HIGH, 300.0), (HIGH, 900.0), (MEDIUM, 900.0), (LOW, 1800.0)]),
+    ),
+)
+
+
+def apply(esc: Escalator, clock: FakeClock, op: tuple[Any, ...]) -> Any:
+    """One operation; a refusal is an outcome too (its code), so both runs must agree on it."""
+    kind = op[0]
+    try:
+        if kind == "open":
+            _, alert_id, priority, providers, resolved = op
+            return esc.open(alert_id, PATIENT, Vital.SPO2, providers, priority, resolved=resolved)
+        if kind == "wait":
+            clock.now += op[1]
+            return None
+        if kind == "due":
+            return esc.due()
+        if kind == "undeliverable":
+            return esc.undeliverable()
+        if kind == "receipt":
+            return esc.receipt(op[1], op[2])
+        if kind == "ack":
+            return esc.acknowledge(op[1], op[2])
+        if kind == "resolve":
+            return esc.resolve(op[1])
+        _, by, vital, (priority, duration) = op
+        return esc.snooze(by, PATIENT, vital, duration, priority)
+    except EscalationError as exc:
+        return exc.code
+
+
+def states(esc: Escalator) -> dict[str, AlertState]:
+    found = {}
+    for alert_id in ("a1", "a2", "a3", "a4"):
+        with contextlib.suppress(EscalationError):
+            found[alert_id] = esc.state(alert_id)
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(OPS, max_size=40), cut=st.integers(min_value=0, max_value=40))
+def test_an_escalator_rebuilt_from_its_records_continues_exactly(
+    ops: list[tuple[Any, ...]], cut: int
+) -> None:
+    """Half the operations, kill, rebuild from the sink's records: the rest == one whole run.
+
+    Covers escalation timers, receipts and the receipt timeout, acknowledgements, snoozes,
+    HIGH repeats, resolution and retirement.
+    """
+    whole_clock = FakeClock()
+    whole = Escalator(whole_clock)
+    expected = [apply(whole, whole_clock, op) for op in ops]
+    clock = FakeClock()
+    sink = Recorder()
+    first = Escalator(clock, sink=sink)
+    got = [apply(first, clock, op) for op in ops[:cut]]
+    second = sink.rebuild(clock)
+    assert states(second) == states(first)
+    got += [apply(second, clock, op) for op in ops[cut:]]
+    assert got == expected
+    assert states(second) == states(whole)
+    second.due()
+    whole.due()
+    assert second.snapshot() == whole.snapshot()
+    alerts, deliveries, snoozes = whole.snapshot()
+    assert set(alerts) == set(sink.alerts.values())
+    assert set(deliveries) == set(sink.deliveries.values())
+    assert set(snoozes) <= set(sink.snoozes.values())  # the store may keep expired ones
+
+
+def test_a_high_repeat_and_a_receipt_resume_on_time_after_a_restart(clock: FakeClock) -> None:
+    sink = Recorder()
+    esc = Escalator(clock, sink=sink)
+    esc.open("a1", PATIENT, Vital.SPO2, PROVIDERS, HIGH)
+    esc.receipt("a1", PATIENT)
+    clock.now += 30
+    restarted = sink.rebuild(clock)
+    assert restarted.receipt("a1", PATIENT) is False  # the receipt survived
+    assert restarted.undeliverable() == []
+    clock.now = 1059
+    assert restarted.due() == []
+    clock.now = 1060  # 60 s after the open: the repeat and the next tier, on time
+    assert restarted.due() == [
+        Delivery("a1", PATIENT, 0, 1060, HIGH, 1),
+        Delivery("a1", DR_A, 0, 1060, HIGH, 1),
+        Delivery("a1", DR_B, 1, 1060, HIGH, 0),
+    ]
+
+
+def test_an_acknowledgement_survives_a_restart(clock: FakeClock) -> None:
+    sink = Recorder()
+    esc = Escalator(clock, sink=sink)
+    esc.open("a1", PATIENT, Vital.SPO2, PROVIDERS, HIGH)
+    assert esc.acknowledge("a1", DR_A) is True
+    restarted = sink.rebuild(clock)
+    assert restarted.acknowledge("a1", PATIENT) is False
+    clock.now += 3600
+    assert (restarted.due(), restarted.undeliverable()) == ([], [])
+    restarted.resolve("a1")
+    assert sink.retired == ["a1"]
+    assert sink.rebuild(clock).sizes()["alerts"] == 0

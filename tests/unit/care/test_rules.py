@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vitalchain.care.rules import (
+    DEFAULT_POLICIES,
     DEFAULT_RULES,
     Cleared,
+    DeviceSeen,
+    EpisodeState,
+    Priority,
+    PriorityPolicy,
     Raised,
     RuleBook,
     RuleEngine,
@@ -52,16 +60,27 @@ def hr(e: RuleEngine, value: float, at: float, patient: str = ALICE) -> Raised |
 
 def test_defaults_cover_every_vital_with_the_documented_values() -> None:
     assert set(DEFAULT_RULES) == set(Vital)
+    medium, low, high = Priority.MEDIUM, Priority.LOW, Priority.HIGH
     expected = {
-        Vital.SPO2: (3, 30, 1, 300),
-        Vital.HEART_RATE: (3, 30, 5, 300),
-        Vital.SYSTOLIC_BP: (2, 60, 5, 300),
-        Vital.DIASTOLIC_BP: (2, 60, 5, 300),
-        Vital.BODY_TEMPERATURE: (2, 120, 0.2, 300),
-        Vital.GLUCOSE: (2, 300, 10, 300),
+        Vital.SPO2: (3, 30, 1, medium, 85, None),
+        Vital.HEART_RATE: (3, 30, 5, medium, 40, 130),
+        Vital.SYSTOLIC_BP: (2, 60, 5, medium, 90, 180),
+        Vital.DIASTOLIC_BP: (2, 60, 5, medium, None, 120),
+        Vital.BODY_TEMPERATURE: (2, 120, 0.2, low, 35, 40),
+        Vital.GLUCOSE: (2, 300, 10, medium, 55, 260),
     }
-    for vital, (count, sustain, h, stale) in expected.items():
-        assert DEFAULT_RULES[vital] == VitalRule(count, sustain, h, stale), vital
+    for vital, (count, sustain, h, priority, urgent_low, urgent_high) in expected.items():
+        assert DEFAULT_RULES[vital] == VitalRule(
+            count,
+            sustain,
+            h,
+            priority=priority,
+            urgent_low=urgent_low,
+            urgent_high=urgent_high,
+            stale_warning_s=900,
+            stale_urgent_s=1800,
+        ), vital
+    assert high not in {rule.priority for rule in DEFAULT_RULES.values()}  # HIGH needs urgency
 
 
 @pytest.mark.parametrize("vital", list(Vital))
@@ -72,7 +91,7 @@ def test_default_hysteresis_leaves_a_real_band_inside_the_normal_range(vital: Vi
 
 def test_defaults_cannot_be_mutated_in_place() -> None:
     with pytest.raises(TypeError):
-        DEFAULT_RULES[Vital.SPO2] = VitalRule(1, 0, 0, 0)  # type: ignore[index]
+        DEFAULT_RULES[Vital.SPO2] = VitalRule(1, 0, 0)  # type: ignore[index]
 
 
 def test_a_rulebook_needs_a_rule_for_every_vital() -> None:
@@ -85,7 +104,7 @@ def test_a_rulebook_needs_a_rule_for_every_vital() -> None:
 def test_a_rulebook_copies_its_defaults() -> None:
     defaults = dict(DEFAULT_RULES)
     book = RuleBook(defaults)
-    defaults[Vital.SPO2] = VitalRule(1, 0, 0, 0)
+    defaults[Vital.SPO2] = VitalRule(1, 0, 0)
     assert book.rule(ALICE, Vital.SPO2) == DEFAULT_RULES[Vital.SPO2]
 
 
@@ -330,8 +349,8 @@ def test_unusable_readings_are_refused_and_change_nothing(
     assert info.value.code == "invalid_reading"
     assert info.value.status == 422
     assert isinstance(spo2(e, 85, 2), Raised)  # the run of two was neither reset nor extended
-    assert e.check_stale(301.9) == []  # last_seen is 2, untouched by the refused reading
-    assert e.check_stale(302) == [Stale(ALICE, RING, 2, 302)]
+    assert e.check_stale(901.9) == []  # last_seen is 2, untouched by the refused reading
+    assert e.check_stale(902) == [Stale(ALICE, RING, 2, 902)]
 
 
 # --- rule book: overrides, reset, validation -----------------------------------------------------
@@ -350,8 +369,8 @@ def test_set_merges_onto_the_earlier_override_and_returns_it() -> None:
     book = RuleBook()
     first = book.set(ALICE, Vital.GLUCOSE, consecutive=4)
     second = book.set(ALICE, Vital.GLUCOSE, hysteresis=15.5)
-    assert first == VitalRule(4, 300, 10, 300)
-    assert second == VitalRule(4, 300, 15.5, 300)
+    assert first == replace(DEFAULT_RULES[Vital.GLUCOSE], consecutive=4)
+    assert second == replace(DEFAULT_RULES[Vital.GLUCOSE], consecutive=4, hysteresis=15.5)
     assert book.rule(ALICE, Vital.GLUCOSE) == second
 
 
@@ -395,6 +414,17 @@ def test_reset_returns_to_the_default() -> None:
         {"stale_after_s": -1},
         {"stale_after_s": 86401},
         {"stale_after_s": math.nan},
+        {"stale_warning_s": -1},
+        {"stale_urgent_s": math.inf},
+        {"stale_warning_s": 1800},  # not below the urgent level (1800)
+        {"stale_warning_s": 600, "stale_urgent_s": 600},
+        {"priority": "urgent"},
+        {"priority": 3},
+        {"priority": None},
+        {"urgent_low": math.nan},
+        {"urgent_high": "95"},
+        {"urgent_low": 99, "urgent_high": 99},
+        {"_": 1},
         {"window_s": 10},
         {"Consecutive": 3},
         {"consecutive": 5, "sustain_s": -1},  # one bad field spoils the whole change
@@ -427,8 +457,14 @@ def test_invalid_changes_are_refused_and_change_nothing(changes: dict[str, Any])
         {"sustain_s": 86400},
         {"hysteresis": 0},
         {"hysteresis": 1e6},
-        {"stale_after_s": 0},
-        {"stale_after_s": 86400.0},
+        {"stale_warning_s": 0},
+        {"stale_urgent_s": 0},
+        {"stale_warning_s": 1799.9},
+        {"stale_warning_s": 86400.0, "stale_urgent_s": 0},
+        {"priority": Priority.HIGH},
+        {"priority": Priority.LOW},
+        {"urgent_low": None},
+        {"urgent_low": 80.5, "urgent_high": 101},
     ],
     ids=repr,
 )
@@ -441,63 +477,109 @@ def test_boundary_values_are_accepted(changes: dict[str, Any]) -> None:
 
 def test_invalid_rules_cannot_be_constructed_either() -> None:
     with pytest.raises(RuleError):
-        VitalRule(0, 30, 1, 300)
+        VitalRule(0, 30, 1)
+    with pytest.raises(TypeError):  # the 4th field was stale_after_s: now keyword-only fields
+        VitalRule(3, 30, 1, 300)  # type: ignore[misc]
     bad = dict(DEFAULT_RULES)
     bad[Vital.SPO2] = "3 in a row"  # type: ignore[assignment]
     with pytest.raises(RuleError):
         RuleBook(bad)
 
 
-def test_stale_after_is_the_smallest_enabled_setting() -> None:
+def test_stale_limits_are_the_smallest_enabled_setting_per_level() -> None:
     book = RuleBook()
-    assert book.stale_after(ALICE) == 300
-    book.set(ALICE, Vital.GLUCOSE, stale_after_s=0)
-    assert book.stale_after(ALICE) == 300
-    book.set(ALICE, Vital.SPO2, stale_after_s=60)
-    assert book.stale_after(ALICE) == 60
+    assert book.stale_limits(ALICE) == (900, 1800)
+    book.set(ALICE, Vital.GLUCOSE, stale_warning_s=0, stale_urgent_s=0)
+    assert book.stale_limits(ALICE) == (900, 1800)
+    book.set(ALICE, Vital.SPO2, stale_warning_s=60, stale_urgent_s=120)
+    assert book.stale_limits(ALICE) == (60, 120)
     for vital in Vital:
-        book.set(ALICE, vital, stale_after_s=0)
-    assert book.stale_after(ALICE) == 0
-    assert book.stale_after(BOB) == 300
+        book.set(ALICE, vital, stale_warning_s=0)
+    assert book.stale_limits(ALICE) == (0, 120)
+    assert book.stale_limits(BOB) == (900, 1800)
 
 
-# --- stale data ----------------------------------------------------------------------------------
+# --- stale data: a technical alarm at two levels, per device -------------------------------------
 
 
-def test_stale_fires_once_per_silence_and_re_arms() -> None:
+def test_stale_warns_at_15_min_and_is_urgent_at_30_each_once_per_silence() -> None:
     _, e = engine()
     spo2(e, 97, 100)
-    assert e.check_stale(399.9) == []
-    assert e.check_stale(400) == [Stale(ALICE, RING, 100, 400)]
-    assert e.check_stale(500) == []  # once per silence
-    spo2(e, 97, 600)
-    assert e.check_stale(899) == []
-    assert e.check_stale(900) == [Stale(ALICE, RING, 600, 900)]
+    assert e.check_stale(999.9) == []
+    assert e.check_stale(1000) == [Stale(ALICE, RING, 100, 1000, "warning", Priority.LOW)]
+    assert e.check_stale(1500) == []  # once per silence
+    assert e.check_stale(1900) == [Stale(ALICE, RING, 100, 1900, "urgent", Priority.MEDIUM)]
+    assert e.check_stale(5000) == []
+    spo2(e, 97, 6000)  # the device is back: both levels re-armed
+    assert e.check_stale(6899) == []
+    assert [s.level for s in e.check_stale(6900)] == ["warning"]
+    assert [s.level for s in e.check_stale(7800)] == ["urgent"]
+
+
+def test_a_check_already_past_both_levels_reports_urgent_only() -> None:
+    _, e = engine()
+    spo2(e, 97, 0)
+    assert e.check_stale(4000) == [Stale(ALICE, RING, 0, 4000, "urgent", Priority.MEDIUM)]
+    assert e.check_stale(4001) == []
 
 
 def test_a_delayed_older_reading_does_not_re_arm_stale() -> None:
     _, e = engine()
     spo2(e, 97, 100)
-    assert len(e.check_stale(400)) == 1
+    assert len(e.check_stale(1000)) == 1
     e.observe(ALICE, RING, Vital.HEART_RATE, 70, HR_LOW, HR_HIGH, 50)
-    assert e.check_stale(1000) == []
+    assert e.check_stale(1001) == []
+    assert [s.level for s in e.check_stale(1900)] == ["urgent"]
 
 
 def test_stale_is_per_device_and_follows_the_patients_rules() -> None:
     book, e = engine()
-    book.set(BOB, Vital.SPO2, stale_after_s=60)
+    book.set(BOB, Vital.SPO2, stale_warning_s=60, stale_urgent_s=120)
     spo2(e, 97, 0)
     spo2(e, 97, 0, patient=BOB)
     e.observe(ALICE, CUFF, Vital.SYSTOLIC_BP, 120, 90, 140, 200)
     assert e.check_stale(60) == [Stale(BOB, RING, 0, 60)]
-    assert e.check_stale(300) == [Stale(ALICE, RING, 0, 300)]
-    assert e.check_stale(500) == [Stale(ALICE, CUFF, 200, 500)]
+    assert e.check_stale(120) == [Stale(BOB, RING, 0, 120, "urgent", Priority.MEDIUM)]
+    assert e.check_stale(900) == [Stale(ALICE, RING, 0, 900)]
+    assert e.check_stale(1100) == [Stale(ALICE, CUFF, 200, 1100)]
+
+
+def test_a_device_is_judged_by_the_rules_of_the_vitals_it_reports() -> None:
+    book, e = engine()
+    for vital in (Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP):  # a cuff used twice a day
+        book.set(ALICE, vital, stale_warning_s=13 * 3600, stale_urgent_s=0)
+    spo2(e, 97, 0)
+    e.observe(ALICE, CUFF, Vital.SYSTOLIC_BP, 120, 90, 140, 0)
+    e.observe(ALICE, CUFF, Vital.DIASTOLIC_BP, 80, 60, 90, 0)
+    assert [(s.device, s.level) for s in e.check_stale(1800)] == [(RING, "urgent")]
+    assert [(s.device, s.level) for s in e.check_stale(13 * 3600)] == [(CUFF, "warning")]
+    # a late reading of another vital widens what the device is judged by, re-arming nothing
+    e.observe(ALICE, CUFF, Vital.HEART_RATE, 70, HR_LOW, HR_HIGH, -1)
+    _, devices = e.snapshot()
+    cuff = next(d for d in devices if d.device == CUFF)
+    assert (cuff.last_seen, cuff.stale_level) == (0, "warning")
+    assert cuff.vitals == Vital.SYSTOLIC_BP.bit | Vital.DIASTOLIC_BP.bit | Vital.HEART_RATE.bit
+    assert [(s.device, s.level) for s in e.check_stale(13 * 3600 + 1)] == [(CUFF, "urgent")]
+
+
+def test_one_stale_level_can_be_disabled() -> None:
+    book, e = engine()
+    for vital in Vital:
+        book.set(ALICE, vital, stale_warning_s=0)
+    spo2(e, 97, 0)
+    assert e.check_stale(1799) == []
+    assert [s.level for s in e.check_stale(1800)] == ["urgent"]
+    for vital in Vital:
+        book.set(BOB, vital, stale_urgent_s=0)
+    spo2(e, 97, 0, patient=BOB)
+    assert [(s.patient, s.level) for s in e.check_stale(2000)] == [(BOB, "warning")]
+    assert e.check_stale(1e9) == []
 
 
 def test_stale_disabled_when_every_rule_says_zero() -> None:
     book, e = engine()
     for vital in Vital:
-        book.set(ALICE, vital, stale_after_s=0)
+        book.set(ALICE, vital, stale_warning_s=0, stale_urgent_s=0)
     spo2(e, 97, 0)
     assert e.check_stale(1e9) == []
 
@@ -508,7 +590,361 @@ def test_check_stale_refuses_a_non_finite_now() -> None:
     with pytest.raises(RuleError) as info:
         e.check_stale(math.nan)
     assert info.value.code == "invalid_time"
-    assert len(e.check_stale(300)) == 1
+    assert len(e.check_stale(900)) == 1
+
+
+# --- priorities -----------------------------------------------------------------------------------
+
+
+def test_a_confirmed_excursion_has_the_rules_priority() -> None:
+    _, e = engine()
+    events = [spo2(e, v, t) for t, v in enumerate([88, 87, 86])]
+    assert isinstance(events[-1], Raised)
+    assert (events[-1].priority, events[-1].upgraded) == (Priority.MEDIUM, False)
+
+
+def test_a_confirming_value_beyond_the_urgent_limit_is_high() -> None:
+    _, e = engine()
+    events = [spo2(e, v, t) for t, v in enumerate([89, 87, 84.9])]
+    assert isinstance(events[-1], Raised)
+    assert events[-1].priority is Priority.HIGH
+    assert [spo2(e, 80, t) for t in range(3, 10)] == [None] * 7  # HIGH already: no upgrade
+
+
+def test_the_urgent_limit_is_exclusive_like_the_band() -> None:
+    _, e = engine(consecutive=1)
+    raised = spo2(e, 85.0, 0)
+    assert isinstance(raised, Raised)
+    assert raised.priority is Priority.MEDIUM
+
+
+def test_an_alerting_episode_that_goes_urgent_is_upgraded_once() -> None:
+    _, e = engine()
+    for t in range(3):
+        spo2(e, 88, t)
+    assert spo2(e, 84, 3) is None
+    assert spo2(e, 84, 4) is None
+    upgraded = spo2(e, 83, 5)
+    assert upgraded == Raised(
+        patient=ALICE,
+        device=RING,
+        vital=Vital.SPO2,
+        direction=-1,
+        value=83,
+        low=SPO2_LOW,
+        high=SPO2_HIGH,
+        first_out_at=3,
+        at=5,
+        readings_out=3,
+        priority=Priority.HIGH,
+        upgraded=True,
+    )
+    assert [spo2(e, 80, t) for t in range(6, 12)] == [None] * 6  # one upgrade per episode
+    assert [spo2(e, 88, t) for t in range(12, 20)] == [None] * 8  # and no downgrade
+    assert spo2(e, 97, 20) == Cleared(ALICE, Vital.SPO2, 20, 97)
+    events = [spo2(e, 88, t) for t in range(21, 24)]
+    assert isinstance(events[-1], Raised)
+    assert events[-1].priority is Priority.MEDIUM  # a new episode starts from the rule again
+
+
+def test_the_urgent_run_is_broken_by_a_reading_short_of_the_limit() -> None:
+    _, e = engine()
+    for t in range(3):
+        spo2(e, 88, t)
+    assert [spo2(e, v, t) for t, v in enumerate([84, 84, 86, 84, 84, 92.5, 84, 84], 3)] == [
+        None
+    ] * 8
+    upgraded = spo2(e, 84, 11)
+    assert isinstance(upgraded, Raised)
+    assert (upgraded.upgraded, upgraded.first_out_at, upgraded.readings_out) == (True, 9, 3)
+
+
+def test_the_upgrade_is_also_confirmed_by_time() -> None:
+    _, e = engine(consecutive=10, sustain_s=30)
+    for t in (0, 20, 30):
+        spo2(e, 88, t)
+    assert spo2(e, 80, 40) is None
+    assert spo2(e, 80, 69.9) is None
+    upgraded = spo2(e, 80, 70)
+    assert isinstance(upgraded, Raised)
+    assert (upgraded.priority, upgraded.first_out_at, upgraded.readings_out) == (
+        Priority.HIGH,
+        40,
+        3,
+    )
+
+
+def test_urgent_high_limits_and_a_rule_priority_of_high() -> None:
+    book, e = engine()
+    for t in range(3):
+        hr(e, 120, t)
+    for t in range(3, 5):
+        assert hr(e, 131, t) is None
+    upgraded = hr(e, 140, 5)
+    assert isinstance(upgraded, Raised)
+    assert (upgraded.direction, upgraded.priority) == (1, Priority.HIGH)
+    book.set(BOB, Vital.HEART_RATE, priority="high", urgent_high=None)
+    events = [hr(e, 120, t, patient=BOB) for t in range(3)]
+    assert isinstance(events[-1], Raised)
+    assert events[-1].priority is Priority.HIGH
+
+
+@pytest.mark.parametrize(
+    ("vital", "low", "high", "value", "priority"),
+    [
+        (Vital.SPO2, 92, 100, 88, Priority.MEDIUM),
+        (Vital.SPO2, 92, 100, 84, Priority.HIGH),
+        (Vital.HEART_RATE, 50, 110, 45, Priority.MEDIUM),
+        (Vital.HEART_RATE, 50, 110, 38, Priority.HIGH),
+        (Vital.HEART_RATE, 50, 110, 125, Priority.MEDIUM),
+        (Vital.HEART_RATE, 50, 110, 135, Priority.HIGH),
+        (Vital.SYSTOLIC_BP, 90, 140, 160, Priority.MEDIUM),
+        (Vital.SYSTOLIC_BP, 90, 140, 181, Priority.HIGH),
+        (Vital.SYSTOLIC_BP, 90, 140, 85, Priority.HIGH),
+        (Vital.DIASTOLIC_BP, 60, 90, 100, Priority.MEDIUM),
+        (Vital.DIASTOLIC_BP, 60, 90, 121, Priority.HIGH),
+        (Vital.DIASTOLIC_BP, 60, 90, 45, Priority.MEDIUM),
+        (Vital.BODY_TEMPERATURE, 35.5, 38, 38.5, Priority.LOW),
+        (Vital.BODY_TEMPERATURE, 35.5, 38, 40.5, Priority.HIGH),
+        (Vital.BODY_TEMPERATURE, 35.5, 38, 34.5, Priority.HIGH),
+        (Vital.GLUCOSE, 70, 180, 60, Priority.MEDIUM),
+        (Vital.GLUCOSE, 70, 180, 54, Priority.HIGH),
+        (Vital.GLUCOSE, 70, 180, 200, Priority.MEDIUM),
+        (Vital.GLUCOSE, 70, 180, 270, Priority.HIGH),
+    ],
+)
+def test_default_priorities_per_vital(
+    vital: Vital, low: float, high: float, value: float, priority: Priority
+) -> None:
+    _, e = engine()
+    rule = DEFAULT_RULES[vital]
+    events = [e.observe(ALICE, RING, vital, value, low, high, t) for t in range(rule.consecutive)]
+    assert isinstance(events[-1], Raised)
+    assert events[-1].priority is priority
+
+
+def test_priority_names_parse_and_rank() -> None:
+    assert Priority.parse(" High ") is Priority.HIGH
+    assert Priority.HIGH.rank > Priority.MEDIUM.rank > Priority.LOW.rank
+    assert VitalRule(1, 0, 0, priority="low").priority is Priority.LOW  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="high, medium, low"):
+        Priority.parse("urgent")
+
+
+def test_default_policies_follow_the_documented_values() -> None:
+    assert DEFAULT_POLICIES[Priority.HIGH] == PriorityPolicy(60, (300, 600, 900), 60)
+    assert DEFAULT_POLICIES[Priority.MEDIUM] == PriorityPolicy(300, (900, 1800, 3600), 0)
+    assert DEFAULT_POLICIES[Priority.LOW] == PriorityPolicy(900, (1800, 3600, 7200), 0)
+    assert DEFAULT_POLICIES[Priority.HIGH].max_snooze_s == 900
+    with pytest.raises(TypeError):
+        DEFAULT_POLICIES[Priority.HIGH] = PriorityPolicy(1, (1.0,), 0)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("after", "choices", "repeat"),
+    [
+        (0, (60.0,), 0),
+        (math.nan, (60.0,), 0),
+        (True, (60.0,), 0),
+        (60, (), 0),
+        (60, [60.0], 0),
+        (60, (600.0, 60.0), 0),
+        (60, (60.0, 60.0), 0),
+        (60, (0.0, 60.0), 0),
+        (60, (math.inf,), 0),
+        (60, (60.0,), -1),
+        (60, (60.0,), math.nan),
+    ],
+    ids=repr,
+)
+def test_invalid_policies_are_refused(after: float, choices: Any, repeat: float) -> None:
+    with pytest.raises(RuleError) as info:
+        PriorityPolicy(after, choices, repeat)
+    assert (info.value.code, info.value.status) == ("invalid_policy", 422)
+
+
+# --- durable state ------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A RuleSink keeping the latest record per key, as the alarm store does."""
+
+    def __init__(self) -> None:
+        self.episodes: dict[tuple[str, Vital], EpisodeState] = {}
+        self.devices: dict[tuple[str, str], DeviceSeen] = {}
+        self.calls = 0
+
+    def episode_changed(self, state: EpisodeState) -> None:
+        self.calls += 1
+        self.episodes[(state.patient, state.vital)] = state
+
+    def device_seen(self, seen: DeviceSeen) -> None:
+        self.calls += 1
+        self.devices[(seen.patient, seen.device)] = seen
+
+
+class StoreDown(Exception):
+    pass
+
+
+class Failing(Recorder):
+    def episode_changed(self, state: EpisodeState) -> None:
+        raise StoreDown
+
+
+def test_every_change_reaches_the_sink_and_the_snapshot_agrees() -> None:
+    sink = Recorder()
+    e = RuleEngine(RuleBook(), sink=sink)
+    spo2(e, 88, 0)
+    assert sink.episodes[(ALICE, Vital.SPO2)] == EpisodeState(
+        ALICE, Vital.SPO2, 0, pending=-1, count=1, first_out_at=0
+    )
+    assert sink.devices[(ALICE, RING)] == DeviceSeen(ALICE, RING, 0, vitals=Vital.SPO2.bit)
+    spo2(e, 88, 1)
+    spo2(e, 88, 2)
+    assert sink.episodes[(ALICE, Vital.SPO2)] == EpisodeState(
+        ALICE, Vital.SPO2, 2, raised=-1, priority=Priority.MEDIUM
+    )
+    calls = sink.calls
+    assert spo2(e, 97, 1) is None  # older: nothing changes, nothing is written
+    assert sink.calls == calls
+    e.check_stale(2000)
+    assert sink.devices[(ALICE, RING)].stale_level == "urgent"
+    episodes, devices = e.snapshot()
+    assert set(episodes) == set(sink.episodes.values())
+    assert set(devices) == set(sink.devices.values())
+
+
+def test_a_failing_sink_leaves_the_engine_unchanged() -> None:
+    sink = Failing()
+    e = RuleEngine(RuleBook(), sink=sink)
+    with pytest.raises(StoreDown):
+        spo2(e, 88, 0)
+    assert e.snapshot() == ((), ())
+    with pytest.raises(StoreDown):
+        spo2(e, 88, 1)
+    assert e.snapshot() == ((), ())
+
+
+def test_killed_after_m_minus_1_readings_the_mth_after_the_restart_raises() -> None:
+    sink = Recorder()
+    e = RuleEngine(RuleBook(), sink=sink)
+    assert spo2(e, 88, 0) is None
+    assert spo2(e, 88, 1) is None
+    again = RuleEngine(RuleBook(), episodes=sink.episodes.values(), devices=sink.devices.values())
+    raised = spo2(again, 88, 2)
+    assert isinstance(raised, Raised)
+    assert (raised.first_out_at, raised.readings_out) == (0, 3)
+
+
+def test_hysteresis_and_an_urgent_run_survive_a_restart() -> None:
+    sink = Recorder()
+    e = RuleEngine(RuleBook(), sink=sink)
+    for t in range(3):
+        spo2(e, 88, t)
+    spo2(e, 84, 3)
+    spo2(e, 84, 4)  # two of the three urgent readings an upgrade needs
+
+    def restart() -> RuleEngine:
+        return RuleEngine(
+            RuleBook(), sink=sink, episodes=sink.episodes.values(), devices=sink.devices.values()
+        )
+
+    e = restart()
+    upgraded = spo2(e, 84, 5)
+    assert isinstance(upgraded, Raised)
+    assert (upgraded.upgraded, upgraded.first_out_at) == (True, 3)
+    assert spo2(e, 92.5, 6) is None  # in range, not yet 1 % clear: the alert stays open
+    e = restart()
+    assert spo2(e, 92.9, 7) is None
+    assert spo2(e, 93.0, 8) == Cleared(ALICE, Vital.SPO2, 8, 93.0)
+    assert restart().check_stale(908) == [Stale(ALICE, RING, 8, 908)]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        EpisodeState(ALICE, 99, 0.0),  # type: ignore[arg-type]
+        EpisodeState(ALICE, Vital.SPO2, math.nan),
+        EpisodeState(ALICE, Vital.SPO2, 0.0, raised=2, priority=Priority.LOW),
+        EpisodeState(ALICE, Vital.SPO2, 0.0, raised=-1),  # an open alert needs a priority
+        EpisodeState(ALICE, Vital.SPO2, 0.0, priority=Priority.LOW),
+        EpisodeState(ALICE, Vital.SPO2, 0.0, raised=1, priority="urgent"),  # type: ignore[arg-type]
+        EpisodeState(ALICE, Vital.SPO2, 0.0, count=-1),
+        DeviceSeen(ALICE, RING, math.inf),
+        DeviceSeen(ALICE, RING, 0.0, "loud"),  # type: ignore[arg-type]
+        DeviceSeen(ALICE, RING, 0.0, vitals=-1),
+        DeviceSeen(ALICE, RING, 0.0, vitals=1 << 20),
+        "not a record",
+    ],
+    ids=repr,
+)
+def test_records_it_could_not_have_written_are_refused(record: Any) -> None:
+    kwargs = {"devices": [record]} if isinstance(record, DeviceSeen) else {"episodes": [record]}
+    with pytest.raises(RuleError) as info:
+        RuleEngine(RuleBook(), **kwargs)
+    assert info.value.code == "invalid_state"
+
+
+def test_restored_records_may_hold_plain_ints_and_strings() -> None:
+    stored = EpisodeState(ALICE, 4, 5.0, raised=-1, priority="medium")  # type: ignore[arg-type]
+    e = RuleEngine(RuleBook(), episodes=[stored])
+    (episode,), _ = e.snapshot()
+    assert (episode.vital, episode.priority) == (Vital.SPO2, Priority.MEDIUM)
+    assert spo2(e, 97, 6) == Cleared(ALICE, Vital.SPO2, 6, 97)
+
+
+STEP = st.one_of(
+    st.tuples(
+        st.just("reading"),
+        st.sampled_from([ALICE, BOB]),
+        st.sampled_from([RING, CUFF]),
+        st.sampled_from([Vital.SPO2, Vital.HEART_RATE]),
+        st.sampled_from([80.0, 84.0, 88.0, 92.5, 96.0, 101.0, 45.0, 35.0, 140.0]),
+        st.floats(-5, 40),
+    ),
+    st.tuples(st.just("stale"), st.floats(0, 2000)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(STEP, max_size=40), cut=st.integers(min_value=0, max_value=40))
+def test_an_engine_rebuilt_from_its_records_continues_exactly(
+    steps: list[tuple[Any, ...]], cut: int
+) -> None:
+    """Half the stream, kill, rebuild from the sink's records, the rest == one uninterrupted run."""
+
+    def run(e: RuleEngine, part: list[tuple[Any, ...]], clock: list[float]) -> list[Any]:
+        events: list[Any] = []
+        for step in part:
+            if step[0] == "reading":
+                _, patient, device, vital, value, dt = step
+                clock[0] += dt  # readings may go back in time: out-of-order delivery
+                low, high = (SPO2_LOW, SPO2_HIGH) if vital is Vital.SPO2 else (HR_LOW, HR_HIGH)
+                events.append(e.observe(patient, device, vital, value, low, high, clock[0]))
+            else:
+                events.append(e.check_stale(clock[0] + step[1]))
+        return events
+
+    def book() -> RuleBook:
+        rules = RuleBook()
+        rules.set(BOB, Vital.SPO2, consecutive=2, sustain_s=10, stale_warning_s=100)
+        rules.set(BOB, Vital.HEART_RATE, stale_warning_s=0, stale_urgent_s=300)
+        return rules
+
+    whole = RuleEngine(book())
+    expected = run(whole, steps, [0.0])
+    sink = Recorder()
+    first = RuleEngine(book(), sink=sink)
+    clock = [0.0]
+    got = run(first, steps[:cut], clock)
+    second = RuleEngine(
+        book(), sink=sink, episodes=sink.episodes.values(), devices=sink.devices.values()
+    )
+    got += run(second, steps[cut:], clock)
+    assert got == expected
+    assert sorted(map(repr, second.snapshot()[0])) == sorted(map(repr, whole.snapshot()[0]))
+    assert sorted(map(repr, second.snapshot()[1])) == sorted(map(repr, whole.snapshot()[1]))
 
 
 # --- concurrency ---------------------------------------------------------------------------------
@@ -612,3 +1048,57 @@ def test_older_readings_never_change_the_outcome(
             age, late_value = extra
             assert spo2(noisy, late_value, t + 100 - age) is None
     assert got == expected
+
+
+# --- docs/alarms.md stays in step with the code ----------------------------------------------------
+
+ALARMS_MD = Path(__file__).resolve().parents[3] / "docs" / "alarms.md"
+
+
+def _rows(first_cell: str) -> list[list[str]]:
+    rows = []
+    for line in ALARMS_MD.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.strip().startswith("|") and cells[0] == first_cell:
+            rows.append(cells)
+    return rows
+
+
+def _seconds(text: str) -> list[float]:
+    """'5, 10, 15 min' -> [300, 600, 900]; '60 s' -> [60]."""
+    unit = 60.0 if text.rstrip().endswith("min") else 1.0
+    return [float(n) * unit for n in re.findall(r"\d+(?:\.\d+)?", text)]
+
+
+def test_the_documented_confirmation_table_matches_the_default_rules() -> None:
+    names = {
+        "SpO2": [Vital.SPO2],
+        "heart rate": [Vital.HEART_RATE],
+        "systolic / diastolic BP": [Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP],
+        "temperature": [Vital.BODY_TEMPERATURE],
+        "glucose": [Vital.GLUCOSE],
+    }
+    seen = set()
+    for name, vitals in names.items():
+        (row,) = [r for r in _rows(name) if r[1].isdigit()]  # the M / N / h table
+        for vital in vitals:
+            rule = DEFAULT_RULES[vital]
+            m, n, h = int(row[1]), float(row[2]), float(row[3].split()[0])
+            assert (m, n, h) == (rule.consecutive, rule.sustain_s, rule.hysteresis), vital
+            seen.add(vital)
+    assert seen == set(Vital)
+
+
+@pytest.mark.parametrize("priority", list(Priority))
+def test_the_documented_policy_table_matches_the_default_policies(priority: Priority) -> None:
+    (row,) = _rows(priority.value)
+    policy = DEFAULT_POLICIES[priority]
+    assert _seconds(row[1]) == [policy.escalate_after_s]
+    assert tuple(_seconds(row[2])) == policy.snooze_choices_s
+    assert (_seconds(row[3].split(";")[0]) or [0.0]) == [policy.repeat_every_s]
+
+
+def test_the_alarms_page_keeps_the_markers_for_the_measured_delays() -> None:
+    text = ALARMS_MD.read_text()
+    assert "## Disclosed delays (IEC 60601-1-8 §6.4)" in text
+    assert text.index("<!-- delays:begin -->") < text.index("<!-- delays:end -->")
