@@ -51,7 +51,9 @@ bench: setup
 	$(PY) benchmarks/ledger.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/store.py
-	$(PY) benchmarks/alerts.py
+	$(PY) benchmarks/alerts.py --repeats 3 --write
+	$(PY) benchmarks/soak.py --write
+	$(PY) benchmarks/outbox.py
 	$(PY) benchmarks/paper002.py
 	$(PY) benchmarks/baseline.py
 	$(PY) benchmarks/faults.py --write

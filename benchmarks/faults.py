@@ -20,6 +20,10 @@ Scenarios (issue 12, "Done when"):
   again on the same port from that state.
 - ``postgres-stop``: the block store on PostgreSQL, the server stopped for ``--outage-s``:
   nothing lost, every refusal a 503.
+- ``alerts-kill9`` (issue 13): SIGKILL the gateway ``--trials`` times, each time with an
+  alarm episode in progress (some of a sustained rule's readings stored, or the confirming one
+  just stored), under load; a provider's SDK (``AlertSubscriber``: reconnects, catches up,
+  receipts, de-duplicates by alert ID) must get exactly one alert per episode.
 
 ``tests/integration/test_faults.py`` runs each with 3 trials and short outages inside
 ``make test``.  Every process started here is stopped on the way out, whatever happens.
@@ -47,13 +51,17 @@ from typing import Any
 import httpx
 
 from vitalchain.care.access import AccessError, ProviderClient
+from vitalchain.care.alerts import Alert, open_alert
+from vitalchain.care.delivery import AlertSubscriber, SubscriptionClosed
+from vitalchain.care.rules import DEFAULT_RULES
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol
 from vitalchain.ledger import Deployment, Ledger
 from vitalchain.ledger.devnode import AnvilProcess, free_port
 from vitalchain.node import rpc_backend
-from vitalchain.vitals import Vital
+from vitalchain.store.files import private_dir
+from vitalchain.vitals import Vital, scope_of
 
 TOKEN = "faults-benchmark-admin-token-0123"
 GROUP = 1
@@ -74,8 +82,10 @@ class GatewayProcess:
         mqtt: bool,
         store_dsn: str | None = None,
         log: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.env = env or {}
         self.rpc_url = rpc_url
         self.mqtt = mqtt
         self.port = free_port()
@@ -100,6 +110,7 @@ class GatewayProcess:
         }
         if self.store_dsn:
             env["VITALCHAIN_GATEWAY_STORE_DSN"] = self.store_dsn
+        env |= self.env
         args = [sys.executable, "-m", "vitalchain", "gateway", "run"]
         args += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
         args += ["--rpc-url", self.rpc_url]
@@ -472,6 +483,311 @@ def postgres_outage(outage_s: float, *, devices: int = 4) -> Outcome:
         return Outcome(name, acked, lost, [], refusals, time.monotonic() - back, anchored)
 
 
+# --- alarms (issue 13) -------------------------------------------------------------------------
+
+EPISODE_VITAL = Vital.SPO2
+ABNORMAL = 88.0  # SpO2 below the default band (92) and above the urgent limit (85): MEDIUM
+NORMAL = 97.0
+DAY = 86400
+
+
+@dataclass
+class CareDeployment:
+    """anvil, the test's own contracts (so it is the provider registry's admin), a gateway
+    process on them, load lanes, and a provider consented for every patient it is given."""
+
+    anvil: AnvilProcess
+    gateway: GatewayProcess
+    ledger: Ledger
+    admin: PrivateKey
+    lanes: list[Lane]
+    doctor: PrivateKey
+
+    def patient(self) -> PrivateKey:
+        key = PrivateKey.generate()
+        self.ledger.fund(key.address)
+        self.ledger.publish_key(key)
+        self.ledger.grant(key, self.doctor.address, scope_of(*Vital), self.ledger.timestamp() + DAY)
+        return key
+
+    def device(self, patient: PrivateKey, object_id: int, http: httpx.Client) -> DeviceClient:
+        device = DeviceClient(PrivateKey.generate(), object_id, http=http)
+        device.onboard(enrol(http, TOKEN, patient.address, f"alarm {object_id}"))
+        return device
+
+    @property
+    def ws_url(self) -> str:
+        return self.gateway.url.replace("http://", "ws://") + "/v1/alerts/ws"
+
+
+@contextlib.contextmanager
+def care_deployment(
+    workdir: Path, *, mqtt: bool = False, devices: int = 2, env: dict[str, str] | None = None
+) -> Iterator[CareDeployment]:
+    """Like :func:`deployment`, on contracts deployed here (the gateway's own deployer would
+    be the only registry admin), with one provider registered; every process is stopped on the
+    way out and checked gone."""
+    anvil = AnvilProcess(workdir / "anvil-state.json")
+    anvil.start()
+    gateway = GatewayProcess(workdir / "gateway", anvil.url, mqtt=mqtt, env=env)
+    try:
+        admin = PrivateKey.generate()
+        ledger = Ledger.deploy(rpc_backend(anvil.url), admin)
+        private_dir(gateway.data_dir)
+        ledger.deployment.save(gateway.data_dir / "deployment.json")
+        gateway.start()
+        doctor = PrivateKey.generate()
+        ledger.fund(doctor.address)
+        ledger.register_provider(admin, doctor.address)
+        ledger.publish_key(doctor)
+        lanes = onboard(gateway, ledger, devices) if devices else []
+        yield CareDeployment(anvil, gateway, ledger, admin, lanes, doctor)
+    finally:
+        gateway.stop()
+        anvil.stop()
+        stray = leftovers(gateway.data_dir, wait_s=10)
+        for line in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        if stray:
+            raise RuntimeError(f"processes left behind: {stray}")
+
+
+@dataclass
+class Received:
+    """One notification the provider's SDK handed over (after its de-duplication)."""
+
+    alert_id: str
+    repeat: int
+    kind: str
+    priority: str | None
+    body: dict[str, Any] | None  # opened with the provider's key (threshold alerts)
+    at: float  # time.time() when handed over
+    latency_ms: float | None = None  # the SDK's: the reading's arrival → handed over
+
+
+class AlertWatch:
+    """A provider's ``AlertSubscriber`` on its own thread: what it hands over, each alert
+    acknowledged (a clinician's response: it stops escalation and lets the gateway forget the
+    alert once the episode resolved).  Acknowledgements that meet a dead gateway are retried."""
+
+    def __init__(self, url: str, key: PrivateKey, *, ack: bool = True) -> None:
+        self.key = key
+        self.ack = ack
+        self.received: list[Received] = []
+        self.handed: Counter[tuple[str, int]] = Counter()  # (alert id, repeat) → times returned
+        self.events: Counter[str] = Counter()
+        self.unacked: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.subscriber = AlertSubscriber(url, key, on_event=self._event)
+        self._thread = threading.Thread(target=self._run, name="alert-watch", daemon=True)
+        self._thread.start()
+
+    def _event(self, name: str, _details: dict[str, Any]) -> None:
+        with self._lock:
+            self.events[name] += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                notice = self.subscriber.receive(timeout=0.5)
+            except TimeoutError:
+                self._acknowledge()
+                continue
+            except SubscriptionClosed:
+                return
+            alert = Alert.from_json(notice["alert"])
+            body = open_alert(alert, self.key) if alert.kind == "threshold" else None
+            got = Received(
+                notice["alert_id"],
+                notice["repeat"],
+                alert.kind,
+                notice["priority"],
+                body,
+                time.time(),
+                notice.get("latency_ms"),
+            )
+            with self._lock:
+                self.received.append(got)
+                self.handed[(got.alert_id, got.repeat)] += 1
+                if self.ack and got.repeat == 0:
+                    self.unacked.append(got.alert_id)
+            self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        with self._lock:
+            todo, self.unacked = self.unacked, []
+        failed = []
+        for alert_id in todo:
+            try:
+                self.subscriber.client().acknowledge(alert_id)
+            except (httpx.HTTPError, OSError):
+                failed.append(alert_id)  # the gateway is restarting: again later
+            except Exception:  # refused (e.g. a technical alarm already retired): done
+                self._event("ack_refused", {})
+        with self._lock:
+            self.unacked = failed + self.unacked
+
+    def threshold(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.kind == "threshold"]
+
+    def duplicates(self) -> int:
+        """Notifications handed over more than once for the same (alert id, repeat): what the
+        SDK's de-duplication let through (must be 0)."""
+        with self._lock:
+            return sum(n - 1 for n in self.handed.values() if n > 1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.subscriber.close()
+        self._thread.join(timeout=10)
+
+
+def send_acked(http: httpx.Client, data: bytes, deadline_s: float = 60) -> str:
+    """Send one data message until the gateway acknowledges it (resending across a restart,
+    as the SDK does); returns ``stored`` or ``replayed`` (stored before its answer was lost)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            response = http.post(
+                "/v1/telemetry", content=data, headers={"content-type": "application/octet-stream"}
+            )
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 200:
+            return "stored"
+        if response is not None and _code(response) == "replayed":
+            return "replayed"
+        if time.monotonic() > deadline:
+            raise RuntimeError("a data message was never acknowledged")
+        time.sleep(0.1)
+
+
+@dataclass
+class AlertTrials:
+    name: str
+    trials: int
+    expected: int = 0  # episodes confirmed (every one must raise exactly one alert)
+    delivered: int = 0  # episodes whose alert the provider's SDK handed over
+    lost: int = 0  # episodes without one
+    duplicated: int = 0  # episodes with more than one alert ID, plus copies the SDK let through
+    dropped_by_sdk: int = 0  # re-sent copies the SDK recognised and dropped (not duplicates)
+    kill_points: Counter[str] = field(default_factory=Counter)  # readings stored at the kill
+    after_restart_s: list[float] = field(default_factory=list)  # restart → that alert handed over
+    start_s: list[float] = field(default_factory=list)  # restart → the gateway answers health
+    technical: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
+
+
+def alerts_kill9(trials: int, *, devices: int = 2, seed: int = 1) -> AlertTrials:
+    """SIGKILL the gateway ``trials`` times, each with an episode in progress, under load.
+
+    Each trial is one sustained-rule episode of one patient's oximeter (M = 3 readings of SpO2
+    88 %, each its own message): k of them are stored (k = M, M-1, … 1 in turn; k = M means
+    the alert was just raised and may or may not have been notified), the gateway is killed and
+    started again, the device sends the rest and a reading back in range.  Every episode must
+    reach the provider exactly once after the SDK's de-duplication by alert ID."""
+    rng = random.Random(seed)
+    m = DEFAULT_RULES[EPISODE_VITAL].consecutive
+    out = AlertTrials("kill -9 with an alarm episode in progress", trials)
+    with (
+        tempfile.TemporaryDirectory(prefix="vc-faults-") as tmp,
+        care_deployment(Path(tmp), devices=devices) as care,
+        httpx.Client(base_url=care.gateway.url, timeout=5) as http,
+    ):
+        patient = care.patient()
+        device = care.device(patient, 60_000, http)
+        watch = AlertWatch(care.ws_url, care.doctor)
+        episodes: list[tuple[int, float]] = []  # (first abnormal reading's t in ms, restarted)
+        try:
+            with load(care.lanes, care.gateway, mqtt=False):
+                for trial in range(trials):
+                    time.sleep(rng.uniform(0.3, 1.0))
+                    stored = m - trial % m  # M (just raised), M-1, … 1, M, …
+                    first_ms = int(time.time() * 1000)
+                    for i in range(stored):
+                        send_acked(
+                            http, device.prepare([(EPISODE_VITAL, ABNORMAL)], at_ms=first_ms + i)
+                        )
+                    time.sleep(rng.uniform(0, 0.05))
+                    care.gateway.kill(signal.SIGKILL)
+                    if stray := leftovers(care.gateway.data_dir, wait_s=10):
+                        raise RuntimeError(f"kill -9 left processes behind: {stray}")
+                    restarted = time.time()
+                    care.gateway.start()
+                    out.start_s.append(time.time() - restarted)
+                    out.kill_points[f"{stored} of {m}"] += 1
+                    for i in range(stored, m):
+                        send_acked(
+                            http, device.prepare([(EPISODE_VITAL, ABNORMAL)], at_ms=first_ms + i)
+                        )
+                    send_acked(http, device.prepare([(EPISODE_VITAL, NORMAL)], at_ms=first_ms + m))
+                    episodes.append((first_ms, restarted))
+                    out.expected += 1
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and len(_matched(watch, episodes)) < len(
+                    episodes
+                ):
+                    time.sleep(0.2)
+                time.sleep(2.0)  # anything late (a second alert, a re-send) shows up too
+        finally:
+            watch.close()
+        matched = _matched(watch, episodes)
+        for first_ms, restarted in episodes:
+            alerts = matched.get(first_ms, [])
+            ids = {r.alert_id for r in alerts}
+            if ids:
+                out.delivered += 1
+                out.after_restart_s.append(min(r.at for r in alerts) - restarted)
+            else:
+                out.lost += 1
+            out.duplicated += max(0, len(ids) - 1)
+        out.duplicated += watch.duplicates()
+        out.dropped_by_sdk = watch.subscriber.duplicates
+        for r in watch.received:
+            if r.kind != "threshold":
+                out.technical[r.kind] += 1
+        out.refusals = _refusals(care.lanes)
+    return out
+
+
+def _matched(watch: AlertWatch, episodes: list[tuple[int, float]]) -> dict[int, list[Received]]:
+    """Threshold alerts by the episode they belong to (its first abnormal reading's time)."""
+    firsts = {first_ms for first_ms, _ in episodes}
+    found: dict[int, list[Received]] = {}
+    for r in watch.threshold():
+        assert r.body is not None
+        first = round(float(r.body["first_out_at"]) * 1000)
+        if first in firsts:
+            found.setdefault(first, []).append(r)
+    return found
+
+
+def alert_table(outcomes: list[AlertTrials]) -> str:
+    rows = [
+        "| scenario | trials | readings stored at the kill | alerts expected | delivered | lost "
+        "| duplicated (after de-duplication by alert ID) | re-sent copies dropped by the SDK "
+        "| gateway up again (median) | restart → alert handed over (median, max) | other alarms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        points = ", ".join(f"{k}: {v}" for k, v in sorted(o.kill_points.items()))
+        after = (
+            f"{statistics.median(o.after_restart_s):.1f} s, {max(o.after_restart_s):.1f} s"
+            if o.after_restart_s
+            else "n/a"
+        )
+        other = ", ".join(f"{k} {v}" for k, v in sorted(o.technical.items())) or "none"
+        rows.append(
+            f"| {o.name} | {o.trials} | {points} | {o.expected} | {o.delivered} | {o.lost} "
+            f"| {o.duplicated} | {o.dropped_by_sdk} "
+            f"| {statistics.median(o.start_s) if o.start_s else 0:.1f} s | {after} | {other} |"
+        )
+    return "\n".join(rows)
+
+
 def table(outcomes: list[Outcome]) -> str:
     rows = [
         "| scenario | acknowledged readings | lost | stored after each restart (median, min) "
@@ -506,7 +822,9 @@ def main() -> None:
     parser.add_argument("--outage-s", type=float, default=60.0)
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument(
-        "--only", choices=("kill9", "anvil-stop", "anvil-restart", "postgres-stop"), default=None
+        "--only",
+        choices=("kill9", "anvil-stop", "anvil-restart", "postgres-stop", "alerts-kill9"),
+        default=None,
     )
     parser.add_argument(
         "--write", action="store_true", help="write the table into docs/benchmarks.md"
@@ -526,8 +844,15 @@ def main() -> None:
     if args.only in (None, "postgres-stop"):
         outcomes.append(postgres_outage(args.outage_s, devices=args.devices))
         print(table(outcomes[-1:]), flush=True)
+    alert_outcomes = []
+    if args.only in (None, "alerts-kill9"):
+        alert_outcomes.append(alerts_kill9(args.trials, devices=min(args.devices, 2)))
+        print(alert_table(alert_outcomes[-1:]), flush=True)
     print()
-    print(table(outcomes))
+    if outcomes:
+        print(table(outcomes))
+    if alert_outcomes:
+        print(alert_table(alert_outcomes))
     if args.write:
         from report import write_section  # beside this script
 
@@ -537,7 +862,10 @@ def main() -> None:
             + (f" --only {args.only}" if args.only else "")
             + " --write`"
         )
-        write_section("faults", command + "\n\n" + table(outcomes))
+        if outcomes:
+            write_section("faults", command + "\n\n" + table(outcomes))
+        if alert_outcomes:
+            write_section("faults-alerts", command + "\n\n" + alert_table(alert_outcomes))
 
 
 if __name__ == "__main__":

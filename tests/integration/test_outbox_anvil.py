@@ -24,7 +24,7 @@ from vitalchain.care.alerts import verify_alert
 from vitalchain.care.delivery import sign_action
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
-from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, Ledger, RpcBackend
+from vitalchain.ledger import ANVIL_DEV_KEY, AnchorError, ChainOutbox, Ledger, RpcBackend
 from vitalchain.ledger.devnode import AnvilProcess
 from vitalchain.vitals import Vital
 
@@ -175,3 +175,60 @@ def test_an_alert_raised_while_the_chain_is_down_is_delivered_then_recorded_afte
         alerts.drain(timeout=60)
     assert ledger.alert_count(world.group_id) == 2
     verify_alert(second, ledger)  # anyone can check it now: ring from the chain, record on it
+
+
+def test_the_outbox_sends_and_polls_over_plain_json_rpc_and_decodes_a_mined_revert(
+    chain: tuple[Ledger, PrivateKey], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 7: on a node the outbox's hot calls bypass web3 (its middleware was most of
+    the gateway's CPU per transaction); the answers must mean the same: mined anchors give
+    their receipts, an unsimulated refusal (mined with status 0) its typed error, and several
+    in flight are polled in one batch."""
+    ledger, _ = chain
+    master = PrivateKey.generate()
+    ledger.fund(master.address)
+    gid = fresh_id()
+    ledger.create_group(master, gid, fresh_id())
+    through_web3: list[str] = []
+    provider = ledger.w3.provider
+    real_request = provider.make_request
+
+    def make_request(method: Any, params: Any) -> Any:
+        through_web3.append(str(method))
+        return real_request(method, params)
+
+    monkeypatch.setattr(provider, "make_request", make_request)
+    rpc = ledger.backend.json_rpc
+    assert rpc is not None
+    batches: list[int] = []
+    real_batch = rpc.batch
+
+    def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        batches.append(len(calls))
+        return real_batch(calls)
+
+    monkeypatch.setattr(rpc, "batch", batch)
+    outbox = ChainOutbox(ledger, master, tmp_path / "outbox.db", retry_s=0.2)
+    outbox.start()
+
+    def anchor(size: int, first: int | None = None) -> Any:
+        root = size.to_bytes(32, "big")
+        first = size - 1 if first is None else first
+        return outbox.submit(
+            f"anchor:{gid}:{size}", "AnchorLog", "anchor", gid, root, size, first, size - 1
+        )
+
+    try:
+        mined = [t.result(timeout=30) for t in [anchor(1), anchor(2), anchor(3)]]
+        refused = anchor(9, first=5)  # an anchor passed already: sent unsimulated
+        with pytest.raises(AnchorError) as error:
+            refused.result(timeout=30)
+        assert error.value.code == "anchor_log.invalid_range"
+        after = anchor(4).result(timeout=30)
+    finally:
+        outbox.close()
+    assert [a.tree_size for a in ledger.anchors(gid)] == [1, 2, 3, 4]
+    assert all(r.block_number > 0 and r.gas_used > 0 for r in [*mined, after])
+    hot = {"eth_sendRawTransaction", "eth_getTransactionReceipt", "eth_getBlockByNumber"}
+    assert not hot & set(through_web3)
+    assert batches  # the receipts came by batch

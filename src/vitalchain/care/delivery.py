@@ -628,13 +628,18 @@ class AlertClient:
 class Backoff:
     """Exponential reconnection delays: ``initial * factor**n`` capped at ``cap``, each scaled
     by a random factor in [0.5, 1] so that many clients dropped by one gateway restart do not
-    all come back in the same instant.  ``random`` is injected for tests."""
+    all come back in the same instant.  ``random`` is injected for tests.
+
+    The cap is short (5 s) because this client carries alarms: after a long outage a larger
+    cap would let a gateway that is back hold a high alarm for the rest of the wait, and an
+    attempt costs one connection to a gateway on the hospital network.
+    """
 
     def __init__(
         self,
         initial: float = 0.5,
         factor: float = 2.0,
-        cap: float = 30.0,
+        cap: float = 5.0,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.initial, self.factor, self.cap, self.random = initial, factor, cap, random

@@ -216,7 +216,7 @@ def _print_banner(settings: GatewaySettings, running: RunningGateway, url: str) 
     gateway = running.gateway
     ledger = gateway.ledger
     if settings.rpc_url is None:
-        chain = f"{ledger.chain_id}, embedded (in this process: forgotten when it stops)"
+        chain = f"{ledger.chain_id}, embedded (run by this gateway: forgotten when it stops)"
     else:
         chain = f"{ledger.chain_id} at {settings.rpc_url}"
     if running.broker is not None:

@@ -7,10 +7,14 @@ ask of the chain itself: who pays for gas, and whether time can be moved forward
 from __future__ import annotations
 
 import ast
+import base64
+import http.client
+import json
 import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from abc import ABC, abstractmethod
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,7 +30,7 @@ from web3.types import RPCEndpoint, RPCResponse
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.ledger.errors import ChainUnavailable, NotSupported
 
-__all__ = ["ANVIL_DEV_KEY", "ChainBackend", "EmbeddedBackend", "RpcBackend"]
+__all__ = ["ANVIL_DEV_KEY", "ChainBackend", "EmbeddedBackend", "JsonRpc", "RpcBackend", "RpcError"]
 
 # anvil's first dev account (from its well-known test mnemonic); worthless outside a dev node.
 ANVIL_DEV_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
@@ -37,6 +41,8 @@ class ChainBackend(ABC):
     w3: Web3
     funder: PrivateKey | None
     """A key with ether to fund new accounts; None on networks with free gas."""
+    json_rpc: JsonRpc | None = None
+    """Plain JSON-RPC over HTTP, for the outbox's hot path (None: go through web3)."""
 
     @abstractmethod
     def advance_time(self, seconds: int) -> None:
@@ -255,6 +261,155 @@ class _RpcProvider(HTTPProvider):
             ) from exc
 
 
+class RpcError(Exception):
+    """The node answered a JSON-RPC request with an error (a refusal, not an outage).
+
+    ``str()`` is the node's own message, as web3's error carried it, so the callers that read
+    its wording ("nonce too low", "insufficient funds") keep working.
+    """
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def revert_data(self) -> bytes | None:
+        """The revert payload if this is a reverted call (``execution reverted``), else None."""
+        if "revert" not in self.message.lower():
+            return None
+        data = self.data
+        if isinstance(data, dict):  # some nodes nest it
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        return b""
+
+
+class JsonRpc:
+    """JSON-RPC requests and batches over one kept-alive HTTP session, without web3.
+
+    Why: web3's request path (middleware, request and result formatters, its retry wrapper)
+    was about 60 % of the gateway's CPU for each outbox transaction to anvil (docs/benchmarks.md,
+    outbox).  The outbox's few hot calls (send the raw transaction, the receipts, the base fee,
+    the simulation) take plain hex in and out, so they need none of it.  Transport failures are
+    :class:`ChainUnavailable`, the node's errors :class:`RpcError`.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        parts = urllib.parse.urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = {"Content-Type": "application/json"}
+        if parts.username is not None:  # http://user:pass@host, as requests would send it
+            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode())
+            self._headers["Authorization"] = "Basic " + token.decode()
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # one kept-alive connection, one request at a time
+        self._id = 0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def _post(self, body: Any) -> Any:
+        """One HTTP exchange.  A kept-alive connection the node closed meanwhile is retried
+        once on a new one (JSON-RPC over a fresh connection; the node never saw the first)."""
+        data = json.dumps(body).encode()
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    conn.request("POST", self._path, data, self._headers)
+                    response = conn.getresponse()
+                    text = response.read()
+                    status = response.status
+                except (
+                    http.client.RemoteDisconnected,
+                    BrokenPipeError,
+                    ConnectionResetError,
+                ) as exc:
+                    conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise ChainUnavailable(
+                            f"the chain node does not answer ({type(exc).__name__})"
+                        ) from exc
+                    continue
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    self._conn = None
+                    raise ChainUnavailable(
+                        f"the chain node does not answer ({type(exc).__name__})"
+                    ) from exc
+                break
+        if status != 200:
+            raise ChainUnavailable(f"the chain node answered HTTP {status}")
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ChainUnavailable("the chain node gave a malformed answer") from exc
+
+    def _ids(self, count: int) -> int:
+        with self._lock:
+            first = self._id
+            self._id += count
+            return first
+
+    @staticmethod
+    def _result(answer: Any) -> Any:
+        if not isinstance(answer, dict):
+            raise ChainUnavailable("the chain node gave a malformed answer")
+        error = answer.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise RpcError(-32000, str(error))
+            raise RpcError(int(error.get("code", -32000)), str(error.get("message", "")),
+                           error.get("data"))  # fmt: skip
+        return answer.get("result")
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        """One request's result; the node's error raises :class:`RpcError`."""
+        ident = self._ids(1)
+        return self._result(
+            self._post({"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
+        )
+
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Several requests in one HTTP round trip; each item its result or its
+        :class:`RpcError` (returned, not raised: one refusal does not hide the others)."""
+        if not calls:
+            return []
+        first = self._ids(len(calls))
+        body = [
+            {"jsonrpc": "2.0", "id": first + i, "method": method, "params": params}
+            for i, (method, params) in enumerate(calls)
+        ]
+        answers = self._post(body)
+        if not isinstance(answers, list):
+            return [self._outcome(answers)] * len(calls)  # a node that refuses batches whole
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        return [self._outcome(by_id.get(first + i)) for i in range(len(calls))]
+
+    def _outcome(self, answer: Any) -> Any:
+        try:
+            return self._result(answer)
+        except RpcError as exc:
+            return exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class RpcBackend(ChainBackend):
     """Any JSON-RPC node: a Besu/geth proof-of-authority network in production, anvil in tests."""
 
@@ -277,6 +432,7 @@ class RpcBackend(ChainBackend):
             cacheable_requests={RPCEndpoint("eth_chainId")},
         )
         self.w3 = Web3(provider)
+        self.json_rpc = JsonRpc(url, timeout)
         self.funder = funder
         self._ping_providers: dict[float, _RpcProvider] = {}
 
@@ -300,3 +456,7 @@ class RpcBackend(ChainBackend):
         if "error" in response:
             raise NotSupported("this node cannot advance time (not a dev node)")
         self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.json_rpc is not None:
+            self.json_rpc.close()

@@ -16,11 +16,21 @@ outage lost the writes that fell in it.  Here:
   mined at most once.  Up to ``max_in_flight`` are sent before the first is mined
   (pipelining); the ledger's nonce lock is held only while a nonce is taken and its
   transaction signed and sent.
-- A receipt thread (``chain-receipts``) polls receipts in nonce order and resolves each ticket:
-  mined with status 1 gives a :class:`~vitalchain.ledger.ledger.TxResult`; a revert gives the
-  contract's typed error, decoded by running the call again at its block.  A refusal resolves
-  only its own entry; the later ones go on.  When nothing is in flight an entry is simulated
-  (``eth_call``) before it is signed, so a refusal costs no transaction at all.
+- A receipt thread (``chain-receipts``) asks for the receipts of every transaction in flight
+  in one poll (:meth:`Ledger.receipts`: one JSON-RPC batch on a node) and resolves the tickets
+  in nonce order: mined with status 1 gives a :class:`~vitalchain.ledger.ledger.TxResult`; a
+  revert gives the contract's typed error, decoded by running the call again at its block.  A
+  refusal resolves only its own entry; the later ones go on.
+- Simulation (``eth_call`` before signing, so that a refusal known beforehand costs no
+  transaction) follows one rule: an entry is simulated when nothing is in flight (with
+  transactions pending, the latest state is not the one it will run on) **and** it is not of a
+  kind the gateway builds itself (:data:`PRESUMED_KINDS`: ``recordAlert`` and ``anchor``) that
+  has passed since the last refusal of that kind.  So the first entry of those kinds after a
+  start, and every one after a refusal (simulated or mined with status 0) until one is mined,
+  is simulated; then they go unsimulated (at 10 alerts/s an ``eth_call`` for each was a third
+  of the outbox's CPU), and should one still be refused, it is mined with status 0 and decoded
+  as above: the same typed error, for the cost of one transaction.  Every other kind (an
+  association, from a device's request) is always simulated when nothing is in flight.
 - A chain that does not answer (:class:`ChainUnavailable`, a connection error, a timeout) leaves
   every entry queued: both threads back off (``retry_s`` doubling up to ``8 * retry_s``), one
   line is logged when the writes start waiting and one when they resume, and everything goes
@@ -67,6 +77,13 @@ _QUEUED, _SENT, _MINED, _FAILED = "queued", "sent", "mined", "failed"
 # OSError covers ConnectionError, TimeoutError and requests' exceptions that escape it.
 _OUTAGES: tuple[type[BaseException], ...] = (ChainUnavailable, OSError)
 _MAX_REJECTIONS = 5  # nonce races with another sender of this key before an entry gives up
+# The kinds whose refusals are rare (the gateway builds them from its own state) and which are
+# not simulated again once one has passed (the module docstring's rule).
+PRESUMED_KINDS: frozenset[tuple[str, str]] = frozenset(
+    {("AlertRegistry", "recordAlert"), ("AnchorLog", "anchor")}
+)
+# Words of a node's refusal that a fresh try (new nonce, fees read again) may cure.
+_RETRYABLE = ("nonce", "underpriced", "known", "already", "base fee", "fee too low")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -275,6 +292,8 @@ class _Entry:
     raw: bytes | None = None
     tx_hash: bytes | None = None
     unsent: bool = False  # signed and persisted, but the node may not have it: broadcast again
+    simulated: bool = False  # passed its eth_call before it was sent
+    calldata: bytes | None = None  # ABI-encoded once, for the simulation and the signature
     sent_at: float = 0.0  # time.monotonic() of the last broadcast
     rejections: int = 0
     ticket: Ticket = field(init=False)
@@ -331,6 +350,7 @@ class ChainOutbox(_Probe):
         self._failed_at = 0.0  # time.monotonic() of the last try that found the chain away
         self._nudges = 0  # a waiter asked for a try now (cuts a backoff short)
         self.max_in_flight_seen = 0  # for tests and benchmarks: the pipeline's depth reached
+        self._trusted: set[tuple[str, str]] = set()  # presumed kinds that passed (under _cv)
         self._prune(keep_done_s)
         self._load()
 
@@ -552,6 +572,12 @@ class ChainOutbox(_Probe):
                     finished_at=self.clock(),
                 )  # fmt: skip
             del self._open[entry.key]
+            kind = (entry.contract, entry.function)
+            if kind in PRESUMED_KINDS:
+                if outcome.tx is not None:
+                    self._trusted.add(kind)
+                else:  # refused: simulate this kind again until one passes
+                    self._trusted.discard(kind)
             if entry in self._flight:
                 self._flight.remove(entry)
             if entry in self._queue:
@@ -619,7 +645,8 @@ class ChainOutbox(_Probe):
                     entry = self._ready()
                 if self._closed or entry is None:
                     return
-                simulate = not self._flight
+                kind = (entry.contract, entry.function)
+                simulate = not self._flight and kind not in self._trusted
             try:
                 self._send(entry, simulate=simulate)
             except _OUTAGES as exc:
@@ -638,23 +665,30 @@ class ChainOutbox(_Probe):
             backoff = 0.0
 
     def _send(self, entry: _Entry, *, simulate: bool) -> None:
-        """Simulate (when nothing is in flight), then under the nonce lock: nonce, sign,
+        """Simulate (the module docstring's rule), then under the nonce lock: nonce, sign,
         persist, broadcast.  A refusal finishes the entry; an outage raises."""
+        if entry.calldata is None:
+            entry.calldata = self.ledger.calldata(entry.contract, entry.function, *entry.args)
         if simulate:
             try:
-                self.ledger.simulate(self.address, entry.contract, entry.function, *entry.args)
+                self.ledger.simulate(
+                    self.address, entry.contract, entry.function, *entry.args,
+                    calldata=entry.calldata,
+                )  # fmt: skip
             except _OUTAGES:
                 raise
             except VitalchainError as exc:
                 self._up()
                 self._finish(entry, Outcome(entry.key, None, exc))
                 return
+            entry.simulated = True
         refused: Exception | None = None
         with self.ledger.nonce_lock:
             nonce = self.ledger.next_nonce(self.address)
             raw, tx_hash = self.ledger.sign_call(
-                self.sender, nonce, entry.contract, entry.function, *entry.args
-            )
+                self.sender, nonce, entry.contract, entry.function, *entry.args,
+                calldata=entry.calldata,
+            )  # fmt: skip
             self._mark_sent(entry, nonce, raw, tx_hash)  # durable before the node sees it
             self.ledger.use_nonce(self.address, nonce, persisted=True)
             try:
@@ -686,7 +720,7 @@ class ChainOutbox(_Probe):
         (too little ether, a node rule) finishes the entry with a clear error."""
         text = str(exc).lower()
         entry.rejections += 1
-        nonce_race = any(w in text for w in ("nonce", "underpriced", "known", "already"))
+        nonce_race = any(w in text for w in _RETRYABLE)
         if nonce_race and entry.rejections < _MAX_REJECTIONS:
             return  # at the head of the queue again, with a nonce read afresh
         self._finish(entry, self._failure(entry, exc))
@@ -741,14 +775,20 @@ class ChainOutbox(_Probe):
                 return
 
     def _poll(self, flight: list[_Entry]) -> None:
-        """Receipts in nonce order, up to the first transaction not mined yet (the later ones
-        cannot be mined before it); that one is broadcast again if unconfirmed or old."""
+        """Every receipt in flight in one request, then in nonce order up to the first
+        transaction not mined yet (the later ones cannot be mined before it); that one is
+        broadcast again if unconfirmed or old (and its receipt asked again after that)."""
+        hashes = [e.tx_hash for e in flight if e.tx_hash is not None]
+        receipts = dict(zip(hashes, self.ledger.receipts(hashes), strict=True))
         for entry in flight:
             assert entry.tx_hash is not None
             stale = time.monotonic() - entry.sent_at >= self.rebroadcast_s
-            if (entry.unsent or stale) and not self._rebroadcast(entry):
-                continue  # dead, back in the queue
-            receipt = self.ledger.receipt(entry.tx_hash)
+            receipt = receipts.get(entry.tx_hash)
+            if entry.unsent or stale:  # first make sure the node has it, as before a restart
+                if not self._rebroadcast(entry):
+                    continue  # dead, back in the queue
+                if receipt is None:
+                    receipt = self.ledger.receipt(entry.tx_hash)
             if receipt is None:
                 if stale:
                     self._fill_gap(entry)

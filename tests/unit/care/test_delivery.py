@@ -139,6 +139,13 @@ def test_backoff_doubles_up_to_its_cap_with_jitter_and_resets() -> None:
     assert top.next() == 0.5
 
 
+def test_an_alarm_subscriber_never_waits_more_than_5_s_between_attempts() -> None:
+    """A gateway killed again and again (benchmarks/faults.py) once left the SDK at a 30 s
+    cap, so alarms raised after a restart reached the provider 30-47 s late."""
+    waits = Backoff(random=lambda: 1.0)
+    assert max(waits.next() for _ in range(20)) == 5.0
+
+
 def test_read_notice_reads_both_versions_and_nothing_else() -> None:
     v2 = read_notice(json.loads(notice("aa" * 16, 2)))
     assert (v2["alert_id"], v2["priority"], v2["repeat"]) == ("aa" * 16, "high", 2)

@@ -38,7 +38,7 @@ from vitalchain.ledger import (
     LedgerError,
     Outcome,
 )
-from vitalchain.ledger.ledger import _Sender
+from vitalchain.ledger.ledger import _Sender, sign_dynamic_fee
 from vitalchain.vitals import Vital
 
 
@@ -585,3 +585,122 @@ def test_health_shows_the_outbox_backlog_growing_while_the_chain_is_away_and_dra
         ticket.result(timeout=0)  # mined (a refusal would raise)
     assert [a.tree_size for a in ledger.anchors(world.group_id)] == [1, 2, 3]
     assert backlog() == (idle, "ok")
+
+
+# -- the lean hot path (issue 13 item 7: client-side CPU per transaction) -----------------------
+
+
+def test_receipts_of_several_in_flight_transactions_come_from_one_poll(
+    ledger: Ledger,
+    master: tuple[PrivateKey, int],
+    opened: Callable[..., ChainOutbox],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: each transaction's receipt was awaited on its own; one poll now asks for
+    every transaction in flight at once (a JSON-RPC batch on a node) and resolves them all."""
+    key, gid = master
+    asked: list[list[bytes]] = []
+    real = ledger.receipts
+    released = threading.Event()
+
+    def receipts(hashes: list[bytes]) -> list[Any]:
+        released.wait(60)
+        asked.append(list(hashes))
+        return real(hashes)
+
+    monkeypatch.setattr(ledger, "receipts", receipts)
+    outbox = opened(key)
+    before = ledger.transaction_count(key.address)
+    tickets = [_anchor(outbox, gid, size) for size in (1, 2, 3)]
+    _until(lambda: outbox.status()["in_flight"] == 3)
+    released.set()
+    hashes = [t.result(timeout=30).tx_hash for t in tickets]
+    assert ledger.transaction_count(key.address) == before + 3
+    # The poll parked at the gate holds what was in flight when it began; the next one asks
+    # for all the rest at once (one request per poll, however many are in flight).
+    assert len(asked) <= 2
+    assert [h for call in asked for h in call] == hashes
+    assert max(len(call) for call in asked) >= 2
+
+
+def test_fees_are_read_once_a_second_not_per_transaction(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: every signature read the latest block for the base fee; it is now read at
+    most once per FEE_TTL_S (injected clock), and again once that has passed or a broadcast
+    was refused."""
+    now = [100.0]
+    lean = Ledger(ledger.backend, ledger.deployment, clock=lambda: now[0])
+    reads: list[float] = []
+    real = lean._read_base_fee
+
+    def read() -> int:
+        reads.append(now[0])
+        return real()
+
+    monkeypatch.setattr(lean, "_read_base_fee", read)
+    key = PrivateKey.generate()
+    for nonce in range(3):
+        lean.sign_call(key, nonce, "AnchorLog", "anchor", 1, _root(1), 1, 0, 0)
+    assert reads == [100.0]
+    now[0] += 1.5
+    lean.sign_call(key, 3, "AnchorLog", "anchor", 1, _root(1), 1, 0, 0)
+    assert reads == [100.0, 101.5]
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the node's own refusal (unfunded)
+        lean.broadcast(lean.sign_call(key, 4, "AnchorLog", "anchor", 1, _root(1), 1, 0, 0)[0])
+    lean.sign_call(key, 5, "AnchorLog", "anchor", 1, _root(1), 1, 0, 0)
+    assert reads == [100.0, 101.5, 101.5]
+
+
+def test_a_presumed_kind_is_simulated_first_and_again_after_a_refusal(
+    ledger: Ledger,
+    master: tuple[PrivateKey, int],
+    opened: Callable[..., ChainOutbox],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulation rule (module docstring): an anchor is simulated until one has passed,
+    then not (even with nothing in flight); a refusal then is mined with status 0 and decoded
+    to the same typed error, and the next anchor is simulated again."""
+    key, gid = master
+    simulated: list[int] = []
+    real = ledger.simulate
+
+    def simulate(sender: str, contract: str, function: str, *args: Any, **kw: Any) -> None:
+        simulated.append(args[2])  # the tree size
+        real(sender, contract, function, *args, **kw)
+
+    monkeypatch.setattr(ledger, "simulate", simulate)
+    outbox = opened(key)
+    before = ledger.transaction_count(key.address)
+    _anchor(outbox, gid, 1).result(timeout=30)
+    _anchor(outbox, gid, 2).result(timeout=30)
+    with pytest.raises(AnchorError) as refused:
+        _anchor(outbox, gid, 9, first=5).result(timeout=30)
+    assert refused.value.code == "anchor_log.invalid_range"
+    _anchor(outbox, gid, 3).result(timeout=30)
+    assert simulated == [1, 3]
+    assert ledger.transaction_count(key.address) == before + 4  # the refusal was mined
+    assert [a.tree_size for a in ledger.anchors(gid)] == [1, 2, 3]
+
+
+def test_the_lean_signature_is_byte_for_byte_eth_accounts(ledger: Ledger) -> None:
+    """sign_call signs without eth_account (a tenth of the CPU); the transaction must be the
+    very one eth_account would make of the same fields, whatever the fees and calldata."""
+    from eth_account import Account
+
+    key = PrivateKey.generate()
+    for nonce, base in [(0, 0), (7, 875_000_000), (2**20, 10**12)]:
+        tip = 10**9 if base else 0
+        data = ledger.calldata("AnchorLog", "anchor", 3, _root(nonce + 1), nonce + 1, nonce, 0)
+        fields = {
+            "to": ledger.address_of("AnchorLog"), "data": data, "value": 0, "gas": 1_000_000,
+            "nonce": nonce, "chainId": ledger.chain_id,
+            "maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip,
+        }  # fmt: skip
+        expected = Account.sign_transaction(fields, key.secret)
+        raw, tx_hash = sign_dynamic_fee(
+            key, ledger.chain_id, nonce, tip, 2 * base + tip, 1_000_000,
+            bytes.fromhex(ledger.address_of("AnchorLog")[2:]), data,
+        )  # fmt: skip
+        assert raw == bytes(expected.raw_transaction)
+        assert tx_hash == bytes(expected.hash)
