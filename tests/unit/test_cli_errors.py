@@ -340,7 +340,8 @@ def test_a_port_in_time_wait_counts_as_free(tmp_path: Path) -> None:
     assert "in use" not in line
 
 
-def test_a_listening_port_is_busy(tmp_path: Path) -> None:
+def test_a_listening_port_is_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default --out (var/gateway/...) would be made
     with contextlib.closing(socket.socket()) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -351,3 +352,4 @@ def test_a_listening_port_is_busy(tmp_path: Path) -> None:
             "port_in_use",
             "in use",
         )
+    assert not (tmp_path / "var").exists()  # refused: not even the output's folder is made

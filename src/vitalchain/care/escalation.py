@@ -257,6 +257,11 @@ class _Changes:
         self.snoozes: list[SnoozeRecord] = []
 
 
+def _snooze_order(record: SnoozeRecord) -> tuple[str, str, int, int]:
+    vital = -1 if record.vital is None else int(record.vital)
+    return (record.by, record.patient, vital, record.priority.rank)
+
+
 class Escalator:
     """Alert deliveries with receipts, acknowledgement, snooze, repeats and timed escalation.
 
@@ -504,12 +509,17 @@ class Escalator:
     def snapshot(
         self,
     ) -> tuple[tuple[AlertRecord, ...], tuple[DeliveryRecord, ...], tuple[SnoozeRecord, ...]]:
-        """Every record held; ``Escalator(clock, policies, alerts=, deliveries=, snoozes=)``."""
+        """Every record held; ``Escalator(clock, policies, alerts=, deliveries=, snoozes=)``.
+
+        Alerts in the order they were opened (due() serves them so); snoozes, whose order
+        means nothing, sorted, so that two escalators in the same state give equal snapshots
+        however their snoozes were made or restored.
+        """
         with self._lock:
             return (
                 tuple(self._alerts.values()),
                 tuple(d for dels in self._deliveries.values() for d in dels.values()),
-                tuple(self._snoozes.values()),
+                tuple(sorted(self._snoozes.values(), key=_snooze_order)),
             )
 
     def sizes(self) -> dict[str, int]:

@@ -184,13 +184,13 @@ def start(
             binary = find_anvil()
         except LedgerError as exc:
             raise BadArgument(exc.message, "--anvil", code=exc.code) from None
-    new_file(out, "--out", default=DEFAULT_DEPLOYMENT, overwrite=True)  # rewritten each start
-    if not port_free(port):
+    if not port_free(port):  # before the output's folder is made: a refusal creates nothing
         raise BadArgument(
             f"127.0.0.1:{port} is in use (another node?); choose another --port",
             "--port",
             code="port_in_use",
         )
+    new_file(out, "--out", default=DEFAULT_DEPLOYMENT, overwrite=True)  # rewritten each start
     deployer, new_key = _deployer(key)
     out_console = stdout()
     # Stop cleanly (anvil too) on Ctrl-C or `kill`, even if started with SIGINT ignored.
