@@ -257,6 +257,17 @@ class _Changes:
         self.snoozes: list[SnoozeRecord] = []
 
 
+def _vital_and_priority(
+    vital: object, priority: object, what: str
+) -> tuple[Vital | None, Priority]:
+    """A record's vital and priority as restored from plain values (a store keeps ints and
+    strings); anything else is a corrupt record, ``invalid_state``."""
+    try:
+        return (None if vital is None else Vital(vital)), Priority.parse(priority)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise EscalationError(f"{what}: {exc}", code="invalid_state") from None
+
+
 def _snooze_order(record: SnoozeRecord) -> tuple[str, str, int, int]:
     vital = -1 if record.vital is None else int(record.vital)
     return (record.by, record.patient, vital, record.priority.rank)
@@ -688,11 +699,7 @@ class Escalator:
     def _restore_alert(self, record: object) -> None:
         if not isinstance(record, AlertRecord):
             raise EscalationError(f"not an AlertRecord: {record!r}", code="invalid_state")
-        try:
-            vital = None if record.vital is None else Vital(record.vital)
-            priority = Priority.parse(record.priority)
-        except ValueError as exc:
-            raise EscalationError(f"alert record: {exc}", code="invalid_state") from None
+        vital, priority = _vital_and_priority(record.vital, record.priority, "alert record")
         times = (record.opened_at, record.last_tier_at, record.last_repeat_at)
         if not (
             all(isinstance(t, int | float) and math.isfinite(t) for t in times)
@@ -720,10 +727,6 @@ class Escalator:
     def _restore_snooze(self, snooze: object) -> None:
         if not isinstance(snooze, SnoozeRecord):
             raise EscalationError(f"not a SnoozeRecord: {snooze!r}", code="invalid_state")
-        try:
-            vital = None if snooze.vital is None else Vital(snooze.vital)
-            priority = Priority.parse(snooze.priority)
-        except ValueError as exc:
-            raise EscalationError(f"snooze record: {exc}", code="invalid_state") from None
+        vital, priority = _vital_and_priority(snooze.vital, snooze.priority, "snooze record")
         restored = replace(snooze, vital=vital, priority=priority)
         self._snoozes[(restored.by, restored.patient, restored.vital, restored.priority)] = restored

@@ -254,6 +254,12 @@ class VitalRule:
                 f" {self.stale_urgent_s:g} (or either 0 to disable that level)"
             )
 
+    def confirmed(self, count: int, first_at: float, at: float) -> bool:
+        """Whether a run of ``count`` readings since ``first_at`` confirms an alarm condition:
+        M readings in a row (``consecutive``) or out for N seconds (``sustain_s``), whichever
+        first; the one rule for a raise and for an upgrade."""
+        return count >= self.consecutive or (self.sustain_s > 0 and at - first_at >= self.sustain_s)
+
     def urgent(self, direction: int, value: float) -> bool:
         """Whether ``value`` (out of range in ``direction``) is beyond this rule's urgent limit."""
         if direction < 0:
@@ -566,9 +572,7 @@ class RuleEngine:
                 return replace(ep, urgent_count=0), None
             first = at if ep.urgent_count == 0 else ep.urgent_first_at
             count = ep.urgent_count + 1
-            if count < rule.consecutive and not (
-                rule.sustain_s > 0 and at - first >= rule.sustain_s
-            ):
+            if not rule.confirmed(count, first, at):
                 return replace(ep, urgent_count=count, urgent_first_at=first), None
             upgraded = Raised(
                 patient=ep.patient,
@@ -590,8 +594,7 @@ class RuleEngine:
         if direction != ep.pending:
             ep = replace(ep, pending=direction, count=0, first_out_at=at)
         ep = replace(ep, count=ep.count + 1, urgent_count=0)
-        sustained = rule.sustain_s > 0 and at - ep.first_out_at >= rule.sustain_s
-        if ep.count < rule.consecutive and not sustained:
+        if not rule.confirmed(ep.count, ep.first_out_at, at):
             return ep, None
         priority = Priority.HIGH if rule.urgent(direction, value) else rule.priority
         raised = Raised(
