@@ -52,8 +52,8 @@ from vitalchain.device.simulator import enrol
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
-from vitalchain.ledger.devnode import AnvilProcess
 from vitalchain.node import running_gateway
+from vitalchain.services.anvil import AnvilProcess
 from vitalchain.vitals import Vital, scope_of
 
 _ids = itertools.count(70_000)

@@ -58,8 +58,9 @@ from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol
 from vitalchain.ledger import Deployment, Ledger
-from vitalchain.ledger.devnode import AnvilProcess, free_port
 from vitalchain.node import rpc_backend
+from vitalchain.services.anvil import AnvilProcess
+from vitalchain.services.ports import free_port
 from vitalchain.store.files import private_dir
 from vitalchain.vitals import Vital, scope_of
 
@@ -445,7 +446,7 @@ def anvil_outage(outage_s: float, *, restart: bool, devices: int = 4) -> Outcome
 
 def postgres_outage(outage_s: float, *, devices: int = 4) -> Outcome:
     """The block store's PostgreSQL stopped under load, then started again."""
-    from vitalchain.store.pgserver import LocalPostgres
+    from vitalchain.services.postgres import LocalPostgres
 
     name = f"PostgreSQL stopped, {outage_s:g} s"
     with (

@@ -35,10 +35,11 @@ from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ChainOutbox, EmbeddedBackend, Ledger
-from vitalchain.ledger.devnode import free_port
 from vitalchain.ledger.eip712 import Domain, request_digest
+from vitalchain.services.ports import free_port
 from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital
+from vitalchain.wire.onboarding import AAD_ASSOCIATION_REQUEST
 
 TOKEN = "benchmark-admin-token"
 ONE = [(Vital.SPO2, 97.0)]
@@ -63,7 +64,7 @@ def device_side(runs: int) -> list[tuple[str, str, str]]:
     def association() -> bytes:
         request = key.sign_digest(request_digest(domain, 7, 42, key.address, token)).to_rsv()
         body = json.dumps({"v": 1, "object_id": 42, "token": token.hex(), "request": request.hex()})
-        return aead.seal(body.encode(), b"vitalchain/v1 association request" + sid)
+        return aead.seal(body.encode(), AAD_ASSOCIATION_REQUEST + sid)
 
     device = DeviceClient(key, 42)
     device.attach(sid, session_key, 7)

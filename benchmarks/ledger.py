@@ -15,7 +15,7 @@ import time
 
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
-from vitalchain.ledger.devnode import run_anvil
+from vitalchain.services.anvil import run_anvil
 
 
 def measure(ledger: Ledger, count: int) -> dict[str, float]:

@@ -32,7 +32,7 @@ def measure(n: int) -> dict[str, float]:
     """One run on a fresh anvil: ``n`` recordAlert entries, CPU and wall per transaction."""
     from vitalchain.crypto import PrivateKey
     from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, Ledger, RpcBackend
-    from vitalchain.ledger.devnode import run_anvil
+    from vitalchain.services.anvil import run_anvil
 
     with run_anvil() as url, tempfile.TemporaryDirectory() as tmp:
         backend = RpcBackend(url, funder=PrivateKey(ANVIL_DEV_KEY))

@@ -92,7 +92,7 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol
 from vitalchain.device.vitals import DeviceKind, PatientProfile, VitalsGenerator
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 
 Readings = list[tuple[Vital, float]]

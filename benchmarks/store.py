@@ -1,7 +1,11 @@
-"""Store benchmark: sealing, anchoring gas per reading, proofs, provider fetch and decrypt.
+"""Store benchmark: ingest, sealing, anchoring gas per reading, proofs, provider fetch, decrypt.
 
     .venv/bin/python benchmarks/store.py [--blocks N] [--seal-runs R] [--runs R]
+                                         [--messages N] [--only store]
 
+- Messages appended to the journal per second (10 readings each, every one committed with
+  ``synchronous=FULL`` before its caller returns), by one caller and by 8 concurrent callers
+  (the group commit shares one fsync among whatever has arrived).
 - Blocks sealed per second on each backend (SQLite + files; a real PostgreSQL started here),
   with 120 readings in 12 messages per block, the key wrapped for the patient and a provider.
 - Anchoring gas per reading at 1k, 10k and 100k readings per anchor (one anchor transaction
@@ -22,6 +26,7 @@ import json
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable
@@ -31,7 +36,9 @@ from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, EmbeddedBackend, Ledger, RpcBackend
-from vitalchain.ledger.devnode import run_anvil
+from vitalchain.ledger.consent import ConsentView
+from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.services.anvil import run_anvil
 from vitalchain.store import Message, Reading, open_store
 from vitalchain.store.base import Store
 from vitalchain.store.files import private_database
@@ -63,6 +70,36 @@ def fill(store: Store, patient: str, blocks: int) -> None:
         )  # fmt: skip
 
 
+def ingest_rate(store: Store, callers: int, messages: int) -> float:
+    """Messages/s appended by ``callers`` threads, each waiting for its own commit."""
+    per = messages // callers
+    batches = []
+    for c in range(callers):
+        batch = []
+        for _ in range(per):
+            seqs = [next(_seq) for _ in range(READINGS_PER_MESSAGE)]
+            payload = json.dumps({"v": 1, "seqs": seqs}).encode()
+            batch.append(
+                Message(
+                    hashlib.sha256(payload).digest(), f"0xIngest{c}", 1, "0xPatient", 0, payload,
+                    b"\x01" * 65, tuple(Reading(s, Vital.SPO2, 97.0, 0) for s in seqs),
+                )
+            )  # fmt: skip
+        batches.append(batch)
+
+    def run(batch: list[Message]) -> None:
+        for m in batch:
+            store.append(m)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in batches]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return per * callers / (time.perf_counter() - start)
+
+
 def spread(rates: list[float]) -> list[str]:
     return [f"{statistics.median(rates):,.0f}", f"{min(rates):,.0f} to {max(rates):,.0f}"]
 
@@ -72,10 +109,13 @@ def sealing_rate(store: Store, ledger: Ledger, blocks: int) -> float:
     # Never started: the figure is sealing's, and nothing here is anchored.
     tmp = tempfile.mkdtemp()
     outbox = ChainOutbox(ledger, master, private_database(Path(tmp) / "outbox.db"))
-    sealer = Sealer(store, ledger, master, 1, SealingPolicy(max_readings=120), outbox=outbox)
+    consent = ConsentView(ledger, ChainWatcher(ledger.events))  # never asked: see below
+    policy = SealingPolicy(max_readings=120)
+    sealer = Sealer(store, ledger, master, 1, policy, outbox=outbox, consent=consent)
     # The chain's answers are cached per patient in practice; here they are fixed so the
     # figure is the store's and the cryptography's, not the embedded EVM's.
-    sealer.recipients = lambda _patient, _vitals: [patient.public_key, doctor.public_key]  # type: ignore[method-assign]
+    readers = [patient.public_key, doctor.public_key]
+    sealer.recipients = lambda patient, vitals: readers  # type: ignore[method-assign]
     fill(store, patient.address, blocks)
     start = time.perf_counter()
     sealed = sealer.seal_due()
@@ -189,8 +229,31 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=200)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seal-runs", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=2000, help="per ingest run")
+    parser.add_argument(
+        "--only",
+        choices=["all", "store"],
+        default="all",
+        help="store: ingest and sealing only (no anchoring, proofs, fetch)",
+    )
     args = parser.parse_args()
     ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
+
+    ingest = []
+    for callers in (1, 8):
+        runs = []
+        for _ in range(args.seal_runs):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = open_store(Path(tmp))
+                runs.append(ingest_rate(store, callers, args.messages))
+                store.close()
+        ingest.append([f"{callers}", *spread(runs)])
+    table(
+        f"Journal ingest, messages/s ({args.seal_runs} runs of {args.messages} messages of"
+        f" {READINGS_PER_MESSAGE} readings)",
+        ["callers", "median messages/s", "min to max"],
+        ingest,
+    )
 
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +261,8 @@ def main() -> None:
         runs = [sealing_rate(store, ledger, args.blocks) for _ in range(args.seal_runs)]
         rates.append(["SQLite + block files", *spread(runs)])
         store.close()
-    from vitalchain.store.pgserver import LocalPostgres
+
+    from vitalchain.services.postgres import LocalPostgres
 
     with LocalPostgres() as pg, tempfile.TemporaryDirectory() as tmp:
         pstore = open_store(Path(tmp), pg.dsn)  # the local journal, blocks in PostgreSQL
@@ -211,6 +275,8 @@ def main() -> None:
         ["backend", "median blocks/s", "min to max"],
         rates,
     )
+    if args.only == "store":
+        return
 
     gas_rows = [[f"{r:,}", f"{g:,}", f"{per:.2f}"] for r, g, per in anchoring(ledger)]
     table(

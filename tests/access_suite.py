@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.care.access import AccessError, access_message
+from vitalchain.care.access import AccessError
 from vitalchain.crypto import PrivateKey
+from vitalchain.crypto.block import block_envelope
 from vitalchain.crypto.keys import keccak256
 from vitalchain.fhir import bundle_from_messages
 from vitalchain.store import Message, Reading
 from vitalchain.vitals import Vital
+from vitalchain.wire.access import ACCESS_CONTEXT, access_message
 
 
 def sealed_patient(world: World, *vitals: Vital) -> tuple[PrivateKey, list[int]]:
@@ -39,7 +41,7 @@ def raw_access(world: World, provider: PrivateKey, patient: str, *, number: int 
             ).json()["nonce"]
         )
     sig = (signer or provider).sign(
-        access_message(nonce, world.group_id, patient, 0, number), b"vitalchain/v1/access"
+        access_message(nonce, world.group_id, patient, 0, number), ACCESS_CONTEXT
     )
     return world.client.post(
         "/v1/store/access",
@@ -61,7 +63,7 @@ class AccessSuite:
         store = world.running.gateway.store
         for block in store.blocks(world.group_id, patient.address):
             ring = store.stanzas(world.group_id, block.leaf_index)
-            extended = block.envelope(ring).with_recipient(patient, doctor.public_key)
+            extended = block_envelope(block, ring).with_recipient(patient, doctor.public_key)
             store.add_stanza(world.group_id, block.leaf_index, extended.stanzas[-1])
         fetched = world.reader(doctor).fetch(world.group_id, patient.address)
         assert [f.block.number for f in fetched] == numbers

@@ -17,16 +17,17 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.care.alerts import RELAY_CONTEXT, Alert, AlertError, open_alert, verify_alert
+from vitalchain.care.alerts import Alert, AlertError, open_alert, verify_alert
 from vitalchain.care.delivery import sign_action
 from vitalchain.care.rules import Raised
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto import ring as blsag
-from vitalchain.crypto.ring import RingProof, alert_context
+from vitalchain.crypto.ring import RingProof
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.errors import DecryptionError, InvalidProof, InvalidSignature, VitalchainError
 from vitalchain.store import Message
 from vitalchain.vitals import Vital
+from vitalchain.wire.alert import RELAY_CONTEXT, alert_context
 
 RING_K = 2
 ACK_TIMEOUT_S = 0.5

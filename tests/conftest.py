@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vitalchain.ledger.devnode import run_anvil
+from vitalchain.services.anvil import run_anvil
 
 VECTORS = Path(__file__).parent / "vectors"
 

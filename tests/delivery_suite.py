@@ -30,7 +30,7 @@ from vitalchain.care.delivery import (
 )
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 
 

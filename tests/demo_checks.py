@@ -11,7 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from vitalchain.cli import app
-from vitalchain.gateway.broker import find_mosquitto
+from vitalchain.services.mosquitto import find_mosquitto
 
 PATIENTS = 4
 REDUCED = ["--patients", str(PATIENTS), "--providers", "3", "--minutes", "3", "--seed", "7"]

@@ -28,7 +28,10 @@ from vitalchain.ledger import (
     TxResult,
     eip712,
 )
+from vitalchain.ledger.consent import ConsentView
+from vitalchain.ledger.events import CONSENT_GRANTED, Event
 from vitalchain.ledger.ledger import history_hash
+from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.vitals import Vital, scope_of
 
 _ids = itertools.count(1_000_000)
@@ -383,6 +386,30 @@ class LedgerSuite:
         assert event.args["reasonCode"] == 1
         ledger.advance_time(5 * 3600)
         assert not ledger.has_access(patient.address, medic.address, Vital.SPO2.bit)
+
+    def test_the_watcher_and_the_consent_view_follow_the_chain(
+        self, ledger: Ledger, admin: PrivateKey
+    ) -> None:
+        """The event names match the contracts' events, and the one "who may read now" rule
+        agrees with ``hasAccess``: a grant, an emergency access, a revocation."""
+        patient, doctor, medic = funded(ledger), *(self._provider(ledger, admin) for _ in "ab")
+        watcher = ChainWatcher(ledger.events)
+        consent = ConsentView(ledger, watcher)
+        watcher.poll()  # what the chain holds so far is not news for the subscriber below
+        granted: list[Event] = []
+        watcher.subscribe(CONSENT_GRANTED, granted.append)
+        ledger.grant(patient, doctor.address, Vital.SPO2.bit, ledger.timestamp() + 3600)
+        ledger.break_glass(medic, patient.address, Vital.SPO2.bit, 1, b"unconscious in ER")
+        consent.refresh()
+        assert [(e.args["patient"], e.args["provider"]) for e in granted] == [
+            (patient.address, doctor.address)
+        ]
+        assert consent.readers(patient.address, Vital.SPO2.bit) == [doctor.address, medic.address]
+        assert consent.readers(patient.address, Vital.GLUCOSE.bit) == []
+        ledger.revoke(patient, doctor.address)
+        assert doctor.address in consent.readers(patient.address, Vital.SPO2.bit)  # not polled
+        consent.refresh()
+        assert consent.readers(patient.address, Vital.SPO2.bit) == [medic.address]
 
     # -- anchors ----------------------------------------------------------------------------------
 

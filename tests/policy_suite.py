@@ -25,6 +25,7 @@ from tests.ledger_suite import funded, refused
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.policy import HIGH, LOW, NORMAL, ThresholdPolicy, evaluate_fixed
 from vitalchain.ledger import AlertError, Ledger
+from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.vitals import Vital, from_fixed, to_fixed
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -125,7 +126,7 @@ class PolicySuite:
 
     def test_threshold_policy_agrees_with_the_contract_on_floats(self, ledger: Ledger) -> None:
         patient = funded(ledger)
-        policy = ThresholdPolicy(ledger)
+        policy = ThresholdPolicy(ledger, ChainWatcher(ledger.events))
 
         def check(case: tuple[Vital, int, int, list[float]]) -> None:
             vital, low, high, readings = case
@@ -197,7 +198,7 @@ class PolicySuite:
         for vital in (Vital.SPO2, 0, 7):
             with refused(AlertError, "alert_registry.no_policy"):
                 ledger.evaluate(patient, vital, 9500)
-        policy = ThresholdPolicy(ledger)
+        policy = ThresholdPolicy(ledger, ChainWatcher(ledger.events))
         low, high = Vital.SPO2.info.normal
         assert policy.thresholds(patient, Vital.SPO2) == (to_fixed(low), to_fixed(high))
         assert policy.evaluate(patient, Vital.SPO2, low - 0.01) == LOW
@@ -209,7 +210,7 @@ class PolicySuite:
         patient = funded(ledger)
         vital, reading = Vital.SYSTOLIC_BP, 145.0
         ledger.set_threshold(patient, patient.address, vital, 9000, 14000)
-        policy = ThresholdPolicy(ledger)
+        policy = ThresholdPolicy(ledger, ChainWatcher(ledger.events))
         policy.refresh()
         assert policy.evaluate(patient.address, vital, reading) == HIGH  # the cache is now warm
 
@@ -230,7 +231,7 @@ class PolicySuite:
         ledger.set_threshold(first, first.address, Vital.GLUCOSE, 7000, 18000)
         ledger.set_threshold(second, second.address, Vital.GLUCOSE, 7000, 18000)
         ledger.set_threshold(second, second.address, Vital.SPO2, 9200, 10000)
-        policy = ThresholdPolicy(ledger)
+        policy = ThresholdPolicy(ledger, ChainWatcher(ledger.events))
         policy.refresh()
         assert policy.evaluate(first.address, Vital.GLUCOSE, 190.0) == HIGH  # all three cached
         assert policy.evaluate(second.address, Vital.GLUCOSE, 190.0) == HIGH

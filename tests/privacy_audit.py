@@ -14,7 +14,7 @@ What is collected (:func:`collect`), for every transaction of a block range, ove
 
 Storage writes come from ``debug_traceTransaction`` with geth's ``prestateTracer`` in
 ``diffMode``: the ``post`` side lists, per account, exactly the slots whose value changed and
-their final value.  anvil (1.7, as started by ``vitalchain.ledger.devnode.run_anvil``) supports
+their final value.  anvil (1.7, as started by ``vitalchain.services.anvil.run_anvil``) supports
 that tracer, so it is what the audit uses.  Slots reset to zero appear only in ``pre``; a zero
 carries nothing, so they are not collected.  The default struct logger is kept as a fallback for
 nodes without the prestate tracer (``tracer="structlog"``: the key and value of each ``SSTORE``

@@ -16,14 +16,123 @@ import threading
 import pytest
 
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.envelope import Stanza
+from vitalchain.crypto.block import block_envelope, open_payload, seal_block
 from vitalchain.store import DuplicateReading, GatewayStore, Message, Reading, StoreError
 from vitalchain.store.base import AnchorRecord, Store
-from vitalchain.store.blocks import Block, BlockEntry, open_payload, seal_block
 from vitalchain.vitals import Vital
+from vitalchain.wire.block import Block, BlockEntry
+from vitalchain.wire.envelope import Stanza
 
 GATEWAY = PrivateKey.generate()
 _seq = itertools.count(1)
+
+
+# -- version 0: the schema as the code before schema versions made it (exact DDL, copied) --
+
+# A database made by that code has these tables and no alembic_version; the upgrade tests
+# build one from this text, put rows in, and open it with today's code.
+STORE_V0 = """
+CREATE TABLE IF NOT EXISTS blocks (
+    id          INTEGER PRIMARY KEY,
+    group_id    INTEGER NOT NULL,
+    patient     TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    leaf_index  INTEGER NOT NULL,
+    block_hash  BLOB NOT NULL UNIQUE,
+    leaf        BLOB NOT NULL,
+    file        TEXT NOT NULL,
+    UNIQUE (group_id, patient, number),
+    UNIQUE (group_id, leaf_index)
+);
+CREATE TABLE IF NOT EXISTS key_ring (
+    block_id  INTEGER NOT NULL REFERENCES blocks(id),
+    recipient BLOB NOT NULL,
+    stanza    BLOB NOT NULL,
+    PRIMARY KEY (block_id, recipient)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchors (
+    group_id    INTEGER NOT NULL,
+    tree_size   INTEGER NOT NULL,
+    root        BLOB NOT NULL,
+    tx_hash     BLOB NOT NULL,
+    anchored_at INTEGER NOT NULL,
+    PRIMARY KEY (group_id, tree_size)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce      BLOB PRIMARY KEY,
+    subject    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) WITHOUT ROWID;
+"""
+JOURNAL_V0 = """
+CREATE TABLE IF NOT EXISTS messages (
+    id          INTEGER PRIMARY KEY,
+    message_id  BLOB NOT NULL UNIQUE,
+    device      TEXT NOT NULL,
+    group_id    INTEGER NOT NULL,
+    patient     TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    payload     BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    leaf_index  INTEGER,
+    leaf        BLOB
+);
+CREATE TABLE IF NOT EXISTS readings (
+    device  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    vital   INTEGER NOT NULL,
+    value   REAL NOT NULL,
+    t       INTEGER NOT NULL,
+    PRIMARY KEY (device, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_ranges (
+    device    TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    PRIMARY KEY (device, first_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seq_ranges_by_last ON seq_ranges (device, last_seq);
+CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id);
+CREATE INDEX IF NOT EXISTS readings_by_message ON readings (message);
+CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (group_id, patient, id) WHERE leaf_index IS NULL;
+CREATE INDEX IF NOT EXISTS messages_sealed ON messages (group_id, leaf_index) WHERE leaf_index IS NOT NULL;
+"""
+POSTGRES_V0 = (
+    """CREATE TABLE IF NOT EXISTS blocks (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    group_id    BIGINT NOT NULL,
+    patient     TEXT NOT NULL,
+    number      BIGINT NOT NULL,
+    leaf_index  BIGINT NOT NULL,
+    block_hash  BYTEA NOT NULL UNIQUE,
+    leaf        BYTEA NOT NULL,
+    data        BYTEA NOT NULL,
+    UNIQUE (group_id, patient, number),
+    UNIQUE (group_id, leaf_index)
+)""",
+    """CREATE TABLE IF NOT EXISTS key_ring (
+    block_id  BIGINT NOT NULL REFERENCES blocks(id),
+    recipient BYTEA NOT NULL,
+    stanza    BYTEA NOT NULL,
+    PRIMARY KEY (block_id, recipient)
+)""",
+    """CREATE TABLE IF NOT EXISTS anchors (
+    group_id    BIGINT NOT NULL,
+    tree_size   BIGINT NOT NULL,
+    root        BYTEA NOT NULL,
+    tx_hash     BYTEA NOT NULL,
+    anchored_at BIGINT NOT NULL,
+    PRIMARY KEY (group_id, tree_size)
+)""",
+    """CREATE TABLE IF NOT EXISTS nonces (
+    nonce      BYTEA PRIMARY KEY,
+    subject    TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+)""",
+)
 
 
 def message(
@@ -209,7 +318,7 @@ class StoreSuite:
         p, nurse = PrivateKey.generate(), PrivateKey.generate()
         blk, ring = block(store, p.address, [p])
         store.add_block(blk, ring, [])
-        envelope = blk.envelope(store.stanzas(1, blk.leaf_index)).with_recipient(
+        envelope = block_envelope(blk, store.stanzas(1, blk.leaf_index)).with_recipient(
             p, nurse.public_key
         )
         store.add_stanza(1, blk.leaf_index, envelope.stanzas[-1])

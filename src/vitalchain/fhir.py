@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vitalchain.crypto.keys import parse_address
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
+from vitalchain.wire.address import parse_address
 
 __all__ = [
     "DEVICE_SYSTEM",

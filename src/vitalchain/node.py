@@ -32,7 +32,7 @@ from vitalchain.care.rules import (
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
-from vitalchain.gateway.broker import BrokerAdmin, BrokerEndpoint, Mosquitto, find_mosquitto
+from vitalchain.gateway.dynsec import BrokerAdmin
 from vitalchain.gateway.health import (
     ChainProbe,
     ComponentProbe,
@@ -60,9 +60,13 @@ from vitalchain.ledger import (
     Ledger,
     RpcBackend,
 )
+from vitalchain.ledger.consent import ConsentView
+from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.services.mosquitto import BrokerEndpoint, Mosquitto, find_mosquitto
 from vitalchain.store import Message, open_store
 from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital, from_fixed
+from vitalchain.wire.mqtt import MAX_PACKET_SIZE
 
 __all__ = [
     "RunningGateway",
@@ -218,7 +222,11 @@ def running_gateway(
         admin: BrokerAdmin | None = None
         endpoint: BrokerEndpoint | None = None
         if settings.mqtt and find_mosquitto() is not None:
-            broker = stack.enter_context(Mosquitto(settings.data_dir / "mqtt", settings.mqtt_port))
+            broker = stack.enter_context(
+                Mosquitto(
+                    settings.data_dir / "mqtt", settings.mqtt_port, max_packet_size=MAX_PACKET_SIZE
+                )
+            )
             endpoint = broker.endpoint
             admin = stack.enter_context(BrokerAdmin(endpoint, *broker.admin))
         elif settings.mqtt:
@@ -238,6 +246,10 @@ def running_gateway(
         outbox = ChainOutbox(ledger, master, private_database(settings.data_dir / "outbox.db"))
         outbox.start()
         stack.callback(outbox.close)
+        # One follower of the chain's events for the whole node (ledger/watcher.py), and the
+        # one "who may read now" view the sealer and the alarm service share.
+        watcher = ChainWatcher(ledger.events, poll_s=settings.revocation_poll_s)
+        consent = ConsentView(ledger, watcher)
         gateway = Gateway(
             settings,
             master,
@@ -264,8 +276,9 @@ def running_gateway(
                 settings.seal_max_readings, settings.seal_max_age_s, settings.anchor_every_s
             ),
             outbox=outbox,
+            consent=consent,
         )
-        policy = ThresholdPolicy(ledger)
+        policy = ThresholdPolicy(ledger, watcher)
 
         def seal_abnormal_at_once(message: Message) -> None:
             if any(
@@ -273,8 +286,6 @@ def running_gateway(
                 for r in message.readings
             ):
                 sealer.seal_soon(message.patient)
-
-        sealer.on_tick(policy.refresh)
 
         def thresholds(patient: str, vital: Vital) -> tuple[float, float]:
             low, high = policy.thresholds(patient, vital)
@@ -296,8 +307,13 @@ def running_gateway(
             outage_after_s=settings.alarm_outage_after_s,
             journal=lambda after, limit: store.messages(after_id=after, limit=limit),
             member_status=gateway.registry.status,
+            consent=consent,
         )
         stack.callback(alerts.close)
+        # Every subscriber is in: from here the watcher's one thread keeps the policy, the
+        # consents and keys fresh (stopped first, before what it feeds).
+        watcher.start()
+        stack.callback(watcher.stop)
         # Alerts first: sealing an abnormal reading at once must not delay its notification.
         gateway.ingest_core.on_stored_entry(alerts.on_stored)
         gateway.ingest_core.on_stored(seal_abnormal_at_once)
@@ -415,7 +431,7 @@ def served(app: FastAPI) -> Iterator[str]:
 
     import uvicorn
 
-    from vitalchain.ledger.devnode import free_port
+    from vitalchain.services.ports import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

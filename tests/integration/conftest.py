@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from vitalchain.gateway.broker import Mosquitto
-from vitalchain.store.errors import StoreError
-from vitalchain.store.pgserver import LocalPostgres
+from vitalchain.services.mosquitto import Mosquitto
+from vitalchain.services.postgres import LocalPostgres
+from vitalchain.services.process import ServiceError
+from vitalchain.wire.mqtt import MAX_PACKET_SIZE
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +18,8 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
     Shared by the session, so tests isolate themselves with their own group ids and devices.
     """
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
+    data_dir = tmp_path_factory.mktemp("mosquitto")
+    with Mosquitto(data_dir, max_packet_size=MAX_PACKET_SIZE) as broker:  # as the gateway's
         yield broker
 
 
@@ -33,7 +35,7 @@ def postgres() -> Iterator[LocalPostgres]:
     error = None
     try:
         server.start()  # cleans up after itself if it fails
-    except StoreError as exc:  # e.g. the `postgresql` package is missing: say so, no traceback
+    except ServiceError as exc:  # e.g. the `postgresql` package is missing: say so, no traceback
         error = str(exc)
     if error is not None:
         pytest.fail(f"cannot start PostgreSQL: {error}", pytrace=False)

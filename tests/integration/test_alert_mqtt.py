@@ -15,9 +15,9 @@ from tests.integration.test_broker import NOT_AUTHORIZED, Probe
 from tests.node_fixtures import World, make_world
 from vitalchain.care.delivery import AlertClient
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.broker import BrokerEndpoint
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.services.mosquitto import BrokerEndpoint
 
 
 @pytest.fixture

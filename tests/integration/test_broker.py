@@ -23,19 +23,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from vitalchain.crypto import to_checksum_address
-from vitalchain.gateway.broker import (
+from vitalchain.gateway.dynsec import BrokerAdmin, DeviceCredentials
+from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
+from vitalchain.wire.address import to_checksum_address
+from vitalchain.wire.mqtt import (
     MAX_PACKET_SIZE,
-    MESSAGE_SIZE_LIMIT,
-    BrokerAdmin,
-    BrokerEndpoint,
-    BrokerError,
-    DeviceCredentials,
-    Mosquitto,
+    TOPIC_PREFIX,
     ack_topic,
     parse_telemetry_topic,
     telemetry_topic,
 )
+from vitalchain.wire.telemetry import MAX_MESSAGE_BYTES
 
 WAIT = 5.0
 SUCCESS = 0x00
@@ -177,7 +175,7 @@ class Group:
         username, password = f"gateway-test-{self.id}", f"pw-{os.urandom(8).hex()}"
         admin.ensure_gateway(self.id, username, password)
         self.gateway = connect(username, password)
-        assert self.gateway.subscribe(f"vitalchain/v1/{self.id}/+/telemetry") == 1  # QoS 1
+        assert self.gateway.subscribe(f"{TOPIC_PREFIX}/{self.id}/+/telemetry") == 1  # QoS 1
 
     def device(self) -> tuple[DeviceCredentials, Probe]:
         creds = self.admin.add_device(self.id, new_device())
@@ -196,8 +194,8 @@ DEVICE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # an EIP-55 example addre
 
 def test_topic_helpers_round_trip() -> None:
     topic = telemetry_topic(7, DEVICE)
-    assert topic == f"vitalchain/v1/7/{DEVICE}/telemetry"
-    assert ack_topic(7, DEVICE) == f"vitalchain/v1/7/{DEVICE}/ack"
+    assert topic == f"{TOPIC_PREFIX}/7/{DEVICE}/telemetry"
+    assert ack_topic(7, DEVICE) == f"{TOPIC_PREFIX}/7/{DEVICE}/ack"
     assert parse_telemetry_topic(topic) == (7, DEVICE)
     assert parse_telemetry_topic(telemetry_topic(0, DEVICE)) == (0, DEVICE)
     big = 2**256 - 1
@@ -209,23 +207,23 @@ def test_topic_helpers_round_trip() -> None:
     [
         "",
         f"vitalchain/v2/7/{DEVICE}/telemetry",
-        f"/vitalchain/v1/7/{DEVICE}/telemetry",
+        f"/{TOPIC_PREFIX}/7/{DEVICE}/telemetry",
         f"other/v1/7/{DEVICE}/telemetry",
-        f"vitalchain/v1/x/{DEVICE}/telemetry",
-        f"vitalchain/v1/-1/{DEVICE}/telemetry",
-        f"vitalchain/v1/07/{DEVICE}/telemetry",
-        f"vitalchain/v1/1_0/{DEVICE}/telemetry",
-        f"vitalchain/v1/ 7/{DEVICE}/telemetry",
-        f"vitalchain/v1//{DEVICE}/telemetry",
-        f"vitalchain/v1/7/{DEVICE}/telemetry/extra",
-        f"vitalchain/v1/7/{DEVICE}",
-        f"vitalchain/v1/7/{DEVICE}/ack",
-        f"vitalchain/v1/7/{DEVICE.lower()}/telemetry",
-        "vitalchain/v1/7/0x1234/telemetry",
-        "vitalchain/v1/+/" + DEVICE + "/telemetry",
-        "vitalchain/v1/7/+/telemetry",
-        "vitalchain/v1/7/#",
-        "vitalchain/v1/#",
+        f"{TOPIC_PREFIX}/x/{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}/-1/{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}/07/{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}/1_0/{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}/ 7/{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}//{DEVICE}/telemetry",
+        f"{TOPIC_PREFIX}/7/{DEVICE}/telemetry/extra",
+        f"{TOPIC_PREFIX}/7/{DEVICE}",
+        f"{TOPIC_PREFIX}/7/{DEVICE}/ack",
+        f"{TOPIC_PREFIX}/7/{DEVICE.lower()}/telemetry",
+        f"{TOPIC_PREFIX}/7/0x1234/telemetry",
+        f"{TOPIC_PREFIX}/+/" + DEVICE + "/telemetry",
+        f"{TOPIC_PREFIX}/7/+/telemetry",
+        f"{TOPIC_PREFIX}/7/#",
+        f"{TOPIC_PREFIX}/#",
     ],
 )
 def test_parse_telemetry_topic_rejects_malformed(topic: str) -> None:
@@ -330,8 +328,8 @@ def test_gateway_publishes_acks_only_in_its_group(group: Group, admin: BrokerAdm
 def test_oversized_message_is_refused(group: Group) -> None:
     """The data message limit is 64 KiB; the broker cuts off a client sending a larger packet."""
     creds, device = group.device()
-    assert device.publish(creds.telemetry_topic, b"x" * MESSAGE_SIZE_LIMIT) == SUCCESS
-    assert group.gateway.expect(creds.telemetry_topic) == b"x" * MESSAGE_SIZE_LIMIT
+    assert device.publish(creds.telemetry_topic, b"x" * MAX_MESSAGE_BYTES) == SUCCESS
+    assert group.gateway.expect(creds.telemetry_topic) == b"x" * MAX_MESSAGE_BYTES
 
     device.client.publish(creds.telemetry_topic, b"x" * MAX_PACKET_SIZE, qos=1)
     assert device.disconnected.wait(WAIT)
@@ -372,8 +370,8 @@ def test_device_cannot_subscribe_elsewhere(group: Group, target: str) -> None:
     other_creds, _ = group.device()
     topic = {
         "other device's ack": other_creds.ack_topic,
-        "ack wildcard": f"vitalchain/v1/{group.id}/+/ack",
-        "telemetry wildcard": f"vitalchain/v1/{group.id}/+/telemetry",
+        "ack wildcard": f"{TOPIC_PREFIX}/{group.id}/+/ack",
+        "telemetry wildcard": f"{TOPIC_PREFIX}/{group.id}/+/telemetry",
         "own telemetry": creds.telemetry_topic,
         "everything": "#",
         "dynsec responses": "$CONTROL/dynamic-security/#",
@@ -385,10 +383,10 @@ def test_device_cannot_subscribe_elsewhere(group: Group, target: str) -> None:
 @pytest.mark.parametrize(
     "topic",
     [
-        "vitalchain/v1/{gid}/+/telemetry",
-        "vitalchain/v1/{gid}/#",
-        "vitalchain/v1/+/+/telemetry",
-        "vitalchain/v1/{gid}/+/ack",
+        TOPIC_PREFIX + "/{gid}/+/telemetry",
+        TOPIC_PREFIX + "/{gid}/#",
+        TOPIC_PREFIX + "/+/+/telemetry",
+        TOPIC_PREFIX + "/{gid}/+/ack",
         "#",
     ],
 )
@@ -463,14 +461,14 @@ def test_ensure_gateway_is_idempotent_and_updates_the_password(
     admin.ensure_gateway(gid, f"gw-{gid}", "first")
     admin.ensure_gateway(gid, f"gw-{gid}", "first")
     gateway = connect(f"gw-{gid}", "first")
-    assert gateway.subscribe(f"vitalchain/v1/{gid}/+/telemetry") == 1
+    assert gateway.subscribe(f"{TOPIC_PREFIX}/{gid}/+/telemetry") == 1
 
     admin.ensure_gateway(gid, f"gw-{gid}", "second")
     assert gateway.disconnected.wait(WAIT)  # a changed password ends the old session
     assert probe(f"gw-{gid}", "first").connect() == NOT_AUTHORIZED
     assert probe(f"gw-{gid}", "second", "not-its-id").connect() == NOT_AUTHORIZED
     gateway = connect(f"gw-{gid}", "second")
-    assert gateway.subscribe(f"vitalchain/v1/{gid}/+/telemetry") == 1
+    assert gateway.subscribe(f"{TOPIC_PREFIX}/{gid}/+/telemetry") == 1
 
 
 # --- the admin client and the managed process ---------------------------------------------------

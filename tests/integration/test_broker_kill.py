@@ -26,7 +26,7 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 
 BATCH = 8

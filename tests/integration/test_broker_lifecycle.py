@@ -30,12 +30,13 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError, MqttCredentials
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.broker import BrokerAdmin, BrokerEndpoint, BrokerError, Mosquitto
+from vitalchain.gateway.dynsec import BrokerAdmin
 from vitalchain.gateway.mqtt import MqttBridge, MqttProbe
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
-from vitalchain.ledger.devnode import free_port
 from vitalchain.node import RunningGateway, running_gateway
+from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
+from vitalchain.services.ports import accepts, free_port
 from vitalchain.vitals import Vital
 
 WAIT = 20.0
@@ -68,11 +69,6 @@ def brokers_of(data_dir: Path) -> list[int]:
         ):
             found.append(int(entry.name))
     return found
-
-
-def listening(port: int) -> bool:
-    with contextlib.closing(socket.socket()) as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -130,7 +126,7 @@ def test_broker_dies_with_its_gateway_process(tmp_path: Path, how: signal.Signal
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        wait_for(lambda: listening(port) or proc.poll() is not None, "the gateway", 120)
+        wait_for(lambda: accepts(port) or proc.poll() is not None, "the gateway", 120)
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         brokers = brokers_of(data_dir)
         assert len(brokers) == 1

@@ -29,8 +29,8 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Deployment, Ledger
-from vitalchain.ledger.devnode import free_port
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
+from vitalchain.services.ports import free_port
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"
 

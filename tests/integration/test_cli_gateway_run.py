@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from tests.alert_suite import wait_for
 from vitalchain.cli import app
 from vitalchain.gateway.startup import CHAIN_RECORD, DataDirLock
-from vitalchain.ledger.devnode import run_anvil
+from vitalchain.services.anvil import run_anvil
 
 TOKEN = "gateway-run-test-token-0123456789"
 

@@ -22,7 +22,7 @@ from tests.gateway_fixtures import ADMIN_TOKEN
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 
 

@@ -19,8 +19,8 @@ from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, DeviceStatus, EmbeddedBackend, Ledger, RpcBackend
-from vitalchain.ledger.devnode import free_port
 from vitalchain.node import RunningGateway, running_gateway
+from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 
 

@@ -23,9 +23,9 @@ from pydantic import SecretStr
 from tests.gateway_fixtures import ADMIN_TOKEN, next_id
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger.devnode import AnvilProcess
 from vitalchain.node import running_gateway, served
-from vitalchain.store.pgserver import LocalPostgres
+from vitalchain.services.anvil import AnvilProcess
+from vitalchain.services.postgres import LocalPostgres
 
 
 def _settings(data_dir: Path, **overrides: object) -> GatewaySettings:

@@ -25,7 +25,7 @@ from vitalchain.care.delivery import sign_action
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, AnchorError, ChainOutbox, Ledger, RpcBackend
-from vitalchain.ledger.devnode import AnvilProcess
+from vitalchain.services.anvil import AnvilProcess
 from vitalchain.vitals import Vital
 
 OUTAGE_S = 10.0

@@ -15,13 +15,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.store_suite import StoreSuite, block, message
+from tests.store_suite import GATEWAY, POSTGRES_V0, StoreSuite, block, message
 from vitalchain.crypto import PrivateKey
-from vitalchain.store import GatewayStore, SqliteJournal
-from vitalchain.store.pgserver import LocalPostgres
+from vitalchain.crypto.block import seal_block
+from vitalchain.services.postgres import LocalPostgres
+from vitalchain.store import GatewayStore, SqliteJournal, migrations
 from vitalchain.store.postgres import PostgresStore
+from vitalchain.vitals import Vital
+from vitalchain.wire.block import BlockEntry
 
 _names = itertools.count()
+_VERSIONS = {"alembic_version"}  # the schema's revision (store/migrations): no health data
 
 
 @pytest.fixture
@@ -61,7 +65,7 @@ class TestPostgresStore(StoreSuite):
         with psycopg.connect(_dsn(store)) as conn:
             row = conn.execute("SELECT data FROM blocks WHERE leaf_index = 0").fetchone()
         assert row is not None
-        assert bytes(row[0]) == blk.to_bytes()
+        assert bytes(row[0]) == blk.encode()
 
     def test_messages_never_reach_the_shared_database(self, store: GatewayStore) -> None:
         """Issue 12 item 11: the database providers read (and its operator sees) has no table
@@ -70,7 +74,7 @@ class TestPostgresStore(StoreSuite):
         ids = [store.append(message(patient=p.address, n=2)) for _ in range(2)]
         blk, ring = block(store, p.address, [p])
         store.add_block(blk, ring, ids)
-        assert _tables(_dsn(store)) == {"blocks", "key_ring", "anchors", "nonces"}
+        assert _tables(_dsn(store)) == {"blocks", "key_ring", "anchors", "nonces", *_VERSIONS}
 
     def test_a_legacy_database_with_plaintext_tables_is_emptied(
         self, store: GatewayStore, tmp_path: Path
@@ -106,7 +110,7 @@ class TestPostgresStore(StoreSuite):
             (kept,) = moved.messages()
             assert [r.value for r in kept.message.readings] == [97.5]
             assert moved.last_seqs() == {"0xD": 8}
-            assert _tables(dsn) == {"blocks", "key_ring", "anchors", "nonces"}
+            assert _tables(dsn) == {"blocks", "key_ring", "anchors", "nonces", *_VERSIONS}
         finally:
             moved.close()
 
@@ -140,3 +144,49 @@ class TestPostgresStore(StoreSuite):
             row = conn.execute("SHOW listen_addresses").fetchone()
             assert row == ("127.0.0.1",)
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def test_a_version_0_database_is_upgraded_with_its_rows(postgres: LocalPostgres) -> None:
+    """A database made before schema versions (tests/store_suite.py keeps its exact DDL) keeps
+    its rows, is stamped with the first revision and reaches the head."""
+    name = "store_v0"
+    p = PrivateKey.generate()
+    blk, ring = seal_block(
+        GATEWAY, group_id=1, patient=p.address, number=1, previous=bytes(32), leaf_index=0,
+        sealed_at_ms=1_000, entries=[BlockEntry("0xD", b"payload", b"\x02" * 65)], readings=1,
+        vitals=Vital.SPO2.bit, recipients=[p.public_key],
+    )  # fmt: skip
+    with psycopg.connect(postgres.admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            dsn = postgres.dsn_for(name)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for statement in POSTGRES_V0:
+                    conn.execute(statement)
+                (block_id,) = conn.execute(
+                    "INSERT INTO blocks (group_id, patient, number, leaf_index, block_hash, leaf, "
+                    "data) VALUES (1, %s, 1, 0, %s, %s, %s) RETURNING id",
+                    (p.address, blk.hash, blk.leaf, blk.encode()),
+                ).fetchone() or (None,)
+                for s in ring:
+                    conn.execute(
+                        "INSERT INTO key_ring VALUES (%s, %s, %s)",
+                        (block_id, s.recipient, s.encode()),
+                    )
+                conn.execute("INSERT INTO anchors VALUES (1, 1, '\\x01', '\\x02', 5)")
+                conn.execute("INSERT INTO nonces VALUES ('\\xaa', '0xProvider', 9000, NULL)")
+            store = PostgresStore(dsn)
+            try:
+                assert store.block(1, 0) == blk
+                assert store.stanzas(1, 0) == ring
+                assert [a.tree_size for a in store.anchors(1)] == [1]
+                assert store.consume_nonce(b"\xaa", "0xProvider", now_ms=1_000)
+                assert store.next_leaf_index(1) == 1
+            finally:
+                store.close()
+            with psycopg.connect(dsn) as conn:
+                rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            assert rows == [(migrations.head("blocks"),)]
+            PostgresStore(dsn).close()  # at the head: nothing to do
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -50,10 +49,10 @@ from vitalchain.device.simulator import enrol
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, Ledger, RpcBackend
-from vitalchain.ledger.devnode import find_anvil, free_port, wait_for_port
 from vitalchain.node import running_gateway
+from vitalchain.services.anvil import run_anvil
+from vitalchain.services.postgres import LocalPostgres
 from vitalchain.store import StoredMessage
-from vitalchain.store.pgserver import LocalPostgres
 from vitalchain.vitals import Vital, scope_of, to_fixed
 
 HOUR = 3600
@@ -239,23 +238,8 @@ def test_matching_rules_on_hand_made_writes() -> None:
 @pytest.fixture
 def stepping_anvil() -> Iterator[str]:
     """An anvil of our own with --steps-tracing, so its struct logger reports opcodes."""
-    port = free_port()
-    args = [
-        str(find_anvil()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--silent",
-        "--steps-tracing",
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with run_anvil(args=["--steps-tracing"]) as url:
+        yield url
 
 
 def test_struct_logger_fallback_agrees_with_the_prestate_tracer(

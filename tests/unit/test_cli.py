@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from vitalchain.cli import app
 from vitalchain.crypto import PrivateKey
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 
 NOWHERE = "http://127.0.0.1:9"
 ADDRESS = "0x" + "11" * 20

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from vitalchain.cli import app
 from vitalchain.crypto import PrivateKey
-from vitalchain.ledger.devnode import port_free
+from vitalchain.services.ports import port_free
 
 NOWHERE = "http://127.0.0.1:9"
 ADDRESS = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55

@@ -20,8 +20,8 @@ from vitalchain.cli import app
 from vitalchain.demo import scenario
 from vitalchain.demo.report import checks
 from vitalchain.demo.scenario import DemoConfig, DemoRun, run_demo
-from vitalchain.gateway.broker import BrokerError
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.mosquitto import BrokerError
+from vitalchain.services.ports import free_port
 
 
 def test_the_reduced_demo_keeps_every_promise(
@@ -99,7 +99,7 @@ def test_a_broker_that_cannot_start_falls_back_to_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Unstartable:  # stands in for a mosquitto that is installed but fails to start
-        def __init__(self, *_: object) -> None:
+        def __init__(self, *_: object, **__: object) -> None:
             pass
 
         def __enter__(self) -> None:

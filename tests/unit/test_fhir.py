@@ -23,10 +23,10 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from vitalchain import fhir
-from vitalchain.crypto.keys import to_checksum_address
 from vitalchain.device.vitals import DeviceKind, PatientProfile, VitalsGenerator
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
+from vitalchain.wire.address import to_checksum_address
 
 SYS, DIA, HR, SPO2, TEMP, GLU = (
     Vital.SYSTOLIC_BP,

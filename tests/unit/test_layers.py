@@ -10,19 +10,26 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "vitalchain"
 
 BASE = {"errors", "vitals", "logs"}
+# wire (the byte and JSON formats of docs/spec), services (free ports, supervised local
+# processes) and edge (the HTTP error table, its one handler and its one client-side decoder)
+# sit on the ground floor beside errors: every layer above may use them.
+GROUND = BASE | {"wire", "services", "edge"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "logs": set(),
     "vitals": {"errors"},
-    "crypto": {"errors"},
-    "ledger": BASE | {"crypto"},
-    "store": BASE | {"crypto"},
-    "fhir": BASE | {"crypto", "store"},
-    "gateway": BASE | {"crypto", "ledger", "store"},
-    "care": BASE | {"crypto", "ledger", "store", "fhir"},
-    "device": BASE | {"crypto", "ledger"},
-    "node": BASE | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device"},
-    "demo": BASE | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device", "node"},
+    "wire": {"errors", "vitals"},
+    "services": {"errors", "logs"},
+    "edge": {"errors", "logs"},
+    "crypto": {"errors", "wire"},
+    "ledger": GROUND | {"crypto"},
+    "store": GROUND | {"crypto"},
+    "fhir": GROUND | {"crypto", "store"},
+    "gateway": GROUND | {"crypto", "ledger", "store"},
+    "care": GROUND | {"crypto", "ledger", "store", "fhir"},
+    "device": GROUND | {"crypto", "ledger"},
+    "node": GROUND | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device"},
+    "demo": GROUND | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device", "node"},
 }
 
 

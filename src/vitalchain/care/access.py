@@ -6,11 +6,10 @@ every request and releases ciphertext only (each provider's own key-ring entry w
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -18,48 +17,39 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitalchain.care.source import HttpSource, StoreSource
-from vitalchain.care.verify import READING_CONTEXT
-from vitalchain.crypto.envelope import Stanza
+from vitalchain.care.verify import Opened
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.ledger import ConsentStatus, Ledger
-from vitalchain.ledger.address import Address
 from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.store.base import BlockStore
-from vitalchain.store.blocks import Block, BlockEntry, open_payload
 from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import Reading
-from vitalchain.vitals import Vital
+from vitalchain.wire.access import (
+    ACCESS_CONTEXT,
+    NONCE_TTL_S,
+    AccessResponse,
+    Challenge,
+    ReleasedBlock,
+    access_message,
+)
+from vitalchain.wire.address import Address
+from vitalchain.wire.block import Block, BlockEntry
+from vitalchain.wire.envelope import Stanza
 
 __all__ = [
     "AccessError",
     "AccessService",
     "FetchedBlock",
     "ProviderClient",
-    "access_message",
     "create_access_router",
 ]
-
-ACCESS_CONTEXT = b"vitalchain/v1/access"
-NONCE_TTL_S = 60
 
 
 class AccessError(VitalchainError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message, code=code)
         self.status = status
-
-
-def access_message(
-    nonce: bytes, group_id: int, patient: str, after_number: int, number: int | None
-) -> bytes:
-    return (
-        nonce
-        + group_id.to_bytes(8, "big")
-        + bytes.fromhex(patient[2:])
-        + after_number.to_bytes(8, "big")
-        + (number or 0).to_bytes(8, "big")
-    )
 
 
 class AccessService:
@@ -89,7 +79,7 @@ class AccessService:
         nonce = self.random(32)
         expires_at = int(now) + NONCE_TTL_S
         self.store.add_nonce(nonce, provider, expires_at * 1000)
-        return {"v": 1, "nonce": nonce.hex(), "expires_at": expires_at}
+        return Challenge(v=1, nonce=nonce.hex(), expires_at=expires_at).to_json()
 
     def fetch(
         self,
@@ -131,16 +121,16 @@ class AccessService:
         for block in blocks:
             mine = [s for s in self.store.stanzas(group_id, block.leaf_index) if s.recipient == me]
             released.append(
-                {
-                    "group_id": group_id,
-                    "leaf_index": block.leaf_index,
-                    "number": block.number,
-                    "block": block.to_bytes().hex(),
-                    "stanza": mine[0].encode().hex() if mine else None,
-                }
+                ReleasedBlock(
+                    group_id=group_id,
+                    leaf_index=block.leaf_index,
+                    number=block.number,
+                    block=block.encode().hex(),
+                    stanza=mine[0].encode().hex() if mine else None,
+                )
             )
         numbers = self.store.block_numbers(group_id, patient)
-        return {"v": 1, "numbers": numbers, "blocks": released}
+        return AccessResponse(v=1, numbers=numbers, blocks=released).to_json()
 
     def _why_not(self, patient: str, provider: str, scope: int) -> AccessError:
         consent = self.ledger.consent_of(patient, provider)
@@ -273,34 +263,38 @@ def mount_access(app: FastAPI, service: AccessService) -> None:
 
 @dataclass(frozen=True, slots=True)
 class FetchedBlock:
+    """A block as released to a provider; decrypting it is shared with ``verify_patient``
+    through ``opened`` (the client's), so fetch-then-verify opens each block once."""
+
     block: Block
     stanza: Stanza | None
+    opened: Opened = field(default_factory=Opened, compare=False, repr=False)
+
+    @property
+    def _ring(self) -> list[Stanza]:
+        return [] if self.stanza is None else [self.stanza]
 
     def open(self, reader: PrivateKey) -> list[BlockEntry]:
-        return open_payload(self.block, [] if self.stanza is None else [self.stanza], reader)
+        return self.opened.entries(self.block, self._ring, reader)
 
     def readings(self, reader: PrivateKey) -> list[tuple[str, Reading]]:
         """Decrypt and decode: ``(device, reading)`` pairs, each message's device signature
         checked (``InvalidSignature``; ``DecodeError`` for a malformed message).  Inclusion
         and anchors are :mod:`~vitalchain.care.verify`'s job."""
-        pairs: list[tuple[str, Reading]] = []
-        for entry in self.open(reader):
-            try:
-                digest = message_digest(entry.payload, READING_CONTEXT)
-                signer = PublicKey.recover(Signature.from_rsv(entry.signature), digest).address
-                body = json.loads(entry.payload)
-                items = [
-                    Reading(int(r["seq"]), Vital.parse(r["vital"]), float(r["value"]), int(r["t"]))
-                    for r in body["readings"]
-                ]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DecodeError(f"block {self.block.number}: malformed message") from exc
-            if signer != entry.device or body.get("device") != signer:
-                raise InvalidSignature(
-                    f"block {self.block.number}: a message is not signed by its device"
-                )
-            pairs.extend((entry.device, reading) for reading in items)
-        return pairs
+        self.open(reader)  # a key that does not open it: DecryptionError, as it is
+        try:
+            messages = self.opened.messages(self.block, self._ring, reader)
+        except DecodeError as exc:
+            raise DecodeError(f"block {self.block.number}: malformed message") from exc
+        except InvalidSignature:
+            raise InvalidSignature(
+                f"block {self.block.number}: a message is not signed by its device"
+            ) from None
+        return [
+            (m.entry.device, Reading(r.seq, r.vital, float(r.value), r.t))
+            for m in messages
+            for r in m.payload.readings
+        ]
 
 
 class ProviderClient:
@@ -310,6 +304,8 @@ class ProviderClient:
         self.key = key
         self.http = http
         self.source = HttpSource(http)
+        # What fetch parsed and decrypted, for verify_patient(..., opened=client.opened).
+        self.opened = Opened()
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         response = self.http.post(path, json=body)
@@ -335,30 +331,34 @@ class ProviderClient:
         if break_glass is not None:
             ledger, scope, code, reason = break_glass
             ledger.break_glass(self.key, patient, scope, code, reason)
-        nonce = bytes.fromhex(
-            self._post("/v1/store/challenges", {"v": 1, "provider": self.key.address})["nonce"]
+        challenge = Challenge.parse_value(
+            self._post("/v1/store/challenges", {"v": 1, "provider": self.key.address})
         )
+        nonce = bytes.fromhex(challenge.nonce)
         signature = self.key.sign(
             access_message(nonce, group_id, patient, after_number, number), ACCESS_CONTEXT
         )
-        body = self._post(
-            "/v1/store/access",
-            {
-                "v": 1,
-                "provider": self.key.address,
-                "group_id": group_id,
-                "patient": patient,
-                "after_number": after_number,
-                "number": number,
-                "nonce": nonce.hex(),
-                "signature": signature.to_rsv().hex(),
-            },
+        body = AccessResponse.parse_value(
+            self._post(
+                "/v1/store/access",
+                {
+                    "v": 1,
+                    "provider": self.key.address,
+                    "group_id": group_id,
+                    "patient": patient,
+                    "after_number": after_number,
+                    "number": number,
+                    "nonce": nonce.hex(),
+                    "signature": signature.to_rsv().hex(),
+                },
+            )
         )
         fetched = []
-        for item in body["blocks"]:
-            data = bytes.fromhex(item["block"])
-            stanza = Stanza.decode(bytes.fromhex(item["stanza"])) if item["stanza"] else None
-            self.source.remember(group_id, int(item["leaf_index"]), data, stanza)
-            fetched.append(FetchedBlock(Block.from_bytes(data), stanza))
-        self.source.numbers[(group_id, patient)] = [int(n) for n in body["numbers"]]
+        for item in body.blocks:
+            data = bytes.fromhex(item.block)
+            stanza = Stanza.parse(bytes.fromhex(item.stanza)) if item.stanza else None
+            block = self.opened.block(data)
+            self.source.remember(group_id, item.leaf_index, block, data, stanza)
+            fetched.append(FetchedBlock(block, stanza, self.opened))
+        self.source.numbers[(group_id, patient)] = list(body.numbers)
         return fetched

@@ -58,17 +58,28 @@ from vitalchain.care.rules import (
     RuleEngine,
     Stale,
 )
-from vitalchain.care.verify import READING_CONTEXT
 from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.envelope import Envelope, seal_for
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
-from vitalchain.crypto.ring import RingProof, alert_context
+from vitalchain.crypto.ring import RingProof
 from vitalchain.errors import DecodeError, InvalidProof, InvalidSignature, VitalchainError
 from vitalchain.ledger import ChainWriter, ConsentStatus, Ledger, Outcome
+from vitalchain.ledger.consent import ConsentView
+from vitalchain.ledger.errors import KeyDirectoryError
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.ledger.ports import TrustGroupsView
 from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.store.model import Message, StoredMessage
 from vitalchain.vitals import Vital
+from vitalchain.wire.alert import (
+    ALERT_VERSION,
+    BODY_VERSIONS,
+    RELAY_CONTEXT,
+    AlertObject,
+    alert_context,
+    signed_bytes,
+)
+from vitalchain.wire.telemetry import READING_CONTEXT
 
 __all__ = [
     "Alert",
@@ -82,15 +93,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RELAY_CONTEXT = b"vitalchain/v1/alert-relay"
-# Kinds by version of the public object; a kind's index is part of what the gateway signs.
-KINDS_BY_VERSION: Mapping[int, tuple[str, ...]] = {
-    1: ("threshold", "stale"),
-    2: ("threshold", "stale", "technical"),
-}
-KINDS = KINDS_BY_VERSION[2]
-ALERT_VERSION = 2
-BODY_VERSIONS = (1, 2)
 # Technical alarm conditions (body field "condition").
 DEVICE_STALE = "device_stale"
 UNDELIVERABLE = "undeliverable"
@@ -141,67 +143,45 @@ class Alert:
         return self.ring.signature.key_image if self.ring else None
 
     def signed_bytes(self) -> bytes:
-        return b"".join(
-            [
-                b"VCA",
-                self.version.to_bytes(1, "big"),
-                self.alert_id,
-                self.group_id.to_bytes(8, "big"),
-                KINDS_BY_VERSION[self.version].index(self.kind).to_bytes(1, "big"),
-                self.raised_at_ms.to_bytes(8, "big"),
-                self.received_at_ms.to_bytes(8, "big"),
-                self.digest,
-                hashlib.sha256(self.envelope).digest(),
-                hashlib.sha256(self.ring.to_bytes() if self.ring else b"").digest(),
-            ]
-        )
+        return signed_bytes(
+            self.version, self.alert_id, self.group_id, self.kind, self.raised_at_ms,
+            self.received_at_ms, self.digest, self.envelope,
+            self.ring.to_bytes() if self.ring else b"",
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "v": self.version,
-            "alert_id": self.alert_id.hex(),
-            "group_id": self.group_id,
-            "kind": self.kind,
-            "raised_at": self.raised_at_ms,
-            "received_at": self.received_at_ms,
-            "envelope": self.envelope.hex(),
-            "digest": self.digest.hex(),
-            "ring": self.ring.to_bytes().hex() if self.ring else None,
-            "gateway": self.gateway,
-            "signature": self.signature.hex(),
-        }
+        return AlertObject(
+            v=self.version,
+            alert_id=self.alert_id.hex(),
+            group_id=self.group_id,
+            kind=self.kind,
+            raised_at=self.raised_at_ms,
+            received_at=self.received_at_ms,
+            envelope=self.envelope.hex(),
+            digest=self.digest.hex(),
+            ring=self.ring.to_bytes().hex() if self.ring else None,
+            gateway=self.gateway,
+            signature=self.signature.hex(),
+        ).to_json()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Alert:
+        """Strict (wire's ``AlertObject``), then the ring proof read as crypto reads it."""
+        obj = AlertObject.parse_value(data).check()
         try:
-            version = data["v"]
-            kinds = KINDS_BY_VERSION.get(version) if isinstance(version, int) else None
-            if kinds is None or data["kind"] not in kinds:
-                raise DecodeError("alert: unknown version or kind")
             ring = None
-            if data["ring"] is not None:
-                raw = bytes.fromhex(data["ring"])
+            if obj.ring is not None:
+                raw = bytes.fromhex(obj.ring)
                 ring, used = RingProof.read(raw)
                 if used != len(raw):
                     raise DecodeError("alert: trailing bytes after the ring proof")
-            alert = cls(
-                bytes.fromhex(data["alert_id"]),
-                int(data["group_id"]),
-                data["kind"],
-                int(data["raised_at"]),
-                int(data["received_at"]),
-                bytes.fromhex(data["envelope"]),
-                bytes.fromhex(data["digest"]),
-                ring,
-                str(data["gateway"]),
-                bytes.fromhex(data["signature"]),
-                int(version),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(
+                bytes.fromhex(obj.alert_id), obj.group_id, obj.kind, obj.raised_at,
+                obj.received_at, bytes.fromhex(obj.envelope), bytes.fromhex(obj.digest), ring,
+                obj.gateway, bytes.fromhex(obj.signature), obj.v,
+            )  # fmt: skip
+        except ValueError as exc:
             raise DecodeError(f"alert: malformed ({type(exc).__name__})") from None
-        if len(alert.alert_id) != 16 or len(alert.digest) != 32 or len(alert.signature) != 65:
-            raise DecodeError("alert: a field has the wrong size")
-        return alert
 
 
 def _relay_signer(alert: Alert) -> str:
@@ -305,12 +285,13 @@ class AlertService:
     ``journal(after_id, limit)``: the journal's stored messages after a row id, for the
     replay at :meth:`start`.  ``outages()``: per health component ("chain", "store"), since
     when it is down (None: up).  ``outbox``: the master's chain outbox, the one way an alert
-    record reaches the chain.
+    record reaches the chain.  ``consent``: who may read now, and the keys (the node's one
+    :class:`~vitalchain.ledger.consent.ConsentView`, shared with the sealer).
     """
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: TrustGroupsView,
         master: PrivateKey,
         group_id: int,
         thresholds: Callable[[str, Vital], tuple[float, float]],
@@ -318,6 +299,7 @@ class AlertService:
         data_dir: Path,
         *,
         outbox: ChainWriter,
+        consent: ConsentView,
         rules: RuleBook | None = None,
         ring_k: int = 8,
         policies: Mapping[Priority, PriorityPolicy] = DEFAULT_POLICIES,
@@ -333,6 +315,7 @@ class AlertService:
         notice_retention_s: float = 7 * 86400.0,
     ) -> None:
         self.ledger = ledger
+        self.consent = consent
         self.master = master
         self.group_id = group_id
         self.thresholds = thresholds
@@ -379,15 +362,10 @@ class AlertService:
         self.raised_total = 0
         self.refused_total = 0
         self._recent: collections.OrderedDict[bytes, tuple[Alert, str]] = collections.OrderedDict()
-        self._providers: dict[str, list[str]] = {}
-        self._consents: dict[tuple[str, str], tuple[int, int] | None] = {}
-        self._keys: dict[str, PublicKey] = {}
         # The care team as last read, kept through cache refreshes: a gateway-wide alarm is
         # raised when the chain may be what is down.  (patient, provider) -> consent expiry.
         self._team: dict[tuple[str, str], int] = {}
         self._known_keys: dict[str, PublicKey] = {}
-        self._cursor = 0
-        self._generation = 0  # bumped when events invalidate the caches (see _cache_put)
         self._seen: set[str] = set()
         self._outage_raised: dict[str, float] = {}  # component -> down_since already alarmed
         self._failing = Transitions()  # patient pseudonym → why its alerts fail
@@ -398,6 +376,7 @@ class AlertService:
         self._warm: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._warmer = threading.Thread(target=self._warm_up, name="alert-warm", daemon=True)
         self._warmer.start()
+        consent.on_change(self._changed)
         self._chain: queue.Queue[Alert | None] = queue.Queue()
         self._in_flight = 0  # submitted to the outbox, outcome not yet known
         self._recorder = threading.Thread(target=self._record, name="alert-recorder", daemon=True)
@@ -485,26 +464,21 @@ class AlertService:
         self._warmer.join(timeout=10)
         self.db.close()
 
-    # -- recipients (cached; a consent or key event drops the patient's entry) -----------------
+    # -- recipients (the shared ConsentView; a consent or key event drops its entries) --------
 
     def providers(self, patient: str, vital: Vital | None) -> list[str]:
-        """Providers whose consent is granted, unexpired and covers ``vital``, in grant order."""
+        """Providers who may read ``vital`` (None: any) now, in grant order: the one rule of
+        ledger/consent.py, by this service's clock; where the contract would decide but
+        cannot be asked, a covering unexpired consent still gets the alarm."""
+        consents = self.consent.consents(patient)
         with self._lock:
-            cached = self._providers.get(patient)
-            generation = self._generation
-        if cached is None:
-            cached = self.ledger.providers_of(patient)
-            self._cache_put(self._providers, patient, cached, generation)
-        now = self.clock()
-        chosen = []
-        for provider in cached:
-            consent = self._consent(patient, provider)
-            if consent is None:
-                continue
-            scope, expires_at = consent
-            if expires_at > now and (vital is None or scope & vital.bit):
-                chosen.append(provider)
-        return chosen
+            for provider, consent in consents.items():
+                if consent.status is ConsentStatus.GRANTED:
+                    self._team[(patient, provider)] = consent.expires_at
+                else:
+                    self._team.pop((patient, provider), None)
+        vitals = 0 if vital is None else vital.bit
+        return self.consent.readers(patient, vitals, self.clock(), outage_fallback=True)
 
     def care_team(self) -> list[str]:
         """Providers with a valid consent of any patient this gateway has seen, from the
@@ -518,36 +492,17 @@ class AlertService:
             }
         return list(team)
 
-    def _consent(self, patient: str, provider: str) -> tuple[int, int] | None:
-        """(scope, expires_at) of a granted consent, else None."""
-        key = (patient, provider)
-        with self._lock:
-            if key in self._consents:
-                return self._consents[key]
-            generation = self._generation
-        consent = self.ledger.consent_of(patient, provider)
-        found = None
-        if consent.status is ConsentStatus.GRANTED:
-            found = (consent.scope, consent.expires_at)
-        self._cache_put(self._consents, key, found, generation)
-        with self._lock:
-            if found is None:
-                self._team.pop(key, None)
-            else:
-                self._team[key] = found[1]
-        return found
-
     def _key(self, address: str) -> PublicKey:
         if address == self.master.address:
             return self.master.public_key
-        with self._lock:
-            key = self._keys.get(address)
-            generation = self._generation
+        key = self.consent.cached_key(address)
+        if key is None and self._chain_down():
+            with self._lock:
+                key = self._known_keys.get(address)
         if key is None:
-            key = self._known_keys.get(address) if self._chain_down() else None
+            key = self.consent.key_of(address)
         if key is None:
-            key = self.ledger.public_key_of(address)
-            self._cache_put(self._keys, address, key, generation)
+            raise KeyDirectoryError("KeyDirectory", "NoKey", {"account": address})
         with self._lock:
             self._known_keys[address] = key
         return key
@@ -556,12 +511,6 @@ class AlertService:
         if self.outages is None:
             return False
         return self.outages().get("chain") is not None
-
-    def _cache_put(self, cache: dict[Any, Any], key: Any, value: Any, generation: int) -> None:
-        """Keep a chain read unless a refresh ran meanwhile (the value may predate its event)."""
-        with self._lock:
-            if generation == self._generation:
-                cache[key] = value
 
     def _warm_up(self) -> None:
         while (patient := self._warm.get()) is not None:
@@ -580,27 +529,14 @@ class AlertService:
                 self._warm_failing.change(pseudonym(patient), None)
 
     def refresh(self) -> None:
-        """Forget consent and keys the chain changed since the last refresh (within a block),
-        and read them again ahead of the next alert."""
-        events, self._cursor = self.ledger.events.since(self._cursor)
-        changed: set[str] = set()
-        with self._lock:
-            for event in events:
-                if event.contract == "ConsentRegistry" and "patient" in event.args:
-                    patient = event.args["patient"]
-                    self._providers.pop(patient, None)
-                    for key in [k for k in self._consents if k[0] == patient]:
-                        del self._consents[key]
-                    changed.add(patient)
-                elif event.contract == "KeyDirectory" and "account" in event.args:
-                    account = event.args["account"]
-                    self._keys.pop(account, None)  # read again when next needed
-                    changed.add(account)
-                else:
-                    continue
-                self._generation += 1
-        for patient in changed & self._seen:
-            self._warm.put(patient)
+        """Apply the chain's events up to now (within a block): the consent view forgets the
+        consents and keys they change, and :meth:`_changed` reads them again ahead of the
+        next alert."""
+        self.consent.refresh()
+
+    def _changed(self, address: str) -> None:
+        if address in self._seen:
+            self._warm.put(address)
 
     # -- raising ---------------------------------------------------------------------------------
 

@@ -44,7 +44,9 @@ def run_verify(
     except httpx.HTTPError as exc:
         out.print(f"[red]store unreachable: {exc}")
         return None, EXIT_UNABLE
-    report = verify_patient(client.source, ledger, group_id, patient, number=number, reader=key)
+    report = verify_patient(
+        client.source, ledger, group_id, patient, number=number, reader=key, opened=client.opened
+    )
     table = Table(
         "block", "check", "result", "detail", title=f"patient {patient}, group {group_id}"
     )

@@ -44,10 +44,17 @@ from vitalchain.care.escalation import Delivery, EscalationError
 from vitalchain.care.rules import RuleError
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
-from vitalchain.ledger.address import Address
 from vitalchain.logs import safe_error
 from vitalchain.store.base import BlockStore
 from vitalchain.vitals import Vital
+from vitalchain.wire.address import Address
+from vitalchain.wire.alert import (
+    ACTION_CONTEXT,
+    Notification,
+    action_message,
+    read_notification,
+)
+from vitalchain.wire.mqtt import alerts_topic
 
 if TYPE_CHECKING:
     import httpx
@@ -63,13 +70,10 @@ __all__ = [
     "SubscriptionClosed",
     "mount_alerts",
     "notice_of",
-    "read_notice",
     "sign_action",
 ]
 
-ACTION_CONTEXT = b"vitalchain/v1/alert-action"
 NONCE_TTL_S = 60
-NOTICE_VERSION = 2
 LIST_LIMIT = 500  # notices per GET /v1/alerts answer; page on with since = the last notified_at
 MAX_RECEIPTS = 100  # alert ids per POST /v1/alerts/receipts
 MAX_SEEN = 10_000  # (alert_id, repeat) pairs an AlertSubscriber remembers to drop duplicates
@@ -96,19 +100,15 @@ ALERT_REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def alerts_topic(group_id: int, recipient: str) -> str:
-    return f"vitalchain/v1/{group_id}/alerts/{recipient}"
-
-
 def sign_action(key: PrivateKey, action: str, nonce: bytes, *fields: str) -> str:
     """A recipient's signature over one action (subscribe, list, receipt, ack, snooze, mqtt)
     and its fresh nonce."""
-    message = "\n".join([action, nonce.hex(), *fields]).encode()
+    message = action_message(action, nonce, *fields)
     return key.sign_digest(message_digest(message, ACTION_CONTEXT)).to_rsv().hex()
 
 
 def _signer(action: str, nonce: bytes, signature: str, *fields: str) -> str | None:
-    message = "\n".join([action, nonce.hex(), *fields]).encode()
+    message = action_message(action, nonce, *fields)
     try:
         sig = Signature.from_rsv(bytes.fromhex(signature))
         return PublicKey.recover(sig, message_digest(message, ACTION_CONTEXT)).address
@@ -134,46 +134,16 @@ def notice_of(alert: Alert, delivery: Delivery) -> dict[str, Any]:
     a re-sent or listed notice keeps it, so it names the delivery and is what ``since``
     compares.  Priority rides here and in the encrypted body, never on chain.
     """
-    return {
-        "v": NOTICE_VERSION,
-        "type": "alert",
-        "alert_id": alert.alert_id.hex(),
-        "recipient": delivery.recipient,
-        "tier": delivery.tier,
-        "priority": str(delivery.priority),
-        "repeat": delivery.repeat,
-        "received_at": alert.received_at_ms,
-        "notified_at": int(delivery.at * 1000),  # floor: since=notified_at includes it
-        "alert": alert.to_json(),
-    }
-
-
-def read_notice(frame: dict[str, Any]) -> dict[str, Any]:
-    """A notification of version 1 or 2 in the v2 shape (v1 has no id field, no priority and
-    no repeat: the id is the alert's, the priority ``None``, the repeat 0).
-
-    Raises ``DecodeError`` for anything else, so a client never mistakes a frame for an alert.
-    """
-    try:
-        version = frame["v"]
-        if frame.get("type") != "alert" or version not in (1, 2):
-            raise DecodeError("notification: unknown version or type")
-        alert = frame["alert"]
-        alert_id = str(frame["alert_id"] if version == 2 else alert["alert_id"])
-        notice = {
-            **frame,
-            "alert_id": alert_id,
-            "priority": frame.get("priority") if version == 2 else None,
-            "repeat": int(frame.get("repeat", 0)) if version == 2 else 0,
-            "tier": int(frame["tier"]),
-            "received_at": int(frame["received_at"]),
-            "notified_at": int(frame["notified_at"]),
-        }
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise DecodeError("notification: malformed") from None
-    if not isinstance(alert, dict):
-        raise DecodeError("notification: malformed")
-    return notice
+    return Notification(
+        alert_id=alert.alert_id.hex(),
+        recipient=delivery.recipient,
+        tier=delivery.tier,
+        priority=str(delivery.priority),
+        repeat=delivery.repeat,
+        received_at=alert.received_at_ms,
+        notified_at=int(delivery.at * 1000),  # floor: since=notified_at includes it
+        alert=alert.to_json(),
+    ).to_json()
 
 
 class AlertHub:
@@ -597,7 +567,7 @@ class AlertClient:
         response = self.http.get("/v1/alerts", params=params)
         if response.status_code >= 400:
             raise _refusal(response)
-        return [read_notice(n) for n in response.json()["alerts"]]
+        return [read_notification(n) for n in response.json()["alerts"]]
 
     def receipts(self, alert_ids: list[str]) -> list[dict[str, Any]]:
         """One result per id: ``{"alert_id", "first"}`` or ``{"alert_id", "error"}``."""
@@ -871,7 +841,7 @@ class AlertSubscriber:
         return notice
 
     def receive(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next new notification (v2 shape, see ``read_notice``), with ``latency_ms`` from
+        """The next new notification (v2 shape, see ``read_notification``), with ``latency_ms`` from
         the reading's arrival at the gateway to now.  Raises ``TimeoutError`` after
         ``timeout`` seconds (reconnecting included), ``SubscriptionClosed`` once closed."""
         from websockets.exceptions import ConnectionClosed
@@ -901,7 +871,7 @@ class AlertSubscriber:
                 continue
             try:
                 frame = json.loads(text)
-                notice = read_notice(frame) if frame.get("type") == "alert" else None
+                notice = read_notification(frame) if frame.get("type") == "alert" else None
             except (DecodeError, ValueError, AttributeError):
                 self._event("bad_frame")
                 continue

@@ -8,14 +8,13 @@ name, so a tampered block, proof or root says exactly what failed.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
 
-from vitalchain.crypto.envelope import Stanza
+from vitalchain.crypto.block import open_payload, read_block, verify_block_signature
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.crypto.merkle import (
     ConsistencyProof,
@@ -26,12 +25,22 @@ from vitalchain.crypto.merkle import (
 from vitalchain.errors import DecodeError, DecryptionError, InvalidProof, InvalidSignature
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
-from vitalchain.store.blocks import Block, open_payload
-from vitalchain.vitals import Vital
+from vitalchain.wire.block import Block, BlockEntry
+from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.telemetry import READING_CONTEXT, Payload
 
-__all__ = ["BlockSource", "ChainFacts", "Check", "Outcome", "Report", "verify_patient"]
+__all__ = [
+    "BlockSource",
+    "ChainFacts",
+    "Check",
+    "DeviceMessage",
+    "Opened",
+    "Outcome",
+    "Report",
+    "read_messages",
+    "verify_patient",
+]
 
-READING_CONTEXT = b"vitalchain/v1/reading"
 T = TypeVar("T")
 
 
@@ -43,6 +52,70 @@ class BlockSource(Protocol):
     def inclusion_proof(self, group_id: int, leaf_index: int, tree_size: int) -> InclusionProof: ...
     def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof: ...
     def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMessage:
+    """One message of an opened block: its device signature checked, its payload parsed."""
+
+    entry: BlockEntry
+    payload: Payload
+
+
+def read_messages(entries: Sequence[BlockEntry]) -> list[DeviceMessage]:
+    """Recover each message's signer and parse its payload, once: InvalidSignature unless the
+    device named in the block signed it and the payload names that device too; DecodeError
+    for a payload that is not telemetry.md's."""
+    messages = []
+    for entry in entries:
+        digest = message_digest(entry.payload, READING_CONTEXT)
+        signer = PublicKey.recover(Signature.from_rsv(entry.signature), digest).address
+        payload = Payload.parse(entry.payload, max_readings=None)
+        if signer != entry.device or payload.device != signer:
+            raise InvalidSignature(f"a message is not signed by its device {entry.device}")
+        messages.append(DeviceMessage(entry, payload))
+    return messages
+
+
+class Opened:
+    """Blocks parsed once and payloads opened once, shared by a provider's fetch and verify.
+
+    Keyed on the exact block bytes (and, for a payload, the reader and the key ring used), so
+    what is shared is only ever the result of the same work on the same input.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: dict[bytes, Block] = {}
+        self._entries: dict[tuple[bytes, str, tuple[Stanza, ...]], list[BlockEntry]] = {}
+        self._messages: dict[tuple[bytes, str, tuple[Stanza, ...]], list[DeviceMessage]] = {}
+
+    def block(self, data: bytes) -> Block:
+        """``read_block(data)``, parsed at most once."""
+        found = self._blocks.get(data)
+        if found is None:
+            found = self._blocks[data] = read_block(data)
+        return found
+
+    def entries(
+        self, block: Block, stanzas: Sequence[Stanza], reader: PrivateKey
+    ) -> list[BlockEntry]:
+        """``open_payload``, decrypted at most once."""
+        key = (block.encode(), reader.address, tuple(stanzas))
+        found = self._entries.get(key)
+        if found is None:
+            found = self._entries[key] = open_payload(block, stanzas, reader)
+        return found
+
+    def messages(
+        self, block: Block, stanzas: Sequence[Stanza], reader: PrivateKey
+    ) -> list[DeviceMessage]:
+        """The opened payload's messages, every device signature checked at most once."""
+        key = (block.encode(), reader.address, tuple(stanzas))
+        found = self._messages.get(key)
+        if found is None:
+            found = read_messages(self.entries(block, stanzas, reader))
+            self._messages[key] = found
+        return found
 
 
 class Outcome(StrEnum):
@@ -127,8 +200,13 @@ def verify_patient(
     *,
     number: int | None = None,
     reader: PrivateKey | None = None,
+    opened: Opened | None = None,
 ) -> Report:
-    """Verify all of a patient's blocks (or block ``number``) against the chain."""
+    """Verify all of a patient's blocks (or block ``number``) against the chain.
+
+    ``opened`` shares the blocks a provider already fetched and decrypted
+    (``ProviderClient.opened``), so none is parsed or decrypted twice."""
+    opened = opened if opened is not None else Opened()
     facts = chain if isinstance(chain, ChainFacts) else ChainFacts.load(chain, group_id)
     report = Report(group_id, patient)
     anchors = facts.anchors
@@ -166,7 +244,7 @@ def verify_patient(
             report.add("sequence", Outcome.FAILED, f"block numbers missing: {missing}")
     previous: Block | None = None
     for n in wanted:
-        block = _check_block(source, facts, report, group_id, patient, n, reader)
+        block = _check_block(source, facts, report, opened, group_id, patient, n, reader)
         if block is not None and previous is not None and previous.number == n - 1:
             linked = block.previous == previous.hash
             report.add(
@@ -187,6 +265,7 @@ def _check_block(
     source: BlockSource,
     facts: ChainFacts,
     report: Report,
+    opened: Opened,
     group_id: int,
     patient: str,
     n: int,
@@ -197,7 +276,7 @@ def _check_block(
         report.add("sequence", Outcome.FAILED, "the store does not return this block", n)
         return None
     try:
-        block = Block.from_bytes(data)
+        block = opened.block(data)
     except DecodeError as exc:
         report.add("format", Outcome.FAILED, str(exc), n)
         return None
@@ -206,7 +285,7 @@ def _check_block(
         return None
     report.add("format", Outcome.OK, f"{len(data)} bytes, v1", n)
     try:
-        block.verify_signature()
+        verify_block_signature(block)
         if block.gateway not in facts.masters:
             raise InvalidSignature(f"signer {block.gateway} was never this group's master")
         report.add("block_signature", Outcome.OK, f"signed by master {block.gateway}", n)
@@ -233,12 +312,17 @@ def _check_block(
     if reader is None:
         report.add("payload", Outcome.SKIPPED, "no key given to open the payload", n)
     else:
-        _check_payload(source, facts, report, block, reader)
+        _check_payload(source, facts, report, opened, block, reader)
     return block
 
 
 def _check_payload(
-    source: BlockSource, facts: ChainFacts, report: Report, block: Block, reader: PrivateKey
+    source: BlockSource,
+    facts: ChainFacts,
+    report: Report,
+    opened: Opened,
+    block: Block,
+    reader: PrivateKey,
 ) -> None:
     n = block.number
     try:
@@ -247,27 +331,24 @@ def _check_payload(
         report.add("payload", Outcome.FAILED, f"the store cannot give a key ring: {exc}", n)
         return
     try:
-        entries = open_payload(block, stanzas, reader)
+        opened.entries(block, stanzas, reader)
     except (DecryptionError, DecodeError) as exc:
         outcome = Outcome.SKIPPED if isinstance(exc, DecryptionError) else Outcome.FAILED
         report.add("payload", outcome, f"cannot open with this key: {exc}", n)
         return
     readings, vitals = 0, 0
     try:
-        for entry in entries:
-            signer = PublicKey.recover(
-                Signature.from_rsv(entry.signature), message_digest(entry.payload, READING_CONTEXT)
-            ).address
-            body = json.loads(entry.payload)
-            if signer != entry.device or body.get("device") != signer:
-                raise InvalidSignature(f"a message is not signed by its device {entry.device}")
-            if body.get("group") != block.group_id or facts.device_group(signer) != block.group_id:
+        messages = opened.messages(block, stanzas, reader)
+        for message in messages:
+            signer = message.entry.device
+            group = message.payload.group
+            if group != block.group_id or facts.device_group(signer) != block.group_id:
                 raise InvalidSignature(f"device {signer} is not in group {block.group_id} on chain")
-            readings += len(body["readings"])
-            for reading in body["readings"]:
-                vitals |= Vital.parse(reading["vital"]).bit
+            readings += len(message.payload.readings)
+            for reading in message.payload.readings:
+                vitals |= reading.vital.bit
         if (readings, vitals) != (block.readings, block.vitals):
             raise InvalidSignature("the header's reading count or vitals do not match the payload")
-        report.add("payload", Outcome.OK, f"{len(entries)} device signature(s) verify", n)
-    except (InvalidSignature, DecodeError, ValueError, KeyError, TypeError) as exc:
+        report.add("payload", Outcome.OK, f"{len(messages)} device signature(s) verify", n)
+    except (InvalidSignature, DecodeError) as exc:
         report.add("payload", Outcome.FAILED, str(exc) or type(exc).__name__, n)

@@ -22,11 +22,11 @@ from rich.console import Console
 from typer._click import exceptions as click  # Typer vendors its own click
 from typer.core import TyperGroup
 
-from vitalchain.crypto import keys
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.store.files import write_private
 from vitalchain.vitals import ALL_VITALS_SCOPE, Vital
+from vitalchain.wire import address
 
 if TYPE_CHECKING:
     import httpx
@@ -236,7 +236,7 @@ def read_key(path: Path, hint: str = "--key") -> PrivateKey:
 def parse_address(text: str, hint: str) -> str:
     """A 0x-prefixed 20-byte address in EIP-55 form; a mixed-case typo is refused."""
     try:
-        return keys.parse_address(text)
+        return address.parse_address(text)
     except ValueError as exc:
         code = "bad_checksum" if "checksum" in str(exc) else "invalid_address"
         raise BadArgument(f"{text!r}: {exc}", hint, code=code) from None

@@ -172,8 +172,8 @@ def start(
     so stopping it forgets the chain; starting again rewrites the deployment file (a gateway
     that served the old chain then needs `gateway run --reset-data`).
     """
-    from vitalchain.ledger.devnode import find_anvil, port_free, run_anvil
-    from vitalchain.ledger.errors import LedgerError
+    from vitalchain.services.anvil import AnvilError, find_anvil, run_anvil
+    from vitalchain.services.ports import port_free
 
     if anvil is not None:
         if not anvil.is_file():
@@ -182,7 +182,7 @@ def start(
     else:
         try:
             binary = find_anvil()
-        except LedgerError as exc:
+        except AnvilError as exc:
             raise BadArgument(exc.message, "--anvil", code=exc.code) from None
     if not port_free(port):  # before the output's folder is made: a refusal creates nothing
         raise BadArgument(

@@ -10,7 +10,8 @@ with a version tag, and raise (never return False) when something does not verif
 - :class:`PrivateKey` / :class:`PublicKey` / :class:`Signature`: secp256k1 identities,
   Ethereum addresses, ECDSA with low-S, ECDH.
 - :func:`ring_sign` / :func:`ring_verify`: linkable bLSAG ring signatures.
-- :class:`MerkleTree` and the proof verifiers: the RFC 9162 log behind on-chain anchors.
+- :class:`MerkleTree` and the proof verifiers: the RFC 9162 log behind on-chain anchors;
+  :class:`CompactRange`, the same log as O(log n) hashes, for whoever only appends and anchors.
 """
 
 from vitalchain.crypto.aead import (
@@ -24,15 +25,9 @@ from vitalchain.crypto.aead import (
     generate_key,
 )
 from vitalchain.crypto.envelope import Envelope, seal_for
-from vitalchain.crypto.keys import (
-    PrivateKey,
-    PublicKey,
-    Signature,
-    is_checksum_address,
-    keccak256,
-    to_checksum_address,
-)
+from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256
 from vitalchain.crypto.merkle import (
+    CompactRange,
     ConsistencyProof,
     InclusionProof,
     MerkleTree,
@@ -43,11 +38,13 @@ from vitalchain.crypto.merkle import (
 from vitalchain.crypto.ring import RingSignature, key_image
 from vitalchain.crypto.ring import sign as ring_sign
 from vitalchain.crypto.ring import verify as ring_verify
+from vitalchain.wire.address import is_checksum_address, to_checksum_address
 
 __all__ = [
     "DEFAULT_SUITE",
     "USAGE_LIMITS",
     "Aead",
+    "CompactRange",
     "ConsistencyProof",
     "Envelope",
     "InclusionProof",

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.crypto.primitives.aead import (
     AeadPrimitive,
     AesGcmPrimitive,
@@ -30,6 +29,7 @@ from vitalchain.crypto.primitives.aead import (
     SpeckCtrHmacPrimitive,
 )
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey, VitalchainError
+from vitalchain.wire.framing import Kind, Reader, header
 
 __all__ = [
     "DEFAULT_SUITE",

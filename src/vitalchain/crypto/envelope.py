@@ -26,40 +26,18 @@ from dataclasses import dataclass, replace
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.crypto.aead import DEFAULT_SUITE, KEY_SIZE, NONCE_SIZE, Random, Suite, primitive
 from vitalchain.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey
 from vitalchain.crypto.primitives.aead import hkdf_sha256
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey
+from vitalchain.wire.envelope import HEADER, MAX_RECIPIENTS, EnvelopeFrame, Stanza
 
-__all__ = ["Envelope", "Stanza", "key_commitment", "seal_for"]
+__all__ = ["Envelope", "key_commitment", "seal_for"]
 
-VERSION = 1
-_HEADER = header(Kind.ENVELOPE, VERSION)
 _WRAP_INFO = b"vitalchain/v1 envelope wrap"
 _COMMIT_INFO = b"vitalchain/v1 envelope key commitment"
 _EPHEMERAL_TAG = b"vitalchain/v1 envelope ephemeral"
 _ZERO_NONCE = bytes(12)  # each wrap key encrypts one data key only: see _ephemeral
-_WRAPPED_SIZE = KEY_SIZE + 16
-MAX_RECIPIENTS = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Stanza:
-    """The data key wrapped for one recipient, found by the recipient's address."""
-
-    recipient: bytes  # 20-byte address
-    ephemeral: bytes  # 33-byte compressed point
-    wrapped: bytes  # ChaCha20-Poly1305(data key) with its tag
-
-    def encode(self) -> bytes:
-        return self.recipient + self.ephemeral + self.wrapped
-
-    @classmethod
-    def decode(cls, data: bytes) -> Stanza:
-        if len(data) != 20 + 33 + _WRAPPED_SIZE:
-            raise DecodeError("stanza: wrong length")
-        return cls(data[:20], data[20:53], data[53:])
 
 
 def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
@@ -110,7 +88,7 @@ class Envelope:
         return [s.recipient for s in self.stanzas]
 
     def _aad(self, aad: bytes) -> bytes:
-        return _HEADER + bytes([self.suite]) + aad
+        return HEADER + bytes([self.suite]) + aad
 
     def unwrap_key(self, key: PrivateKey) -> bytes:
         """The data key, if ``key`` is a recipient; DecryptionError otherwise."""
@@ -155,36 +133,16 @@ class Envelope:
         return replace(self, stanzas=tuple(s for s in self.stanzas if s.recipient != address))
 
     def to_bytes(self) -> bytes:
-        return b"".join(
-            [
-                _HEADER,
-                bytes([self.suite]),
-                len(self.stanzas).to_bytes(2, "big"),
-                *(s.encode() for s in self.stanzas),
-                self.commitment,
-                self.payload,
-            ]
-        )
+        return EnvelopeFrame(self.suite, self.stanzas, self.commitment, self.payload).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
-        reader = Reader(data, Kind.ENVELOPE, frozenset({VERSION}))
+        frame = EnvelopeFrame.parse(data)
         try:
-            suite = Suite(reader.u8())
+            suite = Suite(frame.suite)
         except ValueError:
             raise DecodeError("envelope: unknown AEAD suite", code="unknown_suite") from None
-        count = reader.u16()
-        if count > MAX_RECIPIENTS:
-            raise DecodeError("envelope: too many recipients")
-        stanzas = tuple(
-            Stanza(reader.take(20), reader.take(33), reader.take(_WRAPPED_SIZE))
-            for _ in range(count)
-        )
-        commitment = reader.take(32)
-        payload = reader.rest()
-        if len(payload) < NONCE_SIZE + 16:
-            raise DecodeError("envelope: payload too short")
-        return cls(suite, stanzas, commitment, payload)
+        return cls(suite, frame.stanzas, frame.commitment, frame.payload)
 
 
 def _open_wrapped(wrap_key: bytes, wrapped: bytes, recipient: bytes) -> bytes:
@@ -207,7 +165,7 @@ def seal_for(
 
     ``data_key`` exists for formats that must commit to the key before anything is encrypted
     (a sealed block puts the commitment in the header that is the payload's associated data,
-    store/blocks.py).  The caller must then draw a fresh key for every envelope: two envelopes
+    crypto/block.py).  The caller must then draw a fresh key for every envelope: two envelopes
     under one data key carry the same commitment, so whoever sees both links them, and a
     recipient of either can open both.  Leave it out and a fresh key is drawn here.
     """
@@ -218,7 +176,7 @@ def seal_for(
     key = data_key if data_key is not None else random(KEY_SIZE)
     suite = Suite(suite)
     nonce = random(NONCE_SIZE)
-    body = primitive(suite, key).encrypt(nonce, plaintext, _HEADER + bytes([suite]) + aad)
+    body = primitive(suite, key).encrypt(nonce, plaintext, HEADER + bytes([suite]) + aad)
     unique: dict[bytes, PublicKey] = {r.address_bytes: r for r in recipients}
     stanzas = tuple(_stanza(key, r, random) for r in unique.values())
     return Envelope(suite, stanzas, key_commitment(key), nonce + body)

@@ -21,19 +21,17 @@ from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
 from sha3 import keccak_256
 
-from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.errors import DecodeError, InvalidKey, InvalidSignature
+from vitalchain.wire.address import to_checksum_address
+from vitalchain.wire.framing import Kind, Reader, header
 
 __all__ = [
     "CURVE_ORDER",
     "PrivateKey",
     "PublicKey",
     "Signature",
-    "is_checksum_address",
     "keccak256",
     "message_digest",
-    "parse_address",
-    "to_checksum_address",
 ]
 
 CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -55,42 +53,6 @@ def message_digest(message: bytes, context: bytes) -> bytes:
     if not 0 < len(context) < 256:
         raise ValueError("signature context must be 1..255 bytes")
     return keccak256(b"\x19vitalchain" + bytes([len(context)]) + context + message)
-
-
-def to_checksum_address(address: bytes) -> str:
-    """EIP-55 mixed-case hex form of a 20-byte address."""
-    if len(address) != 20:
-        raise InvalidKey("an address is 20 bytes")
-    hexaddr = address.hex()
-    digest = keccak256(hexaddr.encode()).hex()
-    return "0x" + "".join(
-        c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(hexaddr)
-    )
-
-
-def is_checksum_address(text: str) -> bool:
-    if len(text) != 42 or not text.startswith("0x"):
-        return False
-    try:
-        raw = bytes.fromhex(text[2:])
-    except ValueError:
-        return False
-    return to_checksum_address(raw) == text
-
-
-def parse_address(text: str) -> str:
-    """A 0x-prefixed 20-byte address, in EIP-55 form; mixed case must be a valid checksum
-    (so a typo in a checksummed address is refused).  Raises ``ValueError`` saying which."""
-    hexpart = text[2:] if text.startswith("0x") else ""
-    try:
-        raw = bytes.fromhex(hexpart)
-    except ValueError:
-        raw = b""
-    if len(raw) != 20 or len(hexpart) != 40:
-        raise ValueError("not an address (0x followed by 40 hex digits)")
-    if hexpart not in (hexpart.lower(), hexpart.upper()) and not is_checksum_address(text):
-        raise ValueError("a bad EIP-55 checksum (a typo?)")
-    return to_checksum_address(raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,29 @@
 """Append-only Merkle log, RFC 9162 section 2.1: hashes, inclusion and consistency proofs.
 
 Leaves hash as SHA-256(0x00 ‖ data) and nodes as SHA-256(0x01 ‖ left ‖ right), so a leaf can
-never pose as a node.  The tree keeps every complete subtree hash, so a root or a proof for
-any earlier size costs O(log n) hashes.  Proof encodings: docs/spec/merkle-proof.md.
+never pose as a node.  Proof encodings: docs/spec/merkle-proof.md.
+
+Two shapes of the same log:
+
+- :class:`CompactRange` (transparency-dev/merkle's ``compact.Range``): only the roots of the
+  perfect subtrees that cover the leaves, at most log2(n) + 1 hashes.  Enough to append and
+  to compute the root, which is all a sealer needs to anchor.
+- :class:`MerkleTree`: every complete subtree hash, so a root or a proof for any earlier size
+  costs O(log n) hashes.  Only a process that serves proofs holds one.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.errors import DecodeError, InvalidProof
+from vitalchain.wire.framing import Kind, Reader, header
 
 __all__ = [
     "EMPTY_ROOT",
+    "CompactRange",
     "ConsistencyProof",
     "InclusionProof",
     "MerkleTree",
@@ -95,6 +104,124 @@ class ConsistencyProof:
         proof = cls(reader.u64(), reader.u64(), _decode_path(reader))
         reader.done()
         return proof
+
+
+def _covering(begin: int, end: int) -> int:
+    """How many perfect subtrees cover leaves [begin, end) at the fewest (compact.Decompose)."""
+    if begin == 0:
+        return end.bit_count()
+    xbegin = begin - 1
+    mask = (1 << ((xbegin ^ end).bit_length() - 1)) - 1  # below where the two paths part
+    return (~xbegin & mask).bit_count() + (end & mask).bit_count()
+
+
+def _merge(
+    begin: int, mid: int, left: list[bytes], seed: bytes, rest: list[bytes], end: int
+) -> None:
+    """Merge the range [mid, end) (``seed`` then ``rest``) into ``left``, the range
+    [begin, mid), in place: compact.Range.appendImpl.
+
+    Bits [low, high) of ``mid`` are the merge path: a 1 merges the seed with the last hash
+    of the left range, a 0 with the next hash of the right one.
+    """
+    if begin == mid:  # nothing on the left to merge with
+        left.extend((seed, *rest))
+        return
+    low = (mid & -mid).bit_length() - 1
+    high = ((mid - 1) ^ end).bit_length()
+    if begin:
+        high = min(high, (mid ^ (begin - 1)).bit_length())
+    steps = max(high - 1 - low, 0)
+    index = mid >> low
+    ones = (index & ((1 << steps) - 1)).bit_count()
+    if ones > len(left) or steps - ones > len(rest):
+        raise ValueError("corrupted compact range: too few hashes for its size")
+    taken = 0
+    for _ in range(steps):
+        if index & 1:
+            seed = node_hash(left.pop(), seed)
+        else:
+            seed = node_hash(seed, rest[taken])
+            taken += 1
+        index >>= 1
+    left.append(seed)
+    left.extend(rest[taken:])
+
+
+@dataclass(frozen=True, slots=True)
+class CompactRange:
+    """Leaves [begin, end) as the roots of the fewest perfect subtrees covering them, left to
+    right: transparency-dev/merkle's ``compact.Range``, with RFC 9162 hashing.
+
+    A log of n leaves is ``n.bit_count()`` hashes, so a sealer that only appends and anchors
+    roots holds O(log n) hashes, not every leaf (the store keeps those).  It cannot give a
+    proof or the root of an earlier size: those need the leaves (:class:`MerkleTree`).
+
+    Immutable: :meth:`append` and :meth:`extend` return a new range.  A reader that took the
+    range once holds a size and hashes that agree, however another thread appends meanwhile.
+    """
+
+    begin: int = 0
+    end: int = 0
+    hashes: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.begin <= self.end:
+            raise ValueError(f"invalid range: [{self.begin}, {self.end})")
+        if len(self.hashes) != _covering(self.begin, self.end):
+            raise ValueError(
+                f"[{self.begin}, {self.end}) takes {_covering(self.begin, self.end)} hashes,"
+                f" not {len(self.hashes)}"
+            )
+        if any(len(h) != 32 for h in self.hashes):
+            raise ValueError("subtree hashes are 32 bytes")
+
+    @classmethod
+    def of(cls, leaf_hashes: Iterable[bytes], begin: int = 0) -> CompactRange:
+        """The range of these leaf hashes, the first at index ``begin``: one pass, O(log n)
+        memory, so a sealer can start from the store's leaves without holding them."""
+        hashes: list[bytes] = []
+        end = begin
+        for digest in leaf_hashes:
+            if len(digest) != 32:
+                raise ValueError("leaf hashes are 32 bytes")
+            _merge(begin, end, hashes, digest, [], end + 1)
+            end += 1
+        return cls(begin, end, tuple(hashes))
+
+    def __len__(self) -> int:
+        """How many leaves the range covers."""
+        return self.end - self.begin
+
+    def append(self, leaf_hash: bytes) -> CompactRange:
+        """This range with one more leaf hash on the right."""
+        if len(leaf_hash) != 32:
+            raise ValueError("leaf hashes are 32 bytes")
+        hashes = list(self.hashes)
+        _merge(self.begin, self.end, hashes, leaf_hash, [], self.end + 1)
+        return CompactRange(self.begin, self.end + 1, tuple(hashes))
+
+    def extend(self, other: CompactRange) -> CompactRange:
+        """This range merged with ``other``, which must start where this one ends
+        (compact.Range.AppendRange): how ranges built apart, e.g. in parallel, join."""
+        if other.begin != self.end:
+            raise ValueError(f"ranges are disjoint: other begins at {other.begin}, not {self.end}")
+        if not other.hashes:
+            return self
+        hashes = list(self.hashes)
+        _merge(self.begin, self.end, hashes, other.hashes[0], list(other.hashes[1:]), other.end)
+        return CompactRange(self.begin, other.end, tuple(hashes))
+
+    def root(self) -> bytes:
+        """The RFC 9162 root of leaves [0, end): the subtree roots folded from the right."""
+        if self.begin != 0:
+            raise ValueError(f"only a range from leaf 0 has a root, not one from {self.begin}")
+        if not self.hashes:
+            return EMPTY_ROOT
+        root = self.hashes[-1]
+        for h in reversed(self.hashes[:-1]):
+            root = node_hash(h, root)
+        return root
 
 
 class MerkleTree:

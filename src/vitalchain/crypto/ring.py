@@ -33,17 +33,16 @@ from dataclasses import dataclass
 
 import coincurve
 
-from vitalchain.crypto._encoding import Kind, Reader, header
 from vitalchain.crypto.keys import CURVE_ORDER, PrivateKey, PublicKey, Random
 from vitalchain.crypto.primitives.h2c import hash_to_curve
 from vitalchain.errors import DecodeError, InvalidSignature
+from vitalchain.wire.framing import Kind, Reader, header
 
 __all__ = [
     "MAX_RING",
     "MIN_RING",
     "RingProof",
     "RingSignature",
-    "alert_context",
     "key_image",
     "sign",
     "verify",
@@ -239,15 +238,6 @@ def verify(
         raise InvalidSignature("ring signature does not verify") from None
     if c != signature.c0:
         raise InvalidSignature("ring signature does not verify")
-
-
-def alert_context(group_id: int, digest: bytes) -> bytes:
-    """The key-image context of an alert raised from the device payload hashing to ``digest``.
-
-    Scoped to one payload: a replayed alert repeats its image, while two alerts of one device
-    share nothing that links them.  Device and gateway both need it, hence here.
-    """
-    return b"vitalchain/v1/alert" + group_id.to_bytes(8, "big") + digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,11 +31,11 @@ from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import SimulatedDevice, Simulation, SimulationStats
 from vitalchain.device.vitals import Episode, EpisodeKind
-from vitalchain.gateway.broker import BrokerError, find_mosquitto
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
+from vitalchain.services.mosquitto import BrokerError, find_mosquitto
 from vitalchain.store import SqliteStore
 from vitalchain.store.files import write_private
 from vitalchain.vitals import Vital

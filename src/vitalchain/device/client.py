@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import threading
 import time
@@ -32,18 +31,38 @@ from vitalchain.crypto import ring
 from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, KeyExhausted, Suite, Usage, UsageLimit
 from vitalchain.crypto.envelope import Envelope
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
-from vitalchain.crypto.ring import RingProof, alert_context
+from vitalchain.crypto.ring import RingProof
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
 from vitalchain.vitals import Vital
+from vitalchain.wire.alert import alert_context
+from vitalchain.wire.onboarding import (
+    AAD_ASSOCIATION,
+    AAD_ASSOCIATION_REQUEST,
+    AAD_SESSION_KEY,
+    AAD_TICKET,
+    AAD_TICKET_REQUEST,
+    REKEY_CONTEXT,
+    REKEY_REQUEST_CONTEXT,
+    SESSION_CONTEXT,
+    AssociationReply,
+    AssociationRequest,
+    RekeyResponse,
+    SessionResponse,
+    TicketReply,
+    TicketRequest,
+)
+from vitalchain.wire.telemetry import (
+    HEADER_SIZE,
+    MESSAGE_HEADER,
+    READING_CONTEXT,
+    RING_HEADER,
+    Payload,
+    ReadingItem,
+)
 
 __all__ = ["DeviceClient", "DeviceError", "MqttCredentials", "Onboarded"]
 
-READING_CONTEXT = b"vitalchain/v1/reading"
-RING_HEADER = b"VCm\x02"  # a data message carrying a ring proof (telemetry.md, v2)
-SESSION_CONTEXT = b"vitalchain/v1/session"
-REKEY_REQUEST_CONTEXT = b"vitalchain/v1/rekey-request"
-REKEY_CONTEXT = b"vitalchain/v1/rekey"
 # Re-key this many messages before the key's limit: room for a failed attempt to be retried
 # with the next message while the old key still seals.
 REKEY_MARGIN = 1024
@@ -140,82 +159,84 @@ class DeviceClient:
         suite_name = self.suite.name.lower().replace("_", "-")
         if self.suite is Suite.SPECK128_256_CTR_HMAC_SHA256:
             suite_name = "speck"
-        session = self._post(
-            "/v1/sessions",
-            {
-                "v": 1,
-                "device_key": self.key.public_key.compressed.hex(),
-                "object_id": self.object_id,
-                "suite": suite_name,
-            },
+        session = SessionResponse.parse_value(
+            self._post(
+                "/v1/sessions",
+                {
+                    "v": 1,
+                    "device_key": self.key.public_key.compressed.hex(),
+                    "object_id": self.object_id,
+                    "suite": suite_name,
+                },
+            )
         )
-        session_id = bytes.fromhex(session["session_id"])
-        envelope_bytes = bytes.fromhex(session["session_key"])
+        session_id = bytes.fromhex(session.session_id)
+        envelope_bytes = bytes.fromhex(session.session_key)
         gateway = PublicKey.recover(
-            Signature.from_rsv(bytes.fromhex(session["signature"])),
+            Signature.from_rsv(bytes.fromhex(session.signature)),
             message_digest(session_id + keccak256(envelope_bytes), SESSION_CONTEXT),
         ).address
-        if gateway != session["gateway"] or (expected_gateway and gateway != expected_gateway):
+        if gateway != session.gateway or (expected_gateway and gateway != expected_gateway):
             raise DeviceError(
                 "the session is not signed by the expected gateway", code="untrusted_gateway"
             )
         session_key = Envelope.from_bytes(envelope_bytes).open(
-            self.key, b"vitalchain/v1 session" + session_id
+            self.key, AAD_SESSION_KEY + session_id
         )
         aead = Aead(session_key, self.suite)
 
         def sealed(
-            path: str, request_aad: bytes, reply_aad: bytes, body: dict[str, Any]
-        ) -> dict[str, Any]:
-            ciphertext = aead.seal(
-                json.dumps(body).encode(), request_aad + session_id, random=self.random
-            )
+            path: str,
+            request_aad: bytes,
+            reply_aad: bytes,
+            body: TicketRequest | AssociationRequest,
+        ) -> bytes:
+            ciphertext = aead.seal(body.encode(), request_aad + session_id, random=self.random)
             reply = self._post(
                 path, {"v": 1, "session_id": session_id.hex(), "ciphertext": ciphertext.hex()}
             )
-            opened: dict[str, Any] = json.loads(
-                aead.open(bytes.fromhex(reply["ciphertext"]), reply_aad + session_id)
-            )
-            return opened
+            return aead.open(bytes.fromhex(reply["ciphertext"]), reply_aad + session_id)
 
-        ticket = sealed(
-            "/v1/tickets",
-            b"vitalchain/v1 ticket request",
-            b"vitalchain/v1 ticket",
-            {
-                "v": 1,
-                "object_id": self.object_id,
-                "device_key": self.key.public_key.compressed.hex(),
-                "pairing_code": pairing_code,
-            },
+        ticket = TicketReply.parse(
+            sealed(
+                "/v1/tickets",
+                AAD_TICKET_REQUEST,
+                AAD_TICKET,
+                TicketRequest(
+                    v=1,
+                    object_id=self.object_id,
+                    device_key=self.key.public_key.compressed.hex(),
+                    pairing_code=pairing_code,
+                ),
+            )
         )
-        token = bytes.fromhex(ticket["token"])
-        domain = Domain(int(session["chain_id"]), session["trust_groups"])
+        token = bytes.fromhex(ticket.token)
+        domain = Domain(session.chain_id, session.trust_groups)
         request = self.key.sign_digest(
-            request_digest(domain, int(session["group_id"]), self.object_id, self.address, token)
+            request_digest(domain, session.group_id, self.object_id, self.address, token)
         )
-        result = sealed(
-            "/v1/associations",
-            b"vitalchain/v1 association request",
-            b"vitalchain/v1 association",
-            {
-                "v": 1,
-                "object_id": self.object_id,
-                "token": token.hex(),
-                "request": request.to_rsv().hex(),
-            },
+        result = AssociationReply.parse(
+            sealed(
+                "/v1/associations",
+                AAD_ASSOCIATION_REQUEST,
+                AAD_ASSOCIATION,
+                AssociationRequest(
+                    v=1,
+                    object_id=self.object_id,
+                    token=token.hex(),
+                    request=request.to_rsv().hex(),
+                ),
+            )
         )
-        mqtt = MqttCredentials(**result["mqtt"]) if result.get("mqtt") else None
+        mqtt = MqttCredentials(**result.mqtt.to_json()) if result.mqtt else None
         # The key sealed the two onboarding requests: they count against it.
-        self.attach(
-            session_id, session_key, int(session["group_id"]), used=aead.used, gateway=gateway
-        )
+        self.attach(session_id, session_key, session.group_id, used=aead.used, gateway=gateway)
         self.session = Onboarded(
             session_id,
-            int(session["group_id"]),
+            session.group_id,
             gateway,
             self.address,
-            int(result["block_number"]),
+            result.block_number,
             mqtt,
         )
         return self.session
@@ -239,7 +260,7 @@ class DeviceClient:
                 self.gateway = gateway
             self._aead = Aead(session_key, self.suite, limit=self.key_limit, used=used or Usage())
             self.session_key = session_key
-            self._header = b"VCm\x01" + session_id
+            self._header = MESSAGE_HEADER + session_id
             self._group_id = group_id
             self._previous = None
 
@@ -254,7 +275,7 @@ class DeviceClient:
     def session_id(self) -> bytes:
         if not self._header:
             raise DeviceError("not onboarded", code="no_session")
-        return self._header[4:20]
+        return self._header[4:HEADER_SIZE]
 
     # -- re-keying --------------------------------------------------------------------------------
 
@@ -275,7 +296,7 @@ class DeviceClient:
             old = self.session_id
             issued_at = int(self.clock())
             signature = self.key.sign(old + issued_at.to_bytes(8, "big"), REKEY_REQUEST_CONTEXT)
-            reply = self._post(
+            raw = self._post(
                 "/v1/sessions/rekey",
                 {
                     "v": 1,
@@ -285,17 +306,18 @@ class DeviceClient:
                 },
             )
             try:
-                new = bytes.fromhex(reply["session_id"])
-                envelope = bytes.fromhex(reply["session_key"])
+                reply = RekeyResponse.parse_value(raw)
+                new = bytes.fromhex(reply.session_id)
+                envelope = bytes.fromhex(reply.session_key)
                 signer = PublicKey.recover(
-                    Signature.from_rsv(bytes.fromhex(reply["signature"])),
+                    Signature.from_rsv(bytes.fromhex(reply.signature)),
                     message_digest(old + new + keccak256(envelope), REKEY_CONTEXT),
                 ).address
-                if reply.get("previous") != old.hex() or len(new) != 16:
+                if reply.previous != old.hex() or len(new) != 16:
                     raise ValueError("the answer is for another session")
                 if signer != self.gateway:
                     raise InvalidSignature("not signed by this device's gateway")
-                key = Envelope.from_bytes(envelope).open(self.key, b"vitalchain/v1 session" + new)
+                key = Envelope.from_bytes(envelope).open(self.key, AAD_SESSION_KEY + new)
             except (
                 KeyError,
                 TypeError,
@@ -393,28 +415,17 @@ class DeviceClient:
         if self._aead is None:
             raise DeviceError("not onboarded", code="no_session")
         now = at_ms if at_ms is not None else int(self.clock() * 1000)
-        payload = json.dumps(
-            {
-                "v": 1,
-                "group": self._group_id,
-                "device": self.address,
-                "sent_at": now,
-                "readings": [
-                    {
-                        "seq": self.next_seq(),
-                        "vital": v.info.short,
-                        "value": value,
-                        "unit": v.info.unit,
-                        "t": now,
-                    }
-                    for v, value in readings
-                ],
-            },
-            separators=(",", ":"),
+        payload = Payload(
+            self._group_id,
+            self.address,
+            now,
+            tuple(
+                ReadingItem(self.next_seq(), v, value, v.info.unit, now) for v, value in readings
+            ),
         ).encode()
         signature = self.key.sign(payload, READING_CONTEXT).to_rsv()
         if not self._ring:
-            return self._seal(b"VCm\x01", payload + signature)
+            return self._seal(MESSAGE_HEADER, payload + signature)
         # Anonymity on: ring-sign now, so an alert raised from this message needs no round
         # trip to the device (docs/spec/alert.md, "Who signs, and when").
         digest = hashlib.sha256(payload).digest()

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from vitalchain.ledger.address import ADDRESS_PATTERN, Address
+from vitalchain.wire.address import ADDRESS_PATTERN, Address
 
 __all__ = [
     "ADDRESS_PATTERN",
@@ -22,13 +22,11 @@ __all__ = [
     "OutboxBacklog",
     "Readiness",
     "RekeyRequest",
-    "RekeyResponse",
     "Ring",
     "SealedRequest",
     "SealedResponse",
     "SealingStatus",
     "SessionRequest",
-    "SessionResponse",
 ]
 
 
@@ -73,19 +71,6 @@ class SessionRequest(_Strict):
     suite: str = Field("chacha20-poly1305", max_length=40)
 
 
-class SessionResponse(BaseModel):
-    v: Literal[1]
-    session_id: str
-    group_id: int
-    gateway: str
-    chain_id: int
-    trust_groups: str
-    suite: str
-    expires_at: int
-    session_key: str
-    signature: str
-
-
 class SealedRequest(_Strict):
     v: Literal[1]
     session_id: str = Field(pattern=_HEX, min_length=32, max_length=32)
@@ -104,17 +89,6 @@ class RekeyRequest(_Strict):
     session_id: str = Field(pattern=_HEX, min_length=32, max_length=32)
     issued_at: Timestamp
     signature: str = Field(pattern=_HEX, min_length=130, max_length=130)
-
-
-class RekeyResponse(BaseModel):
-    v: Literal[1]
-    previous: str
-    previous_expires_at: int
-    session_id: str
-    suite: str
-    expires_at: int
-    session_key: str
-    signature: str
 
 
 class Ack(BaseModel):

@@ -22,6 +22,7 @@ from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
 from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.store.errors import StoreUnavailable
+from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
 
 MAX_RING_SIZE = 64
 TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (telemetry.md)
@@ -231,7 +232,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     @app.post(
         "/v1/sessions",
         status_code=201,
-        response_model=api.SessionResponse,
+        response_model=SessionResponse,
         responses=_ERRORS,
         tags=["onboarding"],
     )
@@ -241,7 +242,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
 
     @app.post(
         "/v1/sessions/rekey",
-        response_model=api.RekeyResponse,
+        response_model=RekeyResponse,
         responses=_ERRORS,
         tags=["onboarding"],
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import queue
 import threading
@@ -23,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from vitalchain.crypto.aead import Aead, Usage, UsageLimit
 from vitalchain.crypto.keys import PublicKey, Signature
@@ -35,28 +34,27 @@ from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.logs import safe_error
-from vitalchain.store import MAX_SEQ, DuplicateReading, Message, Reading
+from vitalchain.store import DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
 from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import StoredMessage
-from vitalchain.vitals import Vital
+from vitalchain.wire.telemetry import (
+    HEADER_SIZE,
+    MESSAGE_HEADER,
+    READING_CONTEXT,
+    RING_HEADER,
+    Ack,
+    Payload,
+    split_signed,
+)
 
 __all__ = [
-    "MESSAGE_HEADER",
-    "READING_CONTEXT",
-    "Ack",
     "IngestCore",
     "KeyBudget",
     "LiveSession",
     "SeqBook",
 ]
 
-MESSAGE_HEADER = b"VCm\x01"
-RING_HEADER = b"VCm\x02"  # the same, with the device's ring proof first (telemetry.md)
-READING_CONTEXT = b"vitalchain/v1/reading"
-_SHORT = {v.info.short: v for v in Vital}
-_READING_KEYS = {"seq", "vital", "value", "unit", "t"}
-_PAYLOAD_KEYS = {"v", "group", "device", "sent_at", "readings"}
 # Failed (unauthenticated) messages a client may send in a burst, and per second after that,
 # before its messages are refused unread with 429 too_many_requests (telemetry.md).
 # The gateway passes its settings (telemetry_preauth_burst, telemetry_preauth_rate_per_s).
@@ -157,21 +155,6 @@ class LiveSession:
     budget: KeyBudget | None = None  # None: not counted (a caller that builds its own)
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    accepted: int
-    last_seq: int
-    message_id: bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "accepted": self.accepted,
-            "last_seq": self.last_seq,
-            "message_id": self.message_id.hex(),
-        }
-
-
 def _refuse(status: int, code: str, message: str) -> GatewayError:
     return GatewayError(status, code, message)
 
@@ -204,54 +187,6 @@ class _Checked:
     now: int
     budget: KeyBudget | None  # the session key's, charged once checks 5 to 7 passed
     plaintext_bytes: int
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_payload(
-    payload: bytes, max_readings: int
-) -> tuple[dict[str, Any], list[Reading], list[str]]:
-    """Strict shape check of the signed JSON; returns the dict, readings and their units."""
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _refuse(422, "invalid_payload", "payload is not JSON") from None
-    if not isinstance(body, dict) or set(body) != _PAYLOAD_KEYS or body["v"] != 1:
-        raise _refuse(
-            422,
-            "invalid_payload",
-            "payload must have exactly v=1, group, device, sent_at, readings",
-        )
-    items = body["readings"]
-    if (
-        not _is_int(body["group"])
-        or not isinstance(body["device"], str)
-        or not _is_int(body["sent_at"])
-    ):
-        raise _refuse(422, "invalid_payload", "group and sent_at are integers, device a string")
-    if not isinstance(items, list) or not 1 <= len(items) <= max_readings:
-        raise _refuse(422, "invalid_payload", f"a message carries 1..{max_readings} readings")
-    readings: list[Reading] = []
-    units: list[str] = []
-    for item in items:
-        if not isinstance(item, dict) or set(item) != _READING_KEYS:
-            raise _refuse(
-                422, "invalid_payload", "a reading has exactly seq, vital, value, unit, t"
-            )
-        seq, vital, value, t = item["seq"], item["vital"], item["value"], item["t"]
-        if not _is_int(seq) or not 0 <= seq <= MAX_SEQ or not _is_int(t):
-            raise _refuse(422, "invalid_payload", "seq and t are integers, seq below 2**63")
-        if vital not in _SHORT:
-            raise _refuse(422, "invalid_payload", f"unknown vital {str(vital)[:32]!r}")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise _refuse(422, "invalid_payload", "value is a number")
-        if not isinstance(item["unit"], str):
-            raise _refuse(422, "invalid_payload", "unit is a string")
-        readings.append(Reading(seq, _SHORT[vital], float(value), t))
-        units.append(item["unit"])
-    return body, readings, units
 
 
 class SeqBook:
@@ -567,19 +502,25 @@ class IngestCore:
                 raise _refuse(400, "invalid_ring", "the ring does not include the device")
             plaintext = plaintext[used:]
         # 4. the device signed exactly this payload, for this group
-        if len(plaintext) <= 65:
-            raise _refuse(400, "malformed_message", "no payload before the signature")
-        payload, raw_sig = plaintext[:-65], plaintext[-65:]
+        try:
+            payload, raw_sig = split_signed(plaintext)
+        except DecodeError as exc:
+            raise _refuse(400, exc.code, exc.message) from None
         try:
             session.public_key.verify(Signature.from_rsv(raw_sig), payload, READING_CONTEXT)
         except (InvalidSignature, DecodeError):
             raise _refuse(
                 401, "invalid_signature", "the device signature does not verify"
             ) from None
-        body, readings, units = _parse_payload(payload, self._max_readings)
-        if body["group"] != session.group_id:
+        try:
+            body = Payload.parse(payload, max_readings=self._max_readings)
+        except DecodeError as exc:
+            raise _refuse(422, exc.code, exc.message) from None
+        readings = [Reading(r.seq, r.vital, float(r.value), r.t) for r in body.readings]
+        units = [r.unit for r in body.readings]
+        if body.group != session.group_id:
             raise _refuse(401, "wrong_group", "the payload is addressed to another group")
-        if body["device"] != session.device:
+        if body.device != session.device:
             raise _refuse(401, "wrong_device", "the payload names another device")
         seqs = [r.seq for r in readings]
         if any(b <= a for a, b in pairwise(seqs)):
@@ -595,7 +536,7 @@ class IngestCore:
             tuple(readings),
             proof,
         )
-        return _Checked(message, body["sent_at"], units, now, session.budget, plaintext_bytes)
+        return _Checked(message, body.sent_at, units, now, session.budget, plaintext_bytes)
 
     def _authenticate(
         self, data: bytes, topic_device: str | None
@@ -605,18 +546,18 @@ class IngestCore:
             raise _refuse(
                 413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
             )
-        if len(data) < 20 + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
+        if len(data) < HEADER_SIZE + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
             raise _refuse(400, "malformed_message", "not a data message (VCm 0x01 or 0x02)")
         now = self._now_ms()
         # 1. the session is known and active
-        session = self._sessions.get(data[4:20])
+        session = self._sessions.get(data[4:HEADER_SIZE])
         if session is None or session.expires_at * 1000 <= now:
             raise _refuse(401, "unknown_session", "unknown or expired session")
         if topic_device is not None and topic_device != session.device:
             raise _refuse(403, "wrong_device", "the topic names another device")
         # 2. it decrypts under the session's key and suite
         try:
-            plaintext = session.aead.open(data[20:], data[:20])
+            plaintext = session.aead.open(data[HEADER_SIZE:], data[:HEADER_SIZE])
         except DecryptionError:
             raise _refuse(400, "decryption_failed", "decryption failed") from None
         return session, plaintext, now

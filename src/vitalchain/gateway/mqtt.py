@@ -34,24 +34,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.errors import VitalchainError
-from vitalchain.gateway.broker import (
-    BrokerEndpoint,
-    BrokerError,
-    Mosquitto,
-    ack_topic,
-    parse_telemetry_topic,
-)
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.ingest import Ack
 from vitalchain.gateway.service import Gateway
 from vitalchain.logs import safe_error
+from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
+from vitalchain.wire.mqtt import ack_topic, parse_telemetry_topic, telemetry_pattern
+from vitalchain.wire.telemetry import Ack
 
 __all__ = ["SESSION_EXPIRY_S", "BridgeStatus", "MqttBridge", "MqttProbe"]
 
 log = logging.getLogger(__name__)
 
 # How long the broker keeps the gateway's session, and queues its telemetry, while no gateway
-# is connected.  The broker's own limit is max_queued_messages (broker.py).
+# is connected.  The broker's own limit is max_queued_messages (services/mosquitto.py).
 SESSION_EXPIRY_S: Final = 24 * 3600
 # Unacknowledged deliveries the broker may have in flight to us (MQTT v5 Receive Maximum):
 # with acks after the commit this is the back-pressure between the broker and the store.
@@ -94,7 +89,7 @@ class MqttBridge:
         self._endpoint = endpoint
         self._clock = clock
         self._session_expiry_s = session_expiry_s
-        self._topic = f"vitalchain/v1/{gateway.group_id}/+/telemetry"
+        self._topic = telemetry_pattern(gateway.group_id)
         # One queue per worker and each device always on the same one: messages of a device
         # stay in the order the broker delivered them, and devices still run in parallel.
         # Never a shared subscription: the broker would spread a device over several.

@@ -2,7 +2,8 @@
 
 Thresholds live in ``AlertRegistry`` (set by the patient or a consented provider).  Asking the
 chain per reading would cost a call each time, so values are cached per (patient, vital) and
-dropped when a ``ThresholdSet`` event for them appears: a change takes effect within one block.
+dropped when the process's :class:`~vitalchain.ledger.watcher.ChainWatcher` reports a
+``ThresholdSet`` event for them: a change takes effect within one block.
 Where a patient has no threshold yet, the vital's adult default range applies; so it does,
 uncached, while the patient's threshold cannot be read (an address the chain refuses, the
 chain away), so that checking one patient's readings never raises for every message.  Such a
@@ -14,7 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from vitalchain.ledger import Ledger
+from vitalchain.ledger.events import THRESHOLD_SET, Event
+from vitalchain.ledger.ports import AlertRegistryView
+from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.vitals import Vital, to_fixed
 
@@ -35,13 +38,14 @@ def evaluate_fixed(low: int, high: int, value: int) -> int:
 
 
 class ThresholdPolicy:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: AlertRegistryView, watcher: ChainWatcher) -> None:
         self._ledger = ledger
+        self._watcher = watcher
         self._cache: dict[tuple[str, Vital], tuple[int, int] | None] = {}
-        self._cursor = 0
-        self._generation = 0
+        self._generation = 0  # bumped by every ThresholdSet: a read it overtook is not kept
         self._lock = threading.Lock()
         self._failing = Transitions()  # patient pseudonym → why its thresholds are unread
+        watcher.subscribe(THRESHOLD_SET, self._forget)
 
     def thresholds(self, patient: str, vital: Vital) -> tuple[int, int]:
         """(low, high) in fixed point: the patient's on-chain policy, else the vital's default."""
@@ -85,10 +89,10 @@ class ThresholdPolicy:
         return evaluate_fixed(low, high, to_fixed(value))
 
     def refresh(self) -> None:
-        """Forget thresholds the chain changed since the last refresh."""
-        events, self._cursor = self._ledger.events.since(self._cursor)
+        """Forget thresholds the chain changed since the last refresh (the watcher's poll)."""
+        self._watcher.poll()
+
+    def _forget(self, event: Event) -> None:
         with self._lock:
             self._generation += 1
-            for event in events:
-                if event.name == "ThresholdSet":
-                    self._cache.pop((event.args["patient"], Vital(event.args["vital"])), None)
+            self._cache.pop((event.args["patient"], Vital(event.args["vital"])), None)

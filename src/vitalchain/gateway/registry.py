@@ -1,9 +1,10 @@
 """Which devices the chain says are active: a cache kept fresh block by block.
 
 The ingest path must not call the chain for every message (tens of thousands a second), so
-this cache answers from memory.  A watcher thread follows the ledger's event index and
-applies ``DeviceRevoked`` events as soon as a new block appears, which is what makes a
-revocation take effect at the gateway within one block.
+this cache answers from memory.  It subscribes to the group's association and revocation
+events on the process's :class:`~vitalchain.ledger.watcher.ChainWatcher` (history replayed
+first), whose thread polls every ``revocation_poll_s``: a revocation takes effect at the
+gateway within one block.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import threading
 from collections.abc import Callable
 
 from vitalchain.crypto.keys import PublicKey
-from vitalchain.ledger import Ledger
+from vitalchain.ledger.events import DEVICE_ASSOCIATED, DEVICE_REVOKED, Event
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.ledger.ports import EventLog, TrustGroupsView
+from vitalchain.ledger.watcher import ChainWatcher
 
 __all__ = ["DeviceRegistry"]
 
@@ -21,24 +24,28 @@ __all__ = ["DeviceRegistry"]
 class DeviceRegistry:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: TrustGroupsView,
         group_id: int,
         poll_s: float = 0.25,
         on_revoked: Callable[[str], None] | None = None,
+        *,
+        watcher: ChainWatcher | None = None,
     ) -> None:
+        """``watcher``: the process's chain watcher; without one (a gateway built on its own),
+        the registry runs one over ``ledger.events``, polled every ``poll_s``."""
         self._ledger = ledger
         self._group_id = group_id
-        self._poll_s = poll_s
         self._on_revoked = on_revoked
         self._active: set[str] = set()
         self._revoked: set[str] = set()
         self._keys: dict[str, PublicKey] = {}
-        self._cursor = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_block = -1
-        self.refresh()
+        self._own_watcher = watcher is None
+        if watcher is None:
+            events: EventLog = ledger.events  # type: ignore[attr-defined]
+            watcher = ChainWatcher(events, poll_s=poll_s)
+        self._watcher = watcher
+        watcher.subscribe((DEVICE_ASSOCIATED, DEVICE_REVOKED), self._apply, replay=True)
 
     def status(self, device: str) -> DeviceStatus:
         with self._lock:
@@ -76,48 +83,29 @@ class DeviceRegistry:
 
     def refresh(self) -> None:
         """Apply association and revocation events from blocks not yet seen."""
-        new, cursor = self._ledger.events.since(self._cursor)
-        fresh = [
-            e
-            for e in new
-            if e.name in ("DeviceAssociated", "DeviceRevoked")
-            and e.args.get("groupId") == self._group_id
-        ]
-        revoked_now: list[str] = []
+        self._watcher.poll()
+
+    def _apply(self, event: Event) -> None:
+        if event.args.get("groupId") != self._group_id:
+            return
+        device = event.args["device"]
         with self._lock:
-            for event in fresh:
-                device = event.args["device"]
-                if event.name == "DeviceAssociated":
-                    if device not in self._revoked:
-                        self._active.add(device)
-                else:
-                    self._active.discard(device)
-                    if device not in self._revoked:
-                        self._revoked.add(device)
-                        revoked_now.append(device)
-            self._cursor = cursor
+            if event.key == DEVICE_ASSOCIATED:
+                if device not in self._revoked:
+                    self._active.add(device)
+                return
+            self._active.discard(device)
+            if device in self._revoked:
+                return
+            self._revoked.add(device)
         if self._on_revoked:
-            for device in revoked_now:
-                self._on_revoked(device)
+            self._on_revoked(device)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._watch, name="revocation-watcher", daemon=True
-            )
-            self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self._poll_s):
-            try:
-                block = self._ledger.block_number()
-                if block != self._last_block:
-                    self._last_block = block
-                    self.refresh()
-            except Exception:  # noqa: S112 - a node hiccup must not kill the watcher
-                continue
+        """Start the watcher's thread (a shared watcher's too: starting it twice is a no-op)."""
+        self._watcher.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Stop the watcher's thread if this registry made the watcher."""
+        if self._own_watcher:
+            self._watcher.stop()

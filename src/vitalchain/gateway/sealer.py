@@ -34,22 +34,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vitalchain.crypto.block import seal_block
 from vitalchain.crypto.keys import PrivateKey, PublicKey
-from vitalchain.crypto.merkle import MerkleTree
-from vitalchain.ledger import ChainWriter, Consent, ConsentStatus, Ledger, Ticket
+from vitalchain.crypto.merkle import CompactRange
+from vitalchain.ledger import ChainWriter, Ticket
+from vitalchain.ledger.consent import ConsentView
 from vitalchain.ledger.errors import ChainUnavailable
+from vitalchain.ledger.ports import AnchorLogView
 from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.store.base import AnchorRecord, Store
-from vitalchain.store.blocks import Block, BlockEntry, seal_block
 from vitalchain.store.errors import StoreUnavailable
+from vitalchain.wire.block import Block, BlockEntry
 
 __all__ = ["NO_READER_KEY", "Sealer", "SealingPolicy"]
 
 log = logging.getLogger(__name__)
 
-# A consent this close to its expiry (by the latest block's time) is left to the contract, which
-# judges it by the time of the block its call runs in.
-EXPIRY_MARGIN_S = 60
 # Why a patient's readings wait: neither the patient nor a consented provider published a key.
 NO_READER_KEY = "no_reader_key"
 # Not one patient's problem: the whole round waits (and health reports the outage).
@@ -74,22 +74,25 @@ class Sealer:
     def __init__(
         self,
         store: Store,
-        ledger: Ledger,
+        ledger: AnchorLogView,
         master: PrivateKey,
         group_id: int,
         policy: SealingPolicy = SealingPolicy(),
         *,
         outbox: ChainWriter,
+        consent: ConsentView,
         clock: Callable[[], float] = time.time,
         random: Callable[[int], bytes] = os.urandom,
         anchor_wait_s: float = 120.0,
     ) -> None:
         """``outbox``: the master's chain outbox, the one way an anchor reaches the chain.
+        ``consent``: who may read a block (and their keys), shared with the alarm service.
         ``anchor_wait_s``: how long :meth:`anchor` waits for a queued anchor to be mined
         before it raises ``chain_unavailable``."""
         self.store = store
         self.ledger = ledger
         self.outbox = outbox
+        self.consent = consent
         self.anchor_wait_s = anchor_wait_s
         self._queued: _QueuedAnchor | None = None  # the anchor in the outbox, not settled yet
         self._adopted = False  # whether a queued anchor of an earlier run was looked for
@@ -101,14 +104,9 @@ class Sealer:
         self.policy = policy
         self.clock = clock
         self.random = random
-        self.tree = MerkleTree(store.leaf_hashes(group_id))
-        self._keys: dict[str, PublicKey] = {}
-        # Consents per patient, as consentOf gives them; a ConsentRegistry event about the
-        # patient drops its entry (checked before every block), so a grant or revoke applies
-        # to the next block sealed after its transaction.
-        self._consents: dict[str, dict[str, Consent]] = {}
-        self._cursor = 0
-        self._consents_lock = threading.Lock()
+        # The group log as O(log n) subtree roots, enough to append and anchor; the store keeps
+        # the leaves, and proofs are built from them where they are served (care/source.py).
+        self.tree = CompactRange.of(store.leaf_hashes(group_id))
         self._urgent: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -204,40 +202,13 @@ class Sealer:
             "last_anchor_at_ms": self._last_anchor_ms,
         }
 
-    def _key_of(self, address: str) -> PublicKey | None:
-        if address not in self._keys:
-            if not self.ledger.has_key(address):
-                return None
-            self._keys[address] = self.ledger.public_key_of(address)
-        return self._keys[address]
-
     def recipients(self, patient: str, vitals: int) -> list[PublicKey]:
-        """The patient, and every provider the chain says may read these vitals right now."""
-        with self._consents_lock:
-            events, self._cursor = self.ledger.events.since(self._cursor)
-            for event in events:
-                if event.contract == "ConsentRegistry" and "patient" in event.args:
-                    self._consents.pop(event.args["patient"], None)
-            consents = self._consents.get(patient)
-            if consents is None:
-                consents = {
-                    p: self.ledger.consent_of(patient, p) for p in self.ledger.providers_of(patient)
-                }
-                self._consents[patient] = consents
-        now = self.ledger.timestamp()  # consent expiry is chain time, not this gateway's clock
-        readers = [patient]
-        for provider, consent in consents.items():
-            covers = consent.status is ConsentStatus.GRANTED and consent.scope & vitals == vitals
-            clearly_valid = covers and now + EXPIRY_MARGIN_S < consent.expires_at
-            # Near expiry, or an emergency access (whose scope consentOf does not give): the
-            # contract decides.
-            ask_chain = not clearly_valid and (
-                (covers and now - EXPIRY_MARGIN_S < consent.expires_at)
-                or now - EXPIRY_MARGIN_S < consent.break_glass_until
-            )
-            if clearly_valid or (ask_chain and self.ledger.has_access(patient, provider, vitals)):
-                readers.append(provider)
-        keys = [self._key_of(address) for address in readers]
+        """The patient, and every provider the chain says may read these vitals right now
+        (by the latest block's time, not this gateway's clock).  The chain's events are
+        applied first, so a grant or revoke applies to the next block sealed after it."""
+        self.consent.refresh()
+        readers = [patient, *self.consent.readers(patient, vitals)]
+        keys = [self.consent.key_of(address) for address in readers]
         return [k for k in keys if k is not None]
 
     def seal(self, patient: str) -> Block | None:
@@ -287,7 +258,7 @@ class Sealer:
             random=self.random,
         )
         self.store.add_block(block, ring, [m.id for m in messages])
-        self.tree.append_hash(block.leaf)
+        self.tree = self.tree.append(block.leaf)
         return block
 
     # -- anchoring --------------------------------------------------------------------------------
@@ -368,15 +339,17 @@ class Sealer:
             earlier = self.outbox.tickets(prefix)
             if earlier:
                 size = int(earlier[-1].key.removeprefix(prefix).split(":")[0])
-                if size <= len(self.tree):
-                    self._queued = _QueuedAnchor(earlier[-1], size, self.tree.root(size))
+                if size <= len(self.tree):  # an earlier size's root needs the store's leaves
+                    leaves = self.store.leaf_hashes(self.group_id)[:size]
+                    self._queued = _QueuedAnchor(earlier[-1], size, CompactRange.of(leaves).root())
                     return self._queued
-        size = len(self.tree)
+        tree = self.tree  # one immutable snapshot: its size and root agree
+        size = len(tree)
         latest = self.ledger.latest_anchor(self.group_id)
         anchored = latest.tree_size if latest else 0
         if size <= anchored:
             return None
-        root = self.tree.root(size)
+        root = tree.root()
         # The outbox keeps a finished key's outcome: after a refusal, the same size again is a
         # new entry (else it would get the old refusal back).
         key = f"{prefix}{size}" + (f":{self._refusals}" if self._refusals else "")

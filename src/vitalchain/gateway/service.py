@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vitalchain.crypto.aead import USAGE_LIMITS, Aead, Suite, UsageLimit
 from vitalchain.crypto.envelope import seal_for
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
 from vitalchain.errors import DecodeError, DecryptionError, InvalidKey, InvalidSignature
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.ingest import Ack, IngestCore, KeyBudget, LiveSession
+from vitalchain.gateway.ingest import IngestCore, KeyBudget, LiveSession
 from vitalchain.gateway.preauth import PreAuthLimiter
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
@@ -37,22 +37,34 @@ from vitalchain.ledger import ChainWriter, ContractError, Ledger, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.store import open_store
 from vitalchain.store.base import Store
+from vitalchain.wire.onboarding import (
+    AAD_ASSOCIATION,
+    AAD_ASSOCIATION_REQUEST,
+    AAD_SESSION_KEY,
+    AAD_TICKET,
+    AAD_TICKET_REQUEST,
+    ENROLMENT_CONTEXT,
+    ENROLMENT_REQUEST_TAG,
+    REKEY_CONTEXT,
+    REKEY_REQUEST_CONTEXT,
+    SESSION_CONTEXT,
+    AssociationReply,
+    AssociationRequest,
+    MqttGrant,
+    RekeyResponse,
+    SessionResponse,
+    TicketReply,
+    TicketRequest,
+    pairing_code_hash,
+)
+from vitalchain.wire.telemetry import Ack
+
+Sealed = TypeVar("Sealed", TicketRequest, AssociationRequest)
 
 __all__ = ["CredentialIssuer", "Gateway", "normalize_code"]
 
 log = logging.getLogger(__name__)
 
-SESSION_CONTEXT = b"vitalchain/v1/session"
-ENROLMENT_CONTEXT = b"vitalchain/v1/enrolment"
-AAD_SESSION_KEY = b"vitalchain/v1 session"
-AAD_TICKET_REQUEST = b"vitalchain/v1 ticket request"
-AAD_TICKET = b"vitalchain/v1 ticket"
-AAD_ASSOCIATION_REQUEST = b"vitalchain/v1 association request"
-AAD_ASSOCIATION = b"vitalchain/v1 association"
-# Re-keying (onboarding.md, section 5) is signed, not sealed: the old key may be exhausted,
-# and a way out of exhaustion must not need one more message under it.
-REKEY_REQUEST_CONTEXT = b"vitalchain/v1/rekey-request"  # device: old id ‖ u64 issued_at
-REKEY_CONTEXT = b"vitalchain/v1/rekey"  # master: old id ‖ new id ‖ keccak256(envelope)
 TELEMETRY_SESSION_S = 30 * 86400
 _CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
@@ -76,7 +88,7 @@ def normalize_code(code: str) -> str:
 
 
 def _code_hash(code: str) -> bytes:
-    return hashlib.sha256(b"vitalchain/v1 pairing code " + normalize_code(code).encode()).digest()
+    return pairing_code_hash(normalize_code(code))
 
 
 def _hex(value: object, name: str, size: int | None = None) -> bytes:
@@ -326,7 +338,7 @@ class Gateway:
         if signer.address != patient:
             raise GatewayError(401, "unauthorized", "the request is not signed by the patient")
         request_hash = hashlib.sha256(
-            b"vitalchain/v1 enrolment request" + bytes.fromhex(signer.address[2:]) + body
+            ENROLMENT_REQUEST_TAG + bytes.fromhex(signer.address[2:]) + body
         ).digest()
         return request_hash, issued_at + 2 * self.settings.clock_skew_s
 
@@ -366,18 +378,18 @@ class Gateway:
             [key], session_key, AAD_SESSION_KEY + session_id, random=self.random
         ).to_bytes()
         proof = self.master.sign(session_id + keccak256(envelope), SESSION_CONTEXT)
-        return {
-            "v": 1,
-            "session_id": session_id.hex(),
-            "group_id": self.group_id,
-            "gateway": self.master.address,
-            "chain_id": self.ledger.chain_id,
-            "trust_groups": self.ledger.address_of("TrustGroups"),
-            "suite": suite.name.lower().replace("_", "-"),
-            "expires_at": expires_at,
-            "session_key": envelope.hex(),
-            "signature": proof.to_rsv().hex(),
-        }
+        return SessionResponse(
+            v=1,
+            session_id=session_id.hex(),
+            group_id=self.group_id,
+            gateway=self.master.address,
+            chain_id=self.ledger.chain_id,
+            trust_groups=self.ledger.address_of("TrustGroups"),
+            suite=suite.name.lower().replace("_", "-"),
+            expires_at=expires_at,
+            session_key=envelope.hex(),
+            signature=proof.to_rsv().hex(),
+        ).to_json()
 
     def _session(self, session_id_hex: str) -> Session:
         """The session named, unless unknown, expired or burned (401 ``unknown_session``)."""
@@ -392,18 +404,25 @@ class Gateway:
         return session
 
     def _open_sealed(
-        self, session_id_hex: str, ciphertext_hex: str, aad: bytes, expect: SessionState
-    ) -> tuple[Session, dict[str, Any], Aead]:
+        self,
+        session_id_hex: str,
+        ciphertext_hex: str,
+        aad: bytes,
+        expect: SessionState,
+        shape: type[Sealed],
+    ) -> tuple[Session, Sealed, Aead]:
         session = self._session(session_id_hex)
         session_id = session.session_id
         aead = Aead(session.key, session.suite)
         try:
             plaintext = aead.open(_hex(ciphertext_hex, "ciphertext"), aad + session_id)
-            body = json.loads(plaintext)
+            json.loads(plaintext)
         except (DecryptionError, ValueError):
             raise GatewayError(400, "decryption_failed", "decryption failed") from None
-        if not isinstance(body, dict) or body.get("v") != 1:
-            raise GatewayError(422, "invalid_request", "sealed body must be a JSON object with v=1")
+        try:
+            body = shape.parse(plaintext)
+        except DecodeError as exc:
+            raise GatewayError(422, exc.code, exc.message) from None
         if session.state is not expect:
             code = "no_ticket" if expect is SessionState.TICKETED else "session_used"
             raise GatewayError(409, code, f"session is {session.state.value}, not {expect.value}")
@@ -413,20 +432,16 @@ class Gateway:
 
     def issue_ticket(self, session_id_hex: str, ciphertext_hex: str) -> dict[str, Any]:
         session, body, aead = self._open_sealed(
-            session_id_hex, ciphertext_hex, AAD_TICKET_REQUEST, SessionState.NEW
+            session_id_hex, ciphertext_hex, AAD_TICKET_REQUEST, SessionState.NEW, TicketRequest
         )
-        if body.get("object_id") != session.object_id or str(
-            body.get("device_key", "")
-        ).lower() not in (
+        if body.object_id != session.object_id or body.device_key.lower() not in (
             session.device_key.hex(),
             PublicKey.from_bytes(session.device_key).uncompressed.hex(),
         ):
             raise GatewayError(
                 400, "session_mismatch", "object ID or key differ from the session's"
             )
-        code = body.get("pairing_code")
-        if not isinstance(code, str):
-            raise GatewayError(422, "invalid_request", "pairing_code is a string")
+        code = body.pairing_code
         enrolment = self.state.enrolment(_code_hash(code))
         now = self._now()
         problem: tuple[str, str] | None = None
@@ -452,17 +467,17 @@ class Gateway:
             _code_hash(code), session.device, now, session.session_id, token.to_rsv()
         ):
             raise GatewayError(403, "pairing_code_used", "pairing code already used")
-        reply = {
-            "v": 1,
-            "token": token.to_rsv().hex(),
-            "group_id": self.group_id,
-            "object_id": session.object_id,
-            "device": session.device,
-        }
+        reply = TicketReply(
+            v=1,
+            token=token.to_rsv().hex(),
+            group_id=self.group_id,
+            object_id=session.object_id,
+            device=session.device,
+        )
         return {
             "v": 1,
             "ciphertext": aead.seal(
-                json.dumps(reply).encode(), AAD_TICKET + session.session_id, random=self.random
+                reply.encode(), AAD_TICKET + session.session_id, random=self.random
             ).hex(),
         }
 
@@ -470,15 +485,19 @@ class Gateway:
 
     def associate(self, session_id_hex: str, ciphertext_hex: str) -> dict[str, Any]:
         session, body, aead = self._open_sealed(
-            session_id_hex, ciphertext_hex, AAD_ASSOCIATION_REQUEST, SessionState.TICKETED
+            session_id_hex,
+            ciphertext_hex,
+            AAD_ASSOCIATION_REQUEST,
+            SessionState.TICKETED,
+            AssociationRequest,
         )
-        if body.get("object_id") != session.object_id:
+        if body.object_id != session.object_id:
             raise GatewayError(400, "session_mismatch", "object ID differs from the session's")
-        token = _hex(body.get("token", ""), "token", 65)
+        token = _hex(body.token, "token", 65)
         if session.token is None or not hmac.compare_digest(token, session.token):
             raise GatewayError(409, "no_ticket", "this is not the token issued for this session")
         try:
-            request = Signature.from_rsv(_hex(body.get("request", ""), "request", 65))
+            request = Signature.from_rsv(_hex(body.request, "request", 65))
         except DecodeError:
             raise GatewayError(
                 422, "invalid_request", "request is not an r||s||v signature"
@@ -496,25 +515,23 @@ class Gateway:
         mqtt = None
         if self.credentials is not None and self.mqtt is not None:
             creds = self.credentials.add_device(self.group_id, session.device)
-            mqtt = {
-                "host": self.mqtt.host,
-                "port": self.mqtt.port,
-                "username": creds.username,
-                "password": creds.password,
-                "telemetry_topic": creds.telemetry_topic,
-                "ack_topic": creds.ack_topic,
-            }
-        reply = {
-            "v": 1,
-            "status": "active",
-            "device": session.device,
-            "block_number": result.block_number,
-            "tx_hash": result.tx_hash.hex(),
-            "mqtt": mqtt,
-        }
-        sealed = aead.seal(
-            json.dumps(reply).encode(), AAD_ASSOCIATION + session.session_id, random=self.random
+            mqtt = MqttGrant(
+                host=self.mqtt.host,
+                port=self.mqtt.port,
+                username=creds.username,
+                password=creds.password,
+                telemetry_topic=creds.telemetry_topic,
+                ack_topic=creds.ack_topic,
+            )
+        reply = AssociationReply(
+            v=1,
+            status="active",
+            device=session.device,
+            block_number=result.block_number,
+            tx_hash=result.tx_hash.hex(),
+            mqtt=mqtt,
         )
+        sealed = aead.seal(reply.encode(), AAD_ASSOCIATION + session.session_id, random=self.random)
         return {"v": 1, "ciphertext": sealed.hex()}
 
     def _associate_on_chain(self, session: Session, token: bytes, request: Signature) -> TxResult:
@@ -623,16 +640,16 @@ class Gateway:
             random=self.random,
         ).to_bytes()
         proof = self.master.sign(old + new.session_id + keccak256(envelope), REKEY_CONTEXT)
-        return {
-            "v": 1,
-            "previous": old.hex(),
-            "previous_expires_at": old_until,
-            "session_id": new.session_id.hex(),
-            "suite": new.suite.name.lower().replace("_", "-"),
-            "expires_at": new.expires_at,
-            "session_key": envelope.hex(),
-            "signature": proof.to_rsv().hex(),
-        }
+        return RekeyResponse(
+            v=1,
+            previous=old.hex(),
+            previous_expires_at=old_until,
+            session_id=new.session_id.hex(),
+            suite=new.suite.name.lower().replace("_", "-"),
+            expires_at=new.expires_at,
+            session_key=envelope.hex(),
+            signature=proof.to_rsv().hex(),
+        ).to_json()
 
     # -- telemetry and revocation -----------------------------------------------------------------
 

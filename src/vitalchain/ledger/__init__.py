@@ -1,6 +1,12 @@
 """The ledger: vitalchain's contracts behind one Python interface, on any backend.
 
-- :class:`Ledger`: domain operations (trust groups, keys, consent, anchors, alerts).
+- :class:`Ledger`: domain operations (trust groups, keys, consent, anchors, alerts); it
+  implements every narrow per-contract port of :mod:`vitalchain.ledger.ports`, and each
+  consumer takes only the port it uses.
+- :class:`ChainWatcher`: the one follower of the contracts' events in a process, subscribed
+  to by :class:`EventName` (:mod:`vitalchain.ledger.events`).
+- :class:`ConsentView`: who may read a patient's vitals now, cached and kept fresh by the
+  watcher (the sealer and the alarm service share it).
 - Backends: :class:`EmbeddedBackend` (eth-tester + py-evm in process, the default) and
   :class:`RpcBackend` (any JSON-RPC node: Besu/geth in production, anvil in tests).
 - Errors: :mod:`vitalchain.ledger.errors`, decoded from the contracts' custom errors.
@@ -9,6 +15,7 @@
 """
 
 from vitalchain.ledger.backends import ANVIL_DEV_KEY, ChainBackend, EmbeddedBackend, RpcBackend
+from vitalchain.ledger.consent import ConsentView
 from vitalchain.ledger.errors import (
     AlertError,
     AnchorError,
@@ -21,7 +28,7 @@ from vitalchain.ledger.errors import (
     TransactionFailed,
     TrustGroupsError,
 )
-from vitalchain.ledger.events import Event, EventIndex
+from vitalchain.ledger.events import Event, EventIndex, EventName
 from vitalchain.ledger.ledger import (
     Anchor,
     Consent,
@@ -34,6 +41,7 @@ from vitalchain.ledger.ledger import (
     TxResult,
 )
 from vitalchain.ledger.outbox import ChainOutbox, ChainWriter, Outcome, Ticket
+from vitalchain.ledger.watcher import ChainWatcher
 
 __all__ = [
     "ANVIL_DEV_KEY",
@@ -43,10 +51,12 @@ __all__ = [
     "ChainBackend",
     "ChainOutbox",
     "ChainUnavailable",
+    "ChainWatcher",
     "ChainWriter",
     "Consent",
     "ConsentError",
     "ConsentStatus",
+    "ConsentView",
     "ContractError",
     "Deployment",
     "Device",
@@ -54,6 +64,7 @@ __all__ = [
     "EmbeddedBackend",
     "Event",
     "EventIndex",
+    "EventName",
     "Group",
     "KeyDirectoryError",
     "Ledger",

@@ -1,7 +1,11 @@
-"""Our own index of contract events, filled incrementally.
+"""Our own index of contract events, filled incrementally, and the names of those events.
 
 eth-tester's ``get_logs`` from block 0 slows quadratically as the chain grows, and a gateway
 asks for events often; so each sync asks only for the blocks since the last one.
+
+Every event a consumer follows is named once here as an :class:`EventName` (contract, event),
+the key a :class:`~vitalchain.ledger.watcher.ChainWatcher` subscription takes, so a renamed
+contract event is one edit and a typo is an import error rather than a silent filter.
 """
 
 from __future__ import annotations
@@ -14,7 +18,60 @@ from typing import Any
 from web3 import Web3
 from web3.contract import Contract
 
-__all__ = ["Event", "EventIndex"]
+__all__ = [
+    "ACCESS_REQUESTED",
+    "ALERT_RECORDED",
+    "ANCHORED",
+    "BREAK_GLASS_ACCESSED",
+    "CONSENT_DENIED",
+    "CONSENT_EVENTS",
+    "CONSENT_GRANTED",
+    "CONSENT_REVOKED",
+    "DEVICE_ASSOCIATED",
+    "DEVICE_REVOKED",
+    "GROUP_CREATED",
+    "KEY_PUBLISHED",
+    "MASTER_ROTATED",
+    "PROVIDER_REGISTERED",
+    "THRESHOLD_SET",
+    "Event",
+    "EventIndex",
+    "EventName",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventName:
+    """One contract event: the contract's name in the deployment and the event's ABI name."""
+
+    contract: str
+    name: str
+
+
+GROUP_CREATED = EventName("TrustGroups", "GroupCreated")
+DEVICE_ASSOCIATED = EventName("TrustGroups", "DeviceAssociated")
+DEVICE_REVOKED = EventName("TrustGroups", "DeviceRevoked")
+MASTER_ROTATED = EventName("TrustGroups", "MasterRotated")
+KEY_PUBLISHED = EventName("KeyDirectory", "KeyPublished")
+PROVIDER_REGISTERED = EventName("ConsentRegistry", "ProviderRegistered")
+ACCESS_REQUESTED = EventName("ConsentRegistry", "AccessRequested")
+CONSENT_GRANTED = EventName("ConsentRegistry", "ConsentGranted")
+CONSENT_DENIED = EventName("ConsentRegistry", "ConsentDenied")
+CONSENT_REVOKED = EventName("ConsentRegistry", "ConsentRevoked")
+BREAK_GLASS_ACCESSED = EventName("ConsentRegistry", "BreakGlassAccessed")
+ANCHORED = EventName("AnchorLog", "Anchored")
+THRESHOLD_SET = EventName("AlertRegistry", "ThresholdSet")
+ALERT_RECORDED = EventName("AlertRegistry", "AlertRecorded")
+
+# The ConsentRegistry events about one patient's consents (all but ProviderRegistered): any
+# of them may change who may read that patient's data.
+CONSENT_EVENTS = (
+    ACCESS_REQUESTED,
+    CONSENT_GRANTED,
+    CONSENT_DENIED,
+    CONSENT_REVOKED,
+    BREAK_GLASS_ACCESSED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +82,10 @@ class Event:
     block_number: int
     transaction_hash: bytes
     log_index: int
+
+    @property
+    def key(self) -> EventName:
+        return EventName(self.contract, self.name)
 
 
 class EventIndex:

@@ -52,7 +52,7 @@ from vitalchain.ledger.errors import (
     LedgerError,
     TransactionFailed,
 )
-from vitalchain.ledger.events import EventIndex
+from vitalchain.ledger.events import ANCHORED, EventIndex
 
 __all__ = [
     "Anchor",
@@ -275,6 +275,9 @@ class Ledger:
 
     def address_of(self, contract: str) -> str:
         return str(self._contracts[contract].address)
+
+    def has_contract(self, contract: str) -> bool:
+        return contract in self._contracts
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
@@ -707,7 +710,7 @@ class Ledger:
         """Every anchor of ``group_id`` in order, from the event index."""
         return [
             Anchor(bytes(e.args["root"]), e.args["treeSize"], e.args["index"] + 1, e.block_number)
-            for e in self.events.query("Anchored", groupId=group_id)
+            for e in self.events.query(ANCHORED.name, groupId=group_id)
         ]
 
     # -- alert policy and log ----------------------------------------------------------------------

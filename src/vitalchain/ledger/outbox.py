@@ -64,7 +64,8 @@ from vitalchain.ledger.errors import (
     LedgerError,
     TransactionFailed,
 )
-from vitalchain.ledger.ledger import Ledger, TxResult
+from vitalchain.ledger.ledger import TxResult
+from vitalchain.ledger.ports import TransactionLedger
 from vitalchain.logs import Transitions, safe_error
 
 __all__ = ["ChainOutbox", "ChainWriter", "Outcome", "Ticket"]
@@ -307,7 +308,7 @@ class ChainOutbox(_Probe):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: TransactionLedger,
         sender: PrivateKey,
         path: Path,
         *,
@@ -428,7 +429,7 @@ class ChainOutbox(_Probe):
         """Queue ``contract.function(*args)`` under ``key``: durable when this returns, one
         SQLite insert.  A key already known gives its entry (whatever the arguments), and
         ``on_done`` runs at once if that one has finished; else on the outbox's thread."""
-        if contract not in self.ledger._contracts:
+        if not self.ledger.has_contract(contract):
             raise LedgerError(f"unknown contract {contract}", code="bad_call")
         encoded = json.dumps(_encode(list(args)))
         with self._cv:

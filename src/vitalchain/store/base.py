@@ -24,9 +24,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from vitalchain.crypto.envelope import Stanza
-from vitalchain.store.blocks import Block
 from vitalchain.store.model import Message, StoredMessage
+from vitalchain.wire.block import Block
+from vitalchain.wire.envelope import Stanza
 
 __all__ = ["AnchorRecord", "BlockStore", "Journal", "PendingPatient", "SealedLeaf", "Store"]
 

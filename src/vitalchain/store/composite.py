@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
-from vitalchain.crypto.envelope import Stanza
 from vitalchain.store.base import (
     AnchorRecord,
     BlockStore,
@@ -33,12 +32,14 @@ from vitalchain.store.base import (
     SealedLeaf,
     Store,
 )
-from vitalchain.store.blocks import Block
 from vitalchain.store.errors import DuplicateReading
 from vitalchain.store.files import private_dir
 from vitalchain.store.journal import SqliteJournal
 from vitalchain.store.model import Message, StoredMessage
+from vitalchain.store.sql import SqlBlockStore
 from vitalchain.store.sqlite import SqliteStore
+from vitalchain.wire.block import Block
+from vitalchain.wire.envelope import Stanza
 
 __all__ = ["JOURNAL_FILE", "STORE_FILE", "GatewayStore", "open_store"]
 
@@ -225,9 +226,9 @@ def open_store(data_dir: Path, dsn: str | None = None) -> Store:
     private_dir(data_dir, tighten=False)
     journal = SqliteJournal(data_dir / JOURNAL_FILE)
     try:
-        blocks: BlockStore
+        blocks: SqlBlockStore
         if dsn:
-            from vitalchain.store.postgres import PostgresStore  # psycopg only when asked for
+            from vitalchain.store.postgres import PostgresStore  # its driver only when asked for
 
             blocks = PostgresStore(dsn)
         else:
@@ -244,14 +245,11 @@ def open_store(data_dir: Path, dsn: str | None = None) -> Store:
         raise
 
 
-def _move_legacy_plaintext(journal: SqliteJournal, blocks: BlockStore) -> None:
+def _move_legacy_plaintext(journal: SqliteJournal, blocks: SqlBlockStore) -> None:
     """Before the journal, a block store kept messages and readings beside the blocks (so a
     PostgreSQL operator could read every vital).  Move the unsealed ones to the journal,
     remember every stored seq (replay protection), then drop the tables."""
-    legacy = getattr(blocks, "legacy_plaintext", None)
-    if legacy is None:
-        return
-    found: tuple[list[Message], dict[str, list[int]]] | None = legacy()
+    found = blocks.legacy_plaintext()
     if found is None:
         return
     unsealed, seqs = found
@@ -260,7 +258,7 @@ def _move_legacy_plaintext(journal: SqliteJournal, blocks: BlockStore) -> None:
             journal.append(message)
     for device, numbers in seqs.items():
         journal.remember_seqs(device, numbers)
-    blocks.drop_legacy_plaintext()  # type: ignore[attr-defined]
+    blocks.drop_legacy_plaintext()
     log.warning(
         "moved %d unsealed messages from the block store to the journal and dropped its "
         "plaintext tables",

@@ -1,10 +1,10 @@
-# ruff: noqa: E501  (SQL reads better on one line)
 """The gateway's journal: verified messages in clear, on its own disk, until they are anchored.
 
 ``append`` returns only after the message is committed with ``synchronous=FULL`` (the WAL is
 fsynced), so an acknowledged reading survives a crash of the process or the machine.  One
-writer thread drains a queue and commits whatever has arrived as one transaction, so many
-concurrent callers share one fsync; each caller still waits for its own commit.
+writer thread (the store's only group commit) drains a queue and commits whatever has arrived
+as one transaction, so many concurrent callers share one fsync; each caller still waits for
+its own commit.
 
 The journal is the only place readings exist in clear, so it is always a local SQLite file
 (0600, in the gateway's 0700 data directory), never a shared database, and it forgets a
@@ -13,6 +13,13 @@ message once the block holding it is sealed and anchored (:meth:`SqliteJournal.p
 that: ``seq_ranges`` keeps, per device, the stored sequence numbers as disjoint ranges (no
 health data), checked inside the writer's transaction, so a replay of a pruned message is
 refused like any other.
+
+The tables are the SQL core's (:data:`vitalchain.store.sql.journal_tables`), the schema its
+migrations' (``journal`` history), every query a Core statement.  Two shortcuts, measured
+(docs/benchmarks.md): the group commit runs its statements, compiled from those tables once,
+on the driver's cursor in a transaction of its own (through SQLAlchemy's execute and
+transaction, ingest lost a quarter to a third of its rate); and the statements with a row
+per reading or message run as compiled SQL through ``exec_driver_sql`` (:class:`_Driver`).
 """
 
 from __future__ import annotations
@@ -22,66 +29,40 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Connection, Select, bindparam, delete, exc, func, select, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from vitalchain.store import migrations
 from vitalchain.store.base import PendingPatient, SealedLeaf
-from vitalchain.store.errors import DuplicateReading, StoreError
+from vitalchain.store.errors import DuplicateReading, StoreError, StoreUnavailable
 from vitalchain.store.files import private_database
 from vitalchain.store.model import Message, Reading, StoredMessage
+from vitalchain.store.sql import (
+    Connections,
+    journal_tables,
+    outside_transaction,
+    sqlite_engine,
+    translated,
+    unique_violation,
+    writing,
+)
 from vitalchain.vitals import Vital
 
 __all__ = ["SqliteJournal", "seq_runs"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id          INTEGER PRIMARY KEY,
-    message_id  BLOB NOT NULL UNIQUE,
-    device      TEXT NOT NULL,
-    group_id    INTEGER NOT NULL,
-    patient     TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    payload     BLOB NOT NULL,
-    signature   BLOB NOT NULL,
-    leaf_index  INTEGER,
-    leaf        BLOB
-);
-CREATE TABLE IF NOT EXISTS readings (
-    device  TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-    vital   INTEGER NOT NULL,
-    value   REAL NOT NULL,
-    t       INTEGER NOT NULL,
-    PRIMARY KEY (device, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seq_ranges (
-    device    TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq  INTEGER NOT NULL,
-    PRIMARY KEY (device, first_seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seq_ranges_by_last ON seq_ranges (device, last_seq);
-CREATE INDEX IF NOT EXISTS messages_by_device ON messages (device, id);
-CREATE INDEX IF NOT EXISTS readings_by_message ON readings (message);
-CREATE INDEX IF NOT EXISTS messages_unsealed ON messages (group_id, patient, id) WHERE leaf_index IS NULL;
-CREATE INDEX IF NOT EXISTS messages_sealed ON messages (group_id, leaf_index) WHERE leaf_index IS NOT NULL;
-"""
-
 _BATCH = 256
 _Job = tuple[Message, "Future[int]"]
-
-# Oldest unsealed messages (each has >= 1 reading, so at most max_readings of them) while the
-# readings before each one are fewer than max_readings.
-_UNSEALED = (
-    "SELECT id FROM (SELECT id, SUM(n) OVER (ORDER BY id) - n AS before FROM ("
-    "SELECT m.id, (SELECT COUNT(*) FROM readings r WHERE r.message = m.id) AS n FROM messages m "
-    "WHERE m.group_id = ? AND m.patient = ? AND m.leaf_index IS NULL ORDER BY m.id LIMIT ?"
-    ") AS oldest) AS counted WHERE before < ? ORDER BY id"
-)
+_M, _R, _S = journal_tables.messages, journal_tables.readings, journal_tables.seq_ranges
 
 
-class _Replayed(sqlite3.IntegrityError):
+class _Replayed(Exception):
     """A seq already in ``seq_ranges``: raised inside the transaction like a key conflict."""
 
 
@@ -113,13 +94,129 @@ def _subtract(first: int, last: int, known: list[tuple[int, int]]) -> list[tuple
     return out
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA secure_delete=ON")  # pruned readings are overwritten, not left free
-    return conn
+_CONFLICTS = (_Replayed, exc.IntegrityError, sqlite3.IntegrityError)
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, sqlite3.OperationalError)
+
+
+def _refusal(error: BaseException) -> StoreError:
+    """Only a stored seq or message id is a replay; any other refusal is a failed write."""
+    if isinstance(error, _Replayed) or unique_violation(error) in {_M.name, _R.name}:
+        return DuplicateReading("reading or message already stored")
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, _UNAVAILABLE):
+        return StoreUnavailable(f"store write failed: {error}")
+    return StoreError(f"store write failed: {error}")
+
+
+def _cursor(conn: Connection) -> sqlite3.Cursor:
+    """A cursor of the driver connection under ``conn``: the group commit runs on it (its
+    transaction, savepoints and statements, compiled from the tables once), the hot path's
+    one shortcut past SQLAlchemy; every other journal call goes through it."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver.cursor()
+
+
+def _messages_in(ids: Select[Any]) -> Select[Any]:
+    """The messages whose ids ``ids`` selects, each with its readings, in one query."""
+    return (
+        select(_M.c.id, _M.c.message_id, _M.c.device, _M.c.group_id, _M.c.patient,
+               _M.c.received_at, _M.c.payload, _M.c.signature,
+               _R.c.seq, _R.c.vital, _R.c.value, _R.c.t)
+        .outerjoin(_R, _R.c.message == _M.c.id)
+        .where(_M.c.id.in_(ids.scalar_subquery()))
+        .order_by(_M.c.id, _R.c.seq)
+    )  # fmt: skip
+
+
+# Oldest unsealed messages (each has >= 1 reading, so at most max_readings of them) while the
+# readings before each one are fewer than max_readings.
+_count = select(func.count()).where(_R.c.message == _M.c.id).scalar_subquery()
+_oldest = (
+    select(_M.c.id, _count.label("n"))
+    .where(
+        _M.c.group_id == bindparam("group_id"),
+        _M.c.patient == bindparam("patient"),
+        _M.c.leaf_index.is_(None),
+    )
+    .order_by(_M.c.id)
+    .limit(bindparam("max_readings"))
+    .subquery("oldest")
+)
+_counted = select(
+    _oldest.c.id, (func.sum(_oldest.c.n).over(order_by=_oldest.c.id) - _oldest.c.n).label("before")
+).subquery("counted")
+
+
+@dataclass(frozen=True, slots=True)
+class _Driver:
+    """A statement compiled once to the driver's SQL, for the statements with a row per
+    reading or message (the reads that gather a block, the marks that seal it): run with
+    ``exec_driver_sql``, their rows and parameter sets skip SQLAlchemy's per-row processing,
+    which cost as much as the statement itself (docs/benchmarks.md)."""
+
+    sql: str
+    order: tuple[str, ...]
+    fixed: dict[str, Any]  # parameters the compiler made (a LIMIT's)
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> _Driver:
+        compiled = statement.compile(dialect=sqlite_dialect.dialect())
+        if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
+            raise RuntimeError("not a positional SQL statement")
+        return cls(str(compiled), tuple(compiled.positiontup), dict(compiled.params))
+
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(params[n] if n in params else self.fixed[n] for n in self.order)
+
+
+_UNSEALED = _Driver.of(
+    _messages_in(select(_counted.c.id).where(_counted.c.before < bindparam("max_readings")))
+)
+
+# The other statements, built once (a statement object caches its compiled form).
+_after = select(_M.c.id).where(_M.c.id > bindparam("after")).order_by(_M.c.id)
+_MESSAGES = _Driver.of(_messages_in(_after.limit(bindparam("limit"))))
+_DEVICE_MESSAGES = _Driver.of(
+    _messages_in(_after.where(_M.c.device == bindparam("device")).limit(bindparam("limit")))
+)
+_LAST_SEQS = select(_S.c.device, func.max(_S.c.last_seq)).group_by(_S.c.device)
+_RANGES = select(_S.c.device, _S.c.first_seq, _S.c.last_seq).order_by(_S.c.device, _S.c.first_seq)
+_COUNT_READINGS = select(func.coalesce(func.sum(_S.c.last_seq - _S.c.first_seq + 1), 0))
+_PENDING = (
+    select(_M.c.group_id, _M.c.patient, func.count(_R.c.seq), func.min(_M.c.received_at))
+    .join(_R, _R.c.message == _M.c.id)
+    .where(_M.c.leaf_index.is_(None))
+    .group_by(_M.c.group_id, _M.c.patient)
+)
+_SEALED = (
+    select(_M.c.group_id, _M.c.leaf_index, _M.c.leaf, func.count())
+    .where(_M.c.leaf_index.isnot(None))
+    .group_by(_M.c.group_id, _M.c.leaf_index, _M.c.leaf)
+    .order_by(_M.c.group_id, _M.c.leaf_index)
+)
+_MARK = _Driver.of(  # one row per execution, run as the driver's executemany
+    update(_M)
+    .where(
+        _M.c.id == bindparam("b_id"),
+        _M.c.group_id == bindparam("b_group"),
+        _M.c.leaf_index.is_(None),
+    )
+    .values(leaf_index=bindparam("b_leaf_index"), leaf=bindparam("b_leaf"))
+)
+_UNMARK = (
+    update(_M)
+    .where(_M.c.group_id == bindparam("b_group"), _M.c.leaf_index == bindparam("b_leaf_index"))
+    .values(leaf_index=None, leaf=None)
+)
+_anchored = (
+    _M.c.group_id == bindparam("group_id"),
+    _M.c.leaf_index.isnot(None),
+    _M.c.leaf_index < bindparam("tree_size"),
+)
+_PRUNE_READINGS = delete(_R).where(_R.c.message.in_(select(_M.c.id).where(*_anchored)))
+_PRUNE_MESSAGES = delete(_M).where(*_anchored)
 
 
 class SqliteJournal:
@@ -128,20 +225,22 @@ class SqliteJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
         private_database(path)  # 0600 before SQLite opens it: new -wal, -shm inherit it
-        self._writer = _connect(path)
-        self._writer.executescript(_SCHEMA)
-        self._reader = _connect(path)
-        self._read_lock = threading.Lock()
-        # Sealing marks and pruning are rare; they take their own connection and SQLite
-        # serialises them with the ingest writer.
-        self._admin = _connect(path)
-        self._admin_lock = threading.Lock()
+        # secure_delete: pruned readings are overwritten, not left in free pages.
+        self._engine = sqlite_engine(path, pragmas=("secure_delete=ON",))
+        try:
+            with writing(self._engine) as conn:
+                migrations.upgrade(conn, "journal")
+            self._sql = _compile()
+            self._db = Connections(self._engine)
+        except BaseException:
+            self._engine.dispose()
+            raise
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
-    # -- writing --------------------------------------------------------------------------------
+    # -- writing: the group commit ----------------------------------------------------------------
 
     def append(self, message: Message) -> int:
         """Store ``message`` durably; returns its row id.  A stored (device, seq) raises."""
@@ -156,47 +255,64 @@ class SqliteJournal:
         return done
 
     def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < _BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._commit(jobs)
+        conn: Connection | None = None
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
                     return
-                jobs.append(nxt)
-            self._commit(jobs)
+                jobs = [job]
+                stop = False
+                while len(jobs) < _BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    jobs.append(nxt)
+                conn = self._commit(conn, jobs)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _commit(self, jobs: list[_Job]) -> None:
-        """One transaction and one fsync for the batch.
+    def _commit(self, conn: Connection | None, jobs: list[_Job]) -> Connection | None:
+        """One transaction and one fsync for the batch, on the writer's own connection
+        (returned; None after a failure, so the next batch opens a fresh one).
 
         Conflicts are rare (ingest refuses replays before they get here), so the batch is tried
         whole; only if it hits one is it redone with a savepoint per message, so that the
         conflicting message alone is refused.
         """
         try:
+            if conn is None:
+                with translated():
+                    conn = self._engine.connect()
             try:
-                outcomes: list[int | BaseException] = self._write(jobs, isolate=False)
-            except sqlite3.IntegrityError:
-                outcomes = self._write(jobs, isolate=True)
-        except BaseException as exc:  # the whole batch failed: fail every caller
+                outcomes: list[int | BaseException] = self._write(conn, jobs, isolate=False)
+            except _CONFLICTS:
+                outcomes = self._write(conn, jobs, isolate=True)
+        except BaseException as error:  # the whole batch failed: fail every caller
             for _, done in jobs:
-                done.set_exception(StoreError(f"store write failed: {exc}"))
-            return
+                done.set_exception(_refusal(error))
+            if conn is not None:
+                conn.close()
+            return None
         for (_, done), outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 done.set_exception(outcome)
             else:
                 done.set_result(outcome)
+        return conn
 
-    def _write(self, jobs: list[_Job], *, isolate: bool) -> list[int | BaseException]:
-        cur = self._writer.cursor()
+    def _write(
+        self, conn: Connection, jobs: list[_Job], *, isolate: bool
+    ) -> list[int | BaseException]:
         outcomes: list[int | BaseException] = []
+        cur = _cursor(conn)
         cur.execute("BEGIN IMMEDIATE")
         try:
             for message, _ in jobs:
@@ -206,74 +322,49 @@ class SqliteJournal:
                 cur.execute("SAVEPOINT m")
                 try:
                     outcomes.append(self._insert(cur, message))
-                except sqlite3.IntegrityError:
+                except _CONFLICTS as error:
                     cur.execute("ROLLBACK TO m")
-                    outcomes.append(DuplicateReading("reading or message already stored"))
+                    outcomes.append(_refusal(error))
                 cur.execute("RELEASE m")
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            if cur.connection.in_transaction:
+                cur.execute("ROLLBACK")
             raise
         return outcomes
 
-    @staticmethod
-    def _insert(cur: sqlite3.Cursor, m: Message) -> int:
+    def _insert(self, cur: sqlite3.Cursor, m: Message) -> int:
         for first, last in seq_runs([r.seq for r in m.readings]):
-            SqliteJournal._add_range(cur, m.device, first, last)
-        cur.execute(
-            "INSERT INTO messages (message_id, device, group_id, patient, received_at, payload, "
-            "signature) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                m.message_id,
-                m.device,
-                m.group_id,
-                m.patient,
-                m.received_at_ms,
-                m.payload,
-                m.signature,
-            ),
-        )
-        row_id = int(cur.lastrowid or 0)
+            self._add_range(cur, m.device, first, last)
+        row = (m.message_id, m.device, m.group_id, m.patient, m.received_at_ms, m.payload,
+               m.signature)  # fmt: skip
+        row_id = int(self._exec(cur, "message", row).lastrowid or 0)
         cur.executemany(
-            "INSERT INTO readings (device, seq, message, vital, value, t) VALUES (?, ?, ?, ?, ?, ?)",
+            self._sql["readings"][0],
             [(m.device, r.seq, row_id, int(r.vital), r.value, r.t_ms) for r in m.readings],
         )
         return row_id
 
-    @staticmethod
-    def _add_range(cur: sqlite3.Cursor, device: str, first: int, last: int) -> None:
+    def _exec(self, cur: sqlite3.Cursor, name: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        sql, suffix = self._sql[name]
+        return cur.execute(sql, args + suffix if suffix else args)
+
+    def _add_range(self, cur: sqlite3.Cursor, device: str, first: int, last: int) -> None:
         """Record seqs ``first..last`` as stored, merging with touching ranges; a seq already
         stored (even of a pruned message) raises, so the message is refused as a replay."""
-        row = cur.execute(
-            "SELECT last_seq FROM seq_ranges WHERE device = ? AND first_seq <= ? "
-            "ORDER BY first_seq DESC LIMIT 1",
-            (device, last),
-        ).fetchone()
-        if row is not None and int(row[0]) >= first:
+        run = self._exec
+        below = run(cur, "range_below", (device, last)).fetchone()
+        if below is not None and int(below[0]) >= first:
             raise _Replayed("sequence number already stored")
-        left = cur.execute(
-            "SELECT first_seq FROM seq_ranges WHERE device = ? AND last_seq = ?",
-            (device, first - 1),
-        ).fetchone()
-        right = cur.execute(
-            "SELECT last_seq FROM seq_ranges WHERE device = ? AND first_seq = ?",
-            (device, last + 1),
-        ).fetchone()
+        left = run(cur, "range_ending", (device, first - 1)).fetchone()
+        right = run(cur, "range_starting", (device, last + 1)).fetchone()
         if right is not None:
-            cur.execute(
-                "DELETE FROM seq_ranges WHERE device = ? AND first_seq = ?", (device, last + 1)
-            )
+            run(cur, "range_drop", (device, last + 1))
             last = int(right[0])
         if left is not None:
-            cur.execute(
-                "UPDATE seq_ranges SET last_seq = ? WHERE device = ? AND first_seq = ?",
-                (last, device, int(left[0])),
-            )
+            run(cur, "range_extend", (last, device, int(left[0])))
         else:
-            cur.execute(
-                "INSERT INTO seq_ranges (device, first_seq, last_seq) VALUES (?, ?, ?)",
-                (device, first, last),
-            )
+            run(cur, "range_add", (device, first, last))
 
     def remember_seqs(self, device: str, seqs: Sequence[int]) -> None:
         """Record ``seqs`` of ``device`` as stored without their messages (moving a legacy
@@ -286,16 +377,10 @@ class SqliteJournal:
             for first, last in seq_runs(sorted(set(seqs)))
             for run in _subtract(first, last, known)
         ]
-        with self._admin_lock:
-            cur = self._admin.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for first, last in new:
-                    self._add_range(cur, device, first, last)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._db.writing() as conn:
+            cur = _cursor(conn)
+            for first, last in new:
+                self._add_range(cur, device, first, last)
 
     def close(self) -> None:
         if self._closed:
@@ -303,164 +388,152 @@ class SqliteJournal:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
-        self._writer.close()
-        self._reader.close()
-        self._admin.close()
+        self._db.close()
 
     # -- reading --------------------------------------------------------------------------------
 
     def last_seqs(self) -> dict[str, int]:
         """Highest stored seq per device: what replay protection resumes from after a restart."""
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT device, MAX(last_seq) FROM seq_ranges GROUP BY device"
-            )
-            return {device: int(seq) for device, seq in rows}
+        with self._db.reading() as conn:
+            return {device: int(seq) for device, seq in conn.execute(_LAST_SEQS)}
 
     def stored_ranges(self) -> dict[str, list[tuple[int, int]]]:
         out: dict[str, list[tuple[int, int]]] = {}
-        with self._read_lock:
-            for device, first, last in self._reader.execute(
-                "SELECT device, first_seq, last_seq FROM seq_ranges ORDER BY device, first_seq"
-            ):
+        with self._db.reading() as conn:
+            for device, first, last in conn.execute(_RANGES):
                 out.setdefault(device, []).append((int(first), int(last)))
         return out
 
     def count_readings(self) -> int:
-        with self._read_lock:
-            row = self._reader.execute(
-                "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM seq_ranges"
-            ).fetchone()
-        return int(row[0])
+        with self._db.reading() as conn:
+            return int(conn.execute(_COUNT_READINGS).scalar_one())
 
     def messages(
         self, *, device: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[StoredMessage]:
-        query = "SELECT id FROM messages WHERE id > ?"
-        args: list[object] = [after_id]
-        if device is not None:
-            query += " AND device = ?"
-            args.append(device)
-        with self._read_lock:
-            ids = [
-                int(i)
-                for (i,) in self._reader.execute(query + " ORDER BY id LIMIT ?", [*args, limit])
-            ]
-        return self._messages_by_id(ids)
+        params = {"after": after_id, "limit": limit}
+        if device is None:
+            return self._messages(_MESSAGES, params)
+        return self._messages(_DEVICE_MESSAGES, {**params, "device": device})
 
     # -- sealing ------------------------------------------------------------------------------
 
     def pending_patients(self) -> list[PendingPatient]:
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT m.group_id, m.patient, COUNT(r.seq), MIN(m.received_at) FROM messages m "
-                "JOIN readings r ON r.message = m.id WHERE m.leaf_index IS NULL "
-                "GROUP BY m.group_id, m.patient"
-            ).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(_PENDING).all()
         return [PendingPatient(int(g), p, int(n), int(t)) for g, p, n, t in rows]
 
     def unsealed(
         self, group_id: int, patient: str, max_readings: int = 10_000
     ) -> list[StoredMessage]:
         # Counting readings in SQL keeps a long backlog from being decoded on every seal.
-        with self._read_lock:
-            ids = [
-                int(i)
-                for (i,) in self._reader.execute(
-                    _UNSEALED, (group_id, patient, max_readings, max_readings)
-                )
-            ]
-        return self._messages_by_id(ids)
+        params = {"group_id": group_id, "patient": patient, "max_readings": max_readings}
+        return self._messages(_UNSEALED, params)
 
-    def _messages_by_id(self, ids: list[int]) -> list[StoredMessage]:
-        out = []
-        with self._read_lock:
-            for message_id in ids:
-                row = self._reader.execute(
-                    "SELECT id, message_id, device, group_id, patient, received_at, payload, signature "
-                    "FROM messages WHERE id = ?",
-                    (message_id,),
-                ).fetchone()
-                if row is None:  # pruned meanwhile
-                    continue
-                readings = tuple(
-                    Reading(int(seq), Vital(vital), float(value), int(t))
-                    for seq, vital, value, t in self._reader.execute(
-                        "SELECT seq, vital, value, t FROM readings WHERE message = ? ORDER BY seq",
-                        (message_id,),
-                    )
+    def _messages(self, query: _Driver, params: dict[str, Any]) -> list[StoredMessage]:
+        """The rows of a :func:`_messages_in` query as messages: one query, whatever their
+        number (a message's readings are its consecutive rows)."""
+        with self._db.reading() as conn:
+            rows = conn.exec_driver_sql(query.sql, query.args(params)).all()
+        out: list[StoredMessage] = []
+        readings: list[Reading] = []
+        for i, row in enumerate(rows):
+            if row[8] is not None:
+                readings.append(Reading(int(row[8]), Vital(row[9]), float(row[10]), int(row[11])))
+            if i + 1 < len(rows) and rows[i + 1][0] == row[0]:
+                continue
+            out.append(
+                StoredMessage(
+                    int(row[0]),
+                    Message(bytes(row[1]), row[2], int(row[3]), row[4], int(row[5]), bytes(row[6]),
+                            bytes(row[7]), tuple(readings)),
                 )
-                out.append(
-                    StoredMessage(
-                        int(row[0]),
-                        Message(bytes(row[1]), row[2], int(row[3]), row[4], int(row[5]), bytes(row[6]),
-                                bytes(row[7]), readings),
-                    )
-                )  # fmt: skip
+            )  # fmt: skip
+            readings = []
         return out
 
     def mark_sealed(
         self, group_id: int, leaf_index: int, leaf: bytes, message_ids: Sequence[int]
     ) -> None:
-        with self._admin_lock:
-            cur = self._admin.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "UPDATE messages SET leaf_index = ?, leaf = ? "
-                    "WHERE id = ? AND group_id = ? AND leaf_index IS NULL",
-                    [(leaf_index, leaf, i, group_id) for i in message_ids],
-                )
-                if cur.rowcount != len(message_ids):  # executemany counts every row
-                    raise StoreError(
-                        "a message is unknown or already sealed", code="block_conflict"
-                    )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        rows = [
+            _MARK.args({"b_id": i, "b_group": group_id, "b_leaf_index": leaf_index, "b_leaf": leaf})
+            for i in message_ids
+        ]
+        if not rows:
+            return
+        with self._db.writing() as conn:
+            if conn.exec_driver_sql(_MARK.sql, rows).rowcount != len(rows):  # summed over rows
+                # Raised inside the transaction: none of them is marked.
+                raise StoreError("a message is unknown or already sealed", code="block_conflict")
 
     def unmark(self, group_id: int, leaf_index: int) -> None:
-        with self._admin_lock:
-            self._admin.execute(
-                "UPDATE messages SET leaf_index = NULL, leaf = NULL "
-                "WHERE group_id = ? AND leaf_index = ?",
-                (group_id, leaf_index),
-            )
+        with self._db.writing() as conn:
+            conn.execute(_UNMARK, {"b_group": group_id, "b_leaf_index": leaf_index})
 
     def sealed_leaves(self) -> list[SealedLeaf]:
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT group_id, leaf_index, leaf, COUNT(*) FROM messages "
-                "WHERE leaf_index IS NOT NULL GROUP BY group_id, leaf_index, leaf "
-                "ORDER BY group_id, leaf_index"
-            ).fetchall()
+        with self._db.reading() as conn:
+            rows = conn.execute(_SEALED).all()
         return [SealedLeaf(int(g), int(i), bytes(leaf), int(n)) for g, i, leaf, n in rows]
 
     def prune(self, group_id: int, tree_size: int) -> int:
         """Forget what is sealed below an anchored ``tree_size``: rows, freed pages and WAL."""
-        with self._admin_lock:
-            cur = self._admin.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.execute(
-                    "DELETE FROM readings WHERE message IN (SELECT id FROM messages "
-                    "WHERE group_id = ? AND leaf_index IS NOT NULL AND leaf_index < ?)",
-                    (group_id, tree_size),
-                )
-                cur.execute(
-                    "DELETE FROM messages WHERE group_id = ? AND leaf_index IS NOT NULL "
-                    "AND leaf_index < ?",
-                    (group_id, tree_size),
-                )
-                gone = cur.rowcount
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            if gone:
-                # The WAL still holds the deleted pages' old images: copy the zeroed pages back
-                # and empty it (a reader mid-query makes this a partial checkpoint; the next
-                # prune finishes it).
-                self._admin.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        params = {"group_id": group_id, "tree_size": tree_size}
+        with self._db.writing() as conn:
+            conn.execute(_PRUNE_READINGS, params)
+            gone = int(conn.execute(_PRUNE_MESSAGES, params).rowcount)
+        if gone:
+            # The WAL still holds the deleted pages' old images: copy the zeroed pages back
+            # and empty it (a reader mid-query makes this a partial checkpoint; the next
+            # prune finishes it).
+            outside_transaction(self._engine, "PRAGMA wal_checkpoint(TRUNCATE)")
         return gone
+
+
+_MESSAGE_COLUMNS = ("message_id", "device", "group_id", "patient", "received_at", "payload",
+                    "signature")  # fmt: skip
+_READING_COLUMNS = ("device", "seq", "message", "vital", "value", "t")
+_RANGE_COLUMNS = ("device", "first_seq", "last_seq")
+
+
+def _compile() -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """The writer's statements, compiled from the tables once, as the driver's SQL with
+    positional parameters in the order given here (checked), and the values of any the
+    compiler appends (a LIMIT's)."""
+    device = _S.c.device == bindparam("device")
+    hot: dict[str, tuple[ClauseElement, tuple[str, ...]]] = {
+        "message": (_M.insert().values({c: bindparam(c) for c in _MESSAGE_COLUMNS}),
+                    _MESSAGE_COLUMNS),
+        "readings": (_R.insert().values({c: bindparam(c) for c in _READING_COLUMNS}),
+                     _READING_COLUMNS),
+        "range_below": (
+            select(_S.c.last_seq).where(device, _S.c.first_seq <= bindparam("last"))
+            .order_by(_S.c.first_seq.desc()).limit(1),
+            ("device", "last"),
+        ),
+        "range_ending": (select(_S.c.first_seq).where(device, _S.c.last_seq == bindparam("last")),
+                         ("device", "last")),
+        "range_starting": (
+            select(_S.c.last_seq).where(device, _S.c.first_seq == bindparam("first")),
+            ("device", "first"),
+        ),
+        "range_drop": (delete(_S).where(device, _S.c.first_seq == bindparam("first")),
+                       ("device", "first")),
+        "range_extend": (
+            update(_S).where(_S.c.device == bindparam("at_device"),
+                             _S.c.first_seq == bindparam("at_first"))
+            .values(last_seq=bindparam("last")),
+            ("last", "at_device", "at_first"),
+        ),
+        "range_add": (_S.insert().values({c: bindparam(c) for c in _RANGE_COLUMNS}),
+                      _RANGE_COLUMNS),
+    }  # fmt: skip
+    dialect = sqlite_dialect.dialect()
+    out = {}
+    for name, (statement, order) in hot.items():
+        compiled = statement.compile(dialect=dialect)
+        positions = compiled.positiontup if isinstance(compiled, SQLCompiler) else None
+        if positions is None or tuple(positions[: len(order)]) != order:
+            raise RuntimeError(f"journal statement {name}: parameters {positions}, not {order}")
+        extra = positions[len(order) :]
+        out[name] = (str(compiled), tuple(compiled.params[p] for p in extra))
+    return out

@@ -28,7 +28,7 @@ from tests.alert_suite import (
 )
 from tests.gateway_fixtures import ADMIN_TOKEN
 from tests.node_fixtures import World, make_world
-from vitalchain.care.alerts import RELAY_CONTEXT, Alert, AlertError, open_alert, verify_alert
+from vitalchain.care.alerts import Alert, AlertError, open_alert, verify_alert
 from vitalchain.care.escalation import EscalationError
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.envelope import seal_for
@@ -38,6 +38,7 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.node import load_or_create_key, running_gateway
 from vitalchain.vitals import Vital
+from vitalchain.wire.alert import RELAY_CONTEXT
 
 SEALING = SealingPolicy(max_readings=1000, max_age_s=3600)
 _ids = itertools.count(9_100_000)

@@ -29,12 +29,12 @@ from vitalchain.care.delivery import (
     AlertSubscriber,
     Backoff,
     SubscriptionClosed,
-    read_notice,
 )
 from vitalchain.crypto import PrivateKey
 from vitalchain.errors import DecodeError
 from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import Ledger
+from vitalchain.wire.alert import read_notification
 
 _CLOSED = object()
 
@@ -147,14 +147,14 @@ def test_an_alarm_subscriber_never_waits_more_than_5_s_between_attempts() -> Non
 
 
 def test_read_notice_reads_both_versions_and_nothing_else() -> None:
-    v2 = read_notice(json.loads(notice("aa" * 16, 2)))
+    v2 = read_notification(json.loads(notice("aa" * 16, 2)))
     assert (v2["alert_id"], v2["priority"], v2["repeat"]) == ("aa" * 16, "high", 2)
-    v1 = read_notice(json.loads(notice("bb" * 16, v=1)))
+    v1 = read_notification(json.loads(notice("bb" * 16, v=1)))
     assert (v1["alert_id"], v1["priority"], v1["repeat"]) == ("bb" * 16, None, 0)
     for junk in ({"v": 3, "type": "alert"}, {"v": 2, "type": "alert"}, {"subscribed": "x"},
                  {**json.loads(notice("cc" * 16)), "tier": "top"}):  # fmt: skip
         with pytest.raises(DecodeError):
-            read_notice(junk)
+            read_notification(junk)
 
 
 def test_each_notice_is_returned_once_and_receipted_a_repeat_is_new() -> None:

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.crypto.merkle import verify_inclusion
+from vitalchain.crypto.block import open_payload
+from vitalchain.crypto.merkle import CompactRange, MerkleTree, verify_inclusion
 from vitalchain.errors import DecryptionError
 from vitalchain.gateway.sealer import SealingPolicy
-from vitalchain.store.blocks import open_payload
 from vitalchain.vitals import Vital
 
 
@@ -142,12 +142,27 @@ def test_one_anchor_transaction_per_batch(world: World) -> None:
     anchors = world.ledger.anchors(world.group_id)
     assert [a.tree_size for a in anchors] == [record.tree_size]
     assert world.ledger.root_at(world.group_id, record.tree_size) == record.root
-    # every block is provably in the anchored root
+    # every block is provably in the anchored root (the sealer holds only a compact range:
+    # proofs come from the store's leaves)
+    log = MerkleTree(world.running.gateway.store.leaf_hashes(world.group_id))
     for leaf in range(record.tree_size):
-        verify_inclusion(
-            sealer.tree.leaf(leaf), sealer.tree.inclusion_proof(leaf, record.tree_size), record.root
-        )
+        verify_inclusion(log.leaf(leaf), log.inclusion_proof(leaf, record.tree_size), record.root)
     assert world.running.gateway.store.anchors(world.group_id)[-1] == record
+
+
+def test_sealer_holds_the_log_as_a_compact_range(world: World) -> None:
+    """O(log n) hashes, one per one bit of the size, whose root is the full tree's."""
+    patient = world.patient()
+    device = world.device(patient)
+    sealer, store = world.running.sealer, world.running.gateway.store
+    for n in range(1, 8):
+        device.send(device.prepare([(Vital.SPO2, 97)] * 4))
+        assert len(sealer.seal_due()) == 1
+        assert len(sealer.tree) == n
+        assert len(sealer.tree.hashes) == n.bit_count() <= n.bit_length()
+        leaves = store.leaf_hashes(world.group_id)
+        assert sealer.tree.root() == MerkleTree(leaves).root()
+        assert sealer.tree == CompactRange.of(leaves)  # what a restarted sealer starts from
 
 
 def test_no_readable_recipient_means_not_sealed_yet(world: World) -> None:

@@ -12,10 +12,10 @@ from tests.node_fixtures import World
 from vitalchain.care.source import StoreSource
 from vitalchain.care.verify import ChainFacts, Outcome, verify_patient
 from vitalchain.crypto import PrivateKey
+from vitalchain.crypto.block import read_block, seal_block
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
-from vitalchain.store.blocks import Block, seal_block
 from vitalchain.vitals import Vital
 
 
@@ -141,7 +141,7 @@ def test_every_bit_flip_of_a_sealed_block_is_caught(world: World) -> None:
 def test_every_bit_flip_of_its_inclusion_proof_is_caught(world: World) -> None:
     patient, source = anchored_patient(world, blocks=3)
     facts = ChainFacts.load(world.ledger, world.group_id)
-    block = Block.from_bytes(source.block_bytes(world.group_id, patient.address, 1) or b"")
+    block = read_block(source.block_bytes(world.group_id, patient.address, 1) or b"")
     size = facts.anchors[-1][0]
     proof = source.inclusion_proof(world.group_id, block.leaf_index, size).to_bytes()
     liar = Tampered(source)
@@ -185,14 +185,14 @@ def test_tampered_anchored_root_and_consistency_proof_are_caught(world: World) -
 
 def test_a_block_forged_by_someone_else_or_moved_is_caught(world: World) -> None:
     patient, source = anchored_patient(world, blocks=2)
-    genuine = Block.from_bytes(source.block_bytes(world.group_id, patient.address, 2) or b"")
+    genuine = read_block(source.block_bytes(world.group_id, patient.address, 2) or b"")
     forged, _ = seal_block(
         PrivateKey.generate(), group_id=genuine.group_id, patient=genuine.patient, number=2,
         previous=genuine.previous, leaf_index=genuine.leaf_index, sealed_at_ms=genuine.sealed_at_ms,
         entries=[], readings=0, vitals=0, recipients=[patient.public_key],
     )  # fmt: skip
     liar = Tampered(source)
-    liar.block_override = {2: forged.to_bytes()}
+    liar.block_override = {2: forged.encode()}
     assert {"block_signature", "inclusion"} <= failed(
         verify_patient(liar, world.ledger, world.group_id, patient.address, number=2)
     )

@@ -7,9 +7,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vitalchain.crypto import envelope as envelope_module
 from vitalchain.crypto.aead import Suite
-from vitalchain.crypto.envelope import Envelope, Stanza, seal_for
+from vitalchain.crypto.envelope import Envelope, seal_for
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import DecodeError, DecryptionError
+from vitalchain.wire.envelope import Stanza
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_envelopes_with_a_randomly_drawn_ephemeral_still_open(
 
 def test_a_caller_supplied_data_key_links_envelopes(people: dict[str, PrivateKey]) -> None:
     """Documented, not hidden: one ``data_key`` for two envelopes gives one commitment, and a
-    recipient of either opens both.  Only store/blocks.py passes one, fresh per block."""
+    recipient of either opens both.  Only crypto/block.py passes one, fresh per block."""
     key = bytes(range(32))
     a = seal_for([people["patient"].public_key], b"a", data_key=key)
     b = seal_for([people["gp"].public_key], b"b", data_key=key)

@@ -18,12 +18,11 @@ from vitalchain.crypto.keys import (
     PrivateKey,
     PublicKey,
     Signature,
-    is_checksum_address,
     keccak256,
     message_digest,
-    to_checksum_address,
 )
 from vitalchain.errors import DecodeError, InvalidKey, InvalidSignature
+from vitalchain.wire.address import is_checksum_address, parse_address, to_checksum_address
 
 
 def test_wycheproof_ecdsa_secp256k1_bitcoin() -> None:
@@ -58,8 +57,12 @@ def test_is_checksum_address_rejects_junk() -> None:
         "0x1234",
         "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed00",
         "0x" + "zz" * 20,
+        "0x" + "ab" * 18 + " ab ",  # 42 characters that bytes.fromhex reads as 19 bytes
+        "0x" + "ab" * 19 + "\n",
     ]:
         assert not is_checksum_address(junk)
+        with pytest.raises(ValueError, match="not an address"):
+            parse_address(junk)
 
 
 @settings(max_examples=25, deadline=None)

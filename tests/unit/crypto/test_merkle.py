@@ -234,4 +234,4 @@ def test_proof_decoding_refusals(big: tuple[MerkleTree, list[bytes]]) -> None:
             blob[:20] + b"\xff",
         ):
             with pytest.raises(DecodeError):
-                cls.from_bytes(bad)  # type: ignore[attr-defined]
+                cls.from_bytes(bad)

@@ -28,7 +28,7 @@ from vitalchain.gateway.health import (
     StoreProbe,
 )
 from vitalchain.ledger import ChainUnavailable, Ledger, RpcBackend
-from vitalchain.ledger.devnode import free_port
+from vitalchain.services.ports import free_port
 from vitalchain.store import StoreUnavailable
 
 

@@ -12,6 +12,13 @@ from vitalchain.crypto import Aead, PrivateKey, Suite
 from vitalchain.crypto.keys import message_digest
 from vitalchain.device.client import DeviceError
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.wire.onboarding import (
+    AAD_ASSOCIATION_REQUEST,
+    AAD_SESSION_KEY,
+    AAD_TICKET,
+    AAD_TICKET_REQUEST,
+    ENROLMENT_CONTEXT,
+)
 
 
 @pytest.mark.parametrize("suite", list(Suite), ids=lambda s: s.name)
@@ -30,7 +37,7 @@ def test_onboarding_end_to_end(harness: Harness, suite: Suite) -> None:
 def test_patient_can_enrol_with_own_signature(harness: Harness) -> None:
     patient = PrivateKey.generate()
     body = json.dumps({"v": 1, "patient": patient.address, "issued_at": int(time.time())}).encode()
-    sig = patient.sign_digest(message_digest(body, b"vitalchain/v1/enrolment")).to_rsv().hex()
+    sig = patient.sign_digest(message_digest(body, ENROLMENT_CONTEXT)).to_rsv().hex()
     r = harness.client.post(
         "/v1/enrolments",
         content=body,
@@ -71,7 +78,7 @@ def test_enrolment_refusals(harness: Harness) -> None:
         (patient, None),
     ):
         raw = json.dumps({"v": 1, "patient": patient.address, "issued_at": issued_at}).encode()
-        sig = signer.sign_digest(message_digest(raw, b"vitalchain/v1/enrolment")).to_rsv().hex()
+        sig = signer.sign_digest(message_digest(raw, ENROLMENT_CONTEXT)).to_rsv().hex()
         r = harness.client.post(
             "/v1/enrolments",
             content=raw,
@@ -116,7 +123,7 @@ def test_too_many_bad_codes_burn_the_session(harness: Harness) -> None:
 
     sid = bytes.fromhex(session["session_id"])
     key = Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-        device.key, b"vitalchain/v1 session" + sid
+        device.key, AAD_SESSION_KEY + sid
     )
     aead = Aead(key)
     codes = []
@@ -127,7 +134,7 @@ def test_too_many_bad_codes_burn_the_session(harness: Harness) -> None:
             "device_key": device.key.public_key.compressed.hex(),
             "pairing_code": "WRONG",
         }
-        ct = aead.seal(json.dumps(body).encode(), b"vitalchain/v1 ticket request" + sid)
+        ct = aead.seal(json.dumps(body).encode(), AAD_TICKET_REQUEST + sid)
         r = harness.client.post(
             "/v1/tickets", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
         )
@@ -139,7 +146,7 @@ def test_too_many_bad_codes_burn_the_session(harness: Harness) -> None:
         "device_key": device.key.public_key.compressed.hex(),
         "pairing_code": harness.enrol(),
     }
-    ct = aead.seal(json.dumps(good).encode(), b"vitalchain/v1 ticket request" + sid)
+    ct = aead.seal(json.dumps(good).encode(), AAD_TICKET_REQUEST + sid)
     r = harness.client.post(
         "/v1/tickets", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
     )
@@ -209,12 +216,12 @@ def test_association_before_ticket_and_with_another_token(harness: Harness) -> N
     sid = bytes.fromhex(session["session_id"])
     aead = Aead(
         Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-            device.key, b"vitalchain/v1 session" + sid
+            device.key, AAD_SESSION_KEY + sid
         )
     )
     fake = PrivateKey.generate().sign_digest(bytes(32)).to_rsv().hex()
     body = {"v": 1, "object_id": device.object_id, "token": fake, "request": fake}
-    ct = aead.seal(json.dumps(body).encode(), b"vitalchain/v1 association request" + sid)
+    ct = aead.seal(json.dumps(body).encode(), AAD_ASSOCIATION_REQUEST + sid)
     r = harness.client.post(
         "/v1/associations", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
     )
@@ -232,11 +239,11 @@ def test_association_before_ticket_and_with_another_token(harness: Harness) -> N
             "v": 1,
             "session_id": sid.hex(),
             "ciphertext": aead.seal(
-                json.dumps(ticket_body).encode(), b"vitalchain/v1 ticket request" + sid
+                json.dumps(ticket_body).encode(), AAD_TICKET_REQUEST + sid
             ).hex(),
         },
     )
-    ct = aead.seal(json.dumps(body).encode(), b"vitalchain/v1 association request" + sid)
+    ct = aead.seal(json.dumps(body).encode(), AAD_ASSOCIATION_REQUEST + sid)
     r = harness.client.post(
         "/v1/associations", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
     )
@@ -260,7 +267,7 @@ def test_chain_refusal_is_passed_through(harness: Harness) -> None:
     sid = bytes.fromhex(session["session_id"])
     aead = Aead(
         Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-            device.key, b"vitalchain/v1 session" + sid
+            device.key, AAD_SESSION_KEY + sid
         )
     )
     tb = {
@@ -274,14 +281,10 @@ def test_chain_refusal_is_passed_through(harness: Harness) -> None:
         json={
             "v": 1,
             "session_id": sid.hex(),
-            "ciphertext": aead.seal(
-                json.dumps(tb).encode(), b"vitalchain/v1 ticket request" + sid
-            ).hex(),
+            "ciphertext": aead.seal(json.dumps(tb).encode(), AAD_TICKET_REQUEST + sid).hex(),
         },
     )
-    token = json.loads(
-        aead.open(bytes.fromhex(r.json()["ciphertext"]), b"vitalchain/v1 ticket" + sid)
-    )["token"]
+    token = json.loads(aead.open(bytes.fromhex(r.json()["ciphertext"]), AAD_TICKET + sid))["token"]
     digest = request_digest(
         Domain(session["chain_id"], session["trust_groups"]),
         session["group_id"],
@@ -296,9 +299,7 @@ def test_chain_refusal_is_passed_through(harness: Harness) -> None:
         json={
             "v": 1,
             "session_id": sid.hex(),
-            "ciphertext": aead.seal(
-                json.dumps(ab).encode(), b"vitalchain/v1 association request" + sid
-            ).hex(),
+            "ciphertext": aead.seal(json.dumps(ab).encode(), AAD_ASSOCIATION_REQUEST + sid).hex(),
         },
     )
     assert r.status_code == 409

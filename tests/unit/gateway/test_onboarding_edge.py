@@ -27,6 +27,8 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.vitals import Vital
+from vitalchain.wire.access import ACCESS_CONTEXT, access_message
+from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -76,7 +78,7 @@ def test_a_patient_may_sign_with_a_lowercase_address(harness: Harness) -> None:
     body = json.dumps(
         {"v": 1, "patient": patient.address.lower(), "issued_at": int(time.time())}
     ).encode()
-    sig = patient.sign_digest(message_digest(body, b"vitalchain/v1/enrolment")).to_rsv().hex()
+    sig = patient.sign_digest(message_digest(body, ENROLMENT_CONTEXT)).to_rsv().hex()
     r = harness.client.post(
         "/v1/enrolments",
         content=body,
@@ -209,10 +211,9 @@ def test_access_normalises_addresses_and_refuses_bad_checksums(world: World) -> 
     # a patient's own request, with both addresses in lowercase, is the same request
     r = world.client.post("/v1/store/challenges", json={"v": 1, "provider": patient.address})
     nonce = bytes.fromhex(r.json()["nonce"])
-    from vitalchain.care.access import access_message
 
     sig = patient.sign(
-        access_message(nonce, world.group_id, patient.address, 0, None), b"vitalchain/v1/access"
+        access_message(nonce, world.group_id, patient.address, 0, None), ACCESS_CONTEXT
     )
     r = world.client.post(
         "/v1/store/access",

@@ -23,8 +23,8 @@ from vitalchain.gateway.app import create_app
 from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
+from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
 
-ENROLMENT_CONTEXT = b"vitalchain/v1/enrolment"
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 

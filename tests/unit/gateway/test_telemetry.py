@@ -14,6 +14,7 @@ from tests.gateway_fixtures import Harness, error_code
 from vitalchain.crypto import Aead, PrivateKey, Suite
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.vitals import Vital
+from vitalchain.wire.telemetry import READING_CONTEXT
 
 
 def craft(
@@ -37,7 +38,7 @@ def craft(
     if edit:
         edit(body)
     payload = raw_payload if raw_payload is not None else json.dumps(body).encode()
-    sig = (signer or device.key).sign(payload, b"vitalchain/v1/reading").to_rsv()
+    sig = (signer or device.key).sign(payload, READING_CONTEXT).to_rsv()
     header = device._header
     assert device._aead is not None
     return header + device._aead.seal(payload + sig, header)
@@ -74,7 +75,7 @@ def test_readings_are_stored_and_acknowledged(harness: Harness, suite: Suite) ->
     from vitalchain.crypto.keys import Signature
 
     device.key.public_key.verify(
-        Signature.from_rsv(stored.signature), stored.payload, b"vitalchain/v1/reading"
+        Signature.from_rsv(stored.signature), stored.payload, READING_CONTEXT
     )
 
 

@@ -504,6 +504,7 @@ def test_a_restarted_sealer_takes_up_the_anchor_it_had_queued(
         world.group_id,
         SealingPolicy(max_readings=2),
         outbox=outbox,
+        consent=sealer.consent,
     )
     gate.open()
     record = again.anchor()

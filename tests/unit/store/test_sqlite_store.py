@@ -42,7 +42,7 @@ class TestSqliteStore(StoreSuite):
         blk, ring = block(store, p.address, [p])
         store.add_block(blk, ring, [])
         (path,) = (_block_dir(store) / "1").glob("0-*.vcb")
-        assert path.read_bytes() == blk.to_bytes()
+        assert path.read_bytes() == blk.encode()
 
     def test_every_file_is_0600_and_every_folder_0700(
         self, store: GatewayStore, tmp_path: Path
@@ -183,3 +183,23 @@ def test_files_left_readable_by_an_older_version_are_tightened(tmp_path: Path) -
         assert stat.S_IMODE((old / "blocks").stat().st_mode) == 0o700
     finally:
         s.close()
+
+
+def test_only_a_stored_seq_or_message_id_is_a_replay(tmp_path: Path) -> None:
+    """Any other refusal by the database (here a NOT NULL column) is a failed write, which
+    ingest answers ``store_unavailable`` (send again), never ``replayed``."""
+    from dataclasses import replace
+
+    from vitalchain.store import DuplicateReading, StoreError
+
+    store = open_store(tmp_path)
+    try:
+        m = message()
+        with pytest.raises(StoreError) as err:
+            store.append(replace(m, payload=None))  # type: ignore[arg-type]
+        assert not isinstance(err.value, DuplicateReading)
+        assert store.append(m) > 0  # nothing of the refused one was kept
+        with pytest.raises(DuplicateReading):
+            store.append(replace(m, message_id=b"\x05" * 32))  # its seqs again
+    finally:
+        store.close()

@@ -11,6 +11,8 @@ from enum import Enum
 
 from vitalchain.errors import DecodeError
 
+__all__ = ["MAGIC", "Kind", "Reader", "header"]
+
 MAGIC = b"VC"
 
 

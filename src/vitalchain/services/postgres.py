@@ -7,18 +7,22 @@ other local users cannot get in by TCP either.
 
 initdb and postgres refuse to run as root: as root both run as the ``postgres`` system user
 (``runuser``), and the cluster directory is handed to that user.
+
+PostgreSQL brings its own "start, wait, stop": ``pg_ctl start -w`` returns once the server
+accepts connections, ``pg_ctl stop`` shuts it down in order, and the postmaster it starts is a
+daemon rather than our child.  So it does not run under
+:class:`~vitalchain.services.process.LocalProcess` (no death signal could reach it); it shares
+the port helpers and the retry on a taken port (:func:`~vitalchain.services.process.retry_port`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,12 +33,19 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from vitalchain.store.errors import StoreError
+from vitalchain.services.ports import LOOPBACK, free_port
+from vitalchain.services.process import PORT_CLASH, PortInUse, ServiceError, retry_port
 
-__all__ = ["LocalPostgres", "find_pg_bin"]
+__all__ = ["LocalPostgres", "PostgresError", "find_pg_bin"]
 
 _TOOLS: Final = ("initdb", "pg_ctl", "postgres")
 _SUPERUSER: Final = "postgres"
+
+
+class PostgresError(ServiceError):
+    """The local cluster could not be made, started or stopped; or it is not running."""
+
+    code = "postgres_failed"
 
 
 def find_pg_bin() -> Path:
@@ -53,17 +64,11 @@ def find_pg_bin() -> Path:
     found = [shutil.which(t) for t in _TOOLS]
     if all(found) and len({Path(f).parent for f in found if f}) == 1:
         return Path(str(found[0])).parent
-    raise StoreError(
+    raise PostgresError(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: "
         "install Debian's `postgresql` package (apt install postgresql)",
         code="postgres_missing",
     )
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalPostgres:
@@ -91,9 +96,9 @@ class LocalPostgres:
     def dsn_for(self, database: str) -> str:
         """A libpq URI for ``database`` as the superuser, over TCP on 127.0.0.1."""
         if not self._running:
-            raise StoreError("local PostgreSQL is not running", code="postgres_not_started")
+            raise PostgresError("local PostgreSQL is not running", code="postgres_not_started")
         return (
-            f"postgresql://{_SUPERUSER}:{quote(self._password, safe='')}@127.0.0.1:{self.port}/"
+            f"postgresql://{_SUPERUSER}:{quote(self._password, safe='')}@{LOOPBACK}:{self.port}/"
             f"{quote(database, safe='')}?connect_timeout=10"
         )
 
@@ -115,7 +120,7 @@ class LocalPostgres:
 
     def start(self) -> None:
         if self._running:
-            raise StoreError("local PostgreSQL is already running", code="postgres_running")
+            raise PostgresError("local PostgreSQL is already running", code="postgres_running")
         self._bin = find_pg_bin()
         user = self._run_as()
         if self._given_root is None:
@@ -150,7 +155,7 @@ class LocalPostgres:
         """Stop the server but keep its data, as an outage would (fault tests): ``resume``
         brings it back on the same port."""
         if not self._running:
-            raise StoreError("local PostgreSQL is not running", code="postgres_not_started")
+            raise PostgresError("local PostgreSQL is not running", code="postgres_not_started")
         self._pg_ctl(["stop", "-m", "fast", "-w", "-t", str(self.START_TIMEOUT)])
         self._running = False
 
@@ -179,7 +184,9 @@ class LocalPostgres:
 
     def _dir(self) -> Path:
         if self.root is None:
-            raise StoreError("local PostgreSQL has not been started", code="postgres_not_started")
+            raise PostgresError(
+                "local PostgreSQL has not been started", code="postgres_not_started"
+            )
         return self.root
 
     @staticmethod
@@ -190,7 +197,7 @@ class LocalPostgres:
         try:
             return pwd.getpwnam("postgres")
         except KeyError:
-            raise StoreError(
+            raise PostgresError(
                 "running as root needs the `postgres` system user (Debian's `postgresql` "
                 "package creates it)",
                 code="postgres_missing",
@@ -211,7 +218,7 @@ class LocalPostgres:
         )
         if check and done.returncode != 0:
             output = (done.stderr or done.stdout).decode(errors="replace").strip()
-            raise StoreError(
+            raise PostgresError(
                 f"{tool} failed ({done.returncode}): {output}{self._log_tail()}",
                 code="postgres_start_failed",
             )
@@ -245,24 +252,24 @@ class LocalPostgres:
             pwfile.unlink(missing_ok=True)
 
     def _start_server(self) -> None:
-        # A port picked by us can be taken between picking and binding: pick again, twice.
-        attempts = 1 if self._fixed_port else 3
-        for attempt in range(attempts):
-            if not self._fixed_port:
-                self.port = _free_port()
-            options = shlex.join(
-                ["-p", str(self.port), "-k", str(self._dir() / "sock"),
-                 "-c", "listen_addresses=127.0.0.1"]
+        fixed = bool(self._fixed_port)
+        retry_port(self._start_on, self._fixed_port or free_port(), fixed=fixed)
+
+    def _start_on(self, port: int) -> None:
+        """``pg_ctl start -w`` on ``port``: it returns once the server accepts connections."""
+        self.port = port
+        options = shlex.join(
+            ["-p", str(port), "-k", str(self._dir() / "sock"), "-c", f"listen_addresses={LOOPBACK}"]
+        )
+        try:
+            self._pg_ctl(
+                ["start", "-w", "-t", str(self.START_TIMEOUT), "-s",
+                 "-l", str(self.log_path), "-o", options]
             )  # fmt: skip
-            try:
-                self._pg_ctl(
-                    ["start", "-w", "-t", str(self.START_TIMEOUT), "-s",
-                     "-l", str(self.log_path), "-o", options]
-                )  # fmt: skip
-                return
-            except StoreError:
-                if attempt + 1 == attempts or "already in use" not in self._log_tail():
-                    raise
+        except PostgresError as exc:
+            if PORT_CLASH in self._log_tail():
+                raise PortInUse(f"{LOOPBACK}:{port} is in use by another process: {exc}") from None
+            raise
 
     def _log_tail(self) -> str:
         try:

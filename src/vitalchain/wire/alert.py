@@ -1,0 +1,160 @@
+"""Alerts (docs/spec/alert.md): the contexts of the alert's three signatures, the versions of
+the alert object, its body and the notification, and the bytes of a signed action.
+
+The alert object itself carries a ring proof (a crypto object) and is still built, signed and
+read in :mod:`vitalchain.care.alerts`; what both ends must agree on byte for byte is here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+
+from vitalchain.errors import DecodeError
+from vitalchain.wire._json import WireObject
+
+__all__ = [
+    "ACTION_CONTEXT",
+    "ALERT_CONTEXT",
+    "ALERT_VERSION",
+    "BODY_VERSIONS",
+    "KINDS",
+    "KINDS_BY_VERSION",
+    "RELAY_CONTEXT",
+    "AlertObject",
+    "Notification",
+    "action_message",
+    "alert_context",
+    "read_notification",
+    "signed_bytes",
+]
+
+ALERT_CONTEXT = b"vitalchain/v1/alert"  # the ring's key-image scope, ‖ u64 group ‖ digest
+RELAY_CONTEXT = b"vitalchain/v1/alert-relay"  # the gateway's signature over the alert object
+ACTION_CONTEXT = b"vitalchain/v1/alert-action"  # a recipient's signed action (ack, snooze …)
+# Kinds by version of the public object; a kind's index is part of what the gateway signs.
+KINDS_BY_VERSION: Mapping[int, tuple[str, ...]] = {
+    1: ("threshold", "stale"),
+    2: ("threshold", "stale", "technical"),
+}
+ALERT_VERSION = 2
+KINDS = KINDS_BY_VERSION[ALERT_VERSION]
+BODY_VERSIONS = (1, 2)  # of the encrypted body: v1 has no priority
+SIGNED_TAG = b"VCA"  # the first bytes of what the relay signature covers
+_HEX = r"^[0-9a-fA-F]*$"
+
+
+def alert_context(group_id: int, digest: bytes) -> bytes:
+    """The key-image context of an alert raised from the device payload hashing to ``digest``.
+
+    Scoped to one payload: a replayed alert repeats its image, while two alerts of one device
+    share nothing that links them.  Device and gateway both need it, hence here.
+    """
+    return ALERT_CONTEXT + group_id.to_bytes(8, "big") + digest
+
+
+def action_message(action: str, nonce: bytes, *fields: str) -> bytes:
+    """What a recipient signs for one action: the fields joined by newlines (alert.md)."""
+    return "\n".join([action, nonce.hex(), *fields]).encode()
+
+
+def signed_bytes(
+    version: int,
+    alert_id: bytes,
+    group_id: int,
+    kind: str,
+    raised_at_ms: int,
+    received_at_ms: int,
+    digest: bytes,
+    envelope: bytes,
+    ring: bytes,
+) -> bytes:
+    """What the gateway's relay signature covers (``ring``: the proof's bytes, or empty)."""
+    return b"".join(
+        [
+            SIGNED_TAG,
+            version.to_bytes(1, "big"),
+            alert_id,
+            group_id.to_bytes(8, "big"),
+            KINDS_BY_VERSION[version].index(kind).to_bytes(1, "big"),
+            raised_at_ms.to_bytes(8, "big"),
+            received_at_ms.to_bytes(8, "big"),
+            digest,
+            hashlib.sha256(envelope).digest(),
+            hashlib.sha256(ring).digest(),
+        ]
+    )
+
+
+class AlertObject(WireObject):
+    """The public alert object's JSON (v1 or v2), fields still hex; ``check`` judges the
+    version, the kind and the sizes.  The ring proof inside is read by the crypto layer."""
+
+    _what = "alert"
+    v: int
+    alert_id: str = Field(pattern=_HEX)
+    group_id: int
+    kind: str
+    raised_at: int
+    received_at: int
+    envelope: str = Field(pattern=_HEX)
+    digest: str = Field(pattern=_HEX)
+    ring: str | None = Field(pattern=_HEX)
+    gateway: str
+    signature: str = Field(pattern=_HEX)
+
+    def check(self) -> AlertObject:
+        kinds = KINDS_BY_VERSION.get(self.v)
+        if kinds is None or self.kind not in kinds:
+            raise DecodeError("alert: unknown version or kind")
+        if len(self.alert_id) != 32 or len(self.digest) != 64 or len(self.signature) != 130:
+            raise DecodeError("alert: a field has the wrong size")
+        return self
+
+
+class Notification(WireObject):
+    """Notification v2: one delivery of an alert to one recipient (WebSocket, MQTT, list)."""
+
+    _what = "notification"
+    v: Literal[2] = 2
+    type: Literal["alert"] = "alert"
+    alert_id: str
+    recipient: str
+    tier: int
+    priority: str
+    repeat: int
+    received_at: int  # the triggering reading's arrival, Unix ms
+    notified_at: int  # when this delivery was made, Unix ms
+    alert: dict[str, Any]  # the public alert object (AlertObject's JSON)
+
+
+class _NotificationV1(WireObject):
+    _what = "notification"
+    v: Literal[1]
+    type: Literal["alert"]
+    recipient: str
+    tier: int
+    received_at: int
+    notified_at: int
+    alert: dict[str, Any]
+
+
+def read_notification(frame: Any) -> dict[str, Any]:
+    """A notification of version 1 or 2 in the v2 shape (v1 has no id field, no priority and
+    no repeat: the id is the alert's, the priority ``None``, the repeat 0).
+
+    Raises ``DecodeError`` for anything else, so a client never mistakes a frame for an alert.
+    """
+    version = frame.get("v") if isinstance(frame, dict) else None
+    if version == 2 and not isinstance(version, bool):
+        return Notification.parse_value(frame).to_json()
+    if version == 1 and not isinstance(version, bool):
+        old = _NotificationV1.parse_value(frame)
+        alert_id = old.alert.get("alert_id")
+        if not isinstance(alert_id, str):
+            raise DecodeError("notification: malformed")
+        return {**old.to_json(), "alert_id": alert_id, "priority": None, "repeat": 0}
+    raise DecodeError("notification: unknown version or type")

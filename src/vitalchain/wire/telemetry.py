@@ -1,0 +1,220 @@
+"""Telemetry (docs/spec/telemetry.md): the data message ``VCm`` v1/v2 and the acknowledgement.
+
+The device builds a :class:`Payload` and signs its :meth:`~Payload.encode` bytes under
+:data:`READING_CONTEXT`; the gateway, the verifier and the provider read it back with
+:meth:`Payload.parse`, the one parser of the reading JSON.  The sealing and the signature
+are the crypto layer's; this module holds the bytes around them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vitalchain.errors import DecodeError
+from vitalchain.vitals import Vital
+from vitalchain.wire._json import Strict, load
+from vitalchain.wire.framing import Kind, header
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_MESSAGE_BYTES",
+    "MAX_READINGS",
+    "MAX_SEQ",
+    "MESSAGE_HEADER",
+    "READING_CONTEXT",
+    "RING_HEADER",
+    "SIGNATURE_SIZE",
+    "Ack",
+    "Payload",
+    "ReadingItem",
+    "Refusal",
+    "parse_answer",
+    "split_signed",
+]
+
+READING_CONTEXT = b"vitalchain/v1/reading"  # the device's signature over the payload
+MESSAGE_HEADER = header(Kind.MESSAGE, 1)
+RING_HEADER = header(Kind.MESSAGE, 2)  # the same, with the device's ring proof first
+SESSION_ID_SIZE = 16
+HEADER_SIZE = 4 + SESSION_ID_SIZE  # the AEAD's associated data
+SIGNATURE_SIZE = 65  # r ‖ s ‖ v
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_READINGS = 100
+MAX_SEQ = 2**63 - 1  # a uint64 on the wire; stores keep seqs in SQL BIGINT
+_SHORT = {v.info.short: v for v in Vital}
+_CODE = "invalid_payload"
+
+
+class _ReadingModel(Strict):
+    seq: int
+    vital: str
+    value: float
+    unit: str
+    t: int
+
+
+class _PayloadModel(Strict):
+    v: Literal[1]
+    group: int
+    device: str
+    sent_at: int
+    readings: list[_ReadingModel]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingItem:
+    """One reading as the device stated it (the unit is checked against the vital later)."""
+
+    seq: int
+    vital: Vital
+    value: float
+    unit: str
+    t: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The signed JSON of a data message: what a device says, in its own words."""
+
+    group: int
+    device: str
+    sent_at: int
+    readings: tuple[ReadingItem, ...]
+
+    def encode(self) -> bytes:
+        """The compact JSON a device signs (keys in the spec's order)."""
+        return json.dumps(
+            {
+                "v": 1,
+                "group": self.group,
+                "device": self.device,
+                "sent_at": self.sent_at,
+                "readings": [
+                    {
+                        "seq": r.seq,
+                        "vital": r.vital.info.short,
+                        "value": r.value,
+                        "unit": r.unit,
+                        "t": r.t,
+                    }
+                    for r in self.readings
+                ],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def parse(cls, data: bytes, *, max_readings: int | None = MAX_READINGS) -> Payload:
+        """Strict shape check of the signed JSON; DecodeError ``invalid_payload``.
+
+        ``max_readings`` is the gateway's limit on what it accepts; a reader of stored
+        messages passes None (whatever limit the gateway had, it is not the reader's)."""
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise DecodeError("payload is not JSON", code=_CODE) from None
+        model = load(_PayloadModel, text, what="payload", code=_CODE)
+        if not model.readings or (max_readings is not None and len(model.readings) > max_readings):
+            raise DecodeError(f"a message carries 1..{max_readings} readings", code=_CODE)
+        items = []
+        for r in model.readings:
+            if not 0 <= r.seq <= MAX_SEQ:
+                raise DecodeError("seq is an integer below 2**63", code=_CODE)
+            vital = _SHORT.get(r.vital)
+            if vital is None:
+                raise DecodeError(f"unknown vital {r.vital[:32]!r}", code=_CODE)
+            if r.value != r.value:
+                raise DecodeError("value is a number", code=_CODE)
+            items.append(ReadingItem(r.seq, vital, r.value, r.unit, r.t))
+        return cls(model.group, model.device, model.sent_at, tuple(items))
+
+
+def split_signed(plaintext: bytes) -> tuple[bytes, bytes]:
+    """``payload ‖ signature`` (the sealed part of a v1 message) into its two parts."""
+    if len(plaintext) <= SIGNATURE_SIZE:
+        raise DecodeError("no payload before the signature", code="malformed_message")
+    return plaintext[:-SIGNATURE_SIZE], plaintext[-SIGNATURE_SIZE:]
+
+
+class _AckModel(Strict):
+    v: Literal[1]
+    accepted: int
+    last_seq: int
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The acknowledgement: sent only once the message's readings are stored durably."""
+
+    accepted: int
+    last_seq: int
+    message_id: bytes  # SHA-256 of the data message
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "accepted": self.accepted,
+            "last_seq": self.last_seq,
+            "message_id": self.message_id.hex(),
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Ack:
+        model = load(_AckModel, data, what="acknowledgement")
+        return cls(model.accepted, model.last_seq, _message_id(model.message_id))
+
+
+class _ErrorModel(Strict):
+    code: str
+    message: str
+
+
+class _RefusalModel(Strict):
+    v: Literal[1]
+    error: _ErrorModel
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused data message, as MQTT answers it on the ack topic (HTTP answers a status)."""
+
+    code: str
+    message: str
+    message_id: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "error": {"code": self.code, "message": self.message},
+            "message_id": self.message_id.hex(),
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Refusal:
+        model = load(_RefusalModel, data, what="refusal")
+        return cls(model.error.code, model.error.message, _message_id(model.message_id))
+
+
+def parse_answer(data: bytes | str) -> Ack | Refusal:
+    """What arrives on a device's ack topic: an acknowledgement or a refusal."""
+    try:
+        return Ack.parse(data)
+    except DecodeError:
+        return Refusal.parse(data)
+
+
+def _message_id(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise DecodeError("message_id is not hex") from None

@@ -1,0 +1,48 @@
+"""Issue 14 item 9: a provider's fetch and verify parse and decrypt each block once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from vitalchain.care.access import FetchedBlock
+from vitalchain.care.verify import Opened
+from vitalchain.crypto.block import open_payload, seal_block
+from vitalchain.crypto.keys import PrivateKey
+from vitalchain.vitals import Vital
+from vitalchain.wire.block import Block, BlockEntry
+from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.telemetry import READING_CONTEXT, Payload, ReadingItem
+
+
+def _sealed(reader: PrivateKey) -> tuple[Block, tuple[Stanza, ...]]:
+    device = PrivateKey.generate()
+    payload = Payload(1, device.address, 5, (ReadingItem(1, Vital.SPO2, 97, "%", 5),)).encode()
+    entry = BlockEntry(device.address, payload, device.sign(payload, READING_CONTEXT).to_rsv())
+    return seal_block(
+        PrivateKey.generate(), group_id=1, patient=reader.address, number=1,
+        previous=bytes(32), leaf_index=0, sealed_at_ms=5, entries=[entry], readings=1,
+        vitals=Vital.SPO2.bit, recipients=[reader.public_key],
+    )  # fmt: skip
+
+
+def test_fetch_and_verify_share_one_decryption(monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = PrivateKey.generate()
+    block, ring = _sealed(reader)
+    calls: list[int] = []
+
+    def counting(b: Block, stanzas: Sequence[Stanza], key: PrivateKey) -> list[BlockEntry]:
+        calls.append(b.number)
+        return open_payload(b, stanzas, key)
+
+    monkeypatch.setattr("vitalchain.care.verify.open_payload", counting)
+    opened = Opened()
+    data = block.encode()
+    assert opened.block(data) is opened.block(bytes(data))  # parsed once
+    fetched = FetchedBlock(opened.block(data), ring[0], opened)
+    ((device, reading),) = fetched.readings(reader)
+    assert reading.vital is Vital.SPO2
+    messages = opened.messages(opened.block(data), ring, reader)  # what verify asks for
+    assert messages[0].entry.device == device
+    assert calls == [1]  # decrypted once for both
