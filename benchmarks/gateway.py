@@ -242,6 +242,7 @@ def blast_mqtt(devices: list[DeviceClient], messages: list[list[bytes]]) -> floa
 def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
     """The ingest core alone, two threads, no transport: the gateway's own ceiling."""
     from vitalchain.gateway.service import Gateway
+    from vitalchain.ledger.watcher import ChainWatcher
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = GatewaySettings(
@@ -255,8 +256,11 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
         ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
         outbox = ChainOutbox(ledger, master, private_database(Path(tmp) / "outbox.db"))
         outbox.start()
-        gateway = Gateway(settings, master, ledger, outbox=outbox)
+        ledger.fund(master.address)
+        watcher = ChainWatcher(ledger.events, poll_s=settings.revocation_poll_s)
+        gateway = Gateway(settings, master, ledger, outbox=outbox, watcher=watcher)
         gateway.start()
+        watcher.start()
         from fastapi.testclient import TestClient
 
         from vitalchain.gateway.app import create_app
@@ -281,6 +285,7 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
             w.join()
         rate = count / (time.perf_counter() - start)
         gateway.close()
+        watcher.stop()
         outbox.close()
         return rate
 

@@ -1,7 +1,7 @@
 """Store benchmark: ingest, sealing, anchoring gas per reading, proofs, provider fetch, decrypt.
 
     .venv/bin/python benchmarks/store.py [--blocks N] [--seal-runs R] [--runs R]
-                                         [--messages N] [--only store]
+                                         [--messages N] [--only store] [--ab DIR]
 
 - Messages appended to the journal per second (10 readings each, every one committed with
   ``synchronous=FULL`` before its caller returns), by one caller and by 8 concurrent callers
@@ -14,6 +14,13 @@
 - A provider's fetch (challenge, signed request, consent check on chain) and decryption of one
   block, end to end through the access API.
 Medians throughout.
+
+``--ab DIR`` instead compares sealing with other store modules, alternating the two (order
+swapped each round) in one process, on both backends: DIR holds ``oldjournal.py``,
+``oldsqlite.py`` and ``oldpostgres.py`` (e.g. the modules of an earlier commit, their imports
+brought up to date), whose ``SqliteJournal``, ``SqliteStore`` and ``PostgresStore`` are put
+under the same :class:`GatewayStore` as the tree's.  It prints each side's median and the
+median of the per-round ratios (the machine's speed drifts between rounds, not within one).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, EmbeddedBackend, Ledge
 from vitalchain.ledger.consent import ConsentView
 from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.services.anvil import run_anvil
-from vitalchain.store import Message, Reading, open_store
+from vitalchain.store import GatewayStore, Message, Reading, SqliteJournal, SqliteStore, open_store
 from vitalchain.store.base import Store
 from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital
@@ -216,6 +223,65 @@ def fetch_latency(runs: int, ledger: Ledger, admin: PrivateKey) -> tuple[float, 
             return statistics.median(fetches) * 1e3, chain_ms, statistics.median(decrypts) * 1e3
 
 
+def sealing_ab(old_dir: Path, blocks: int, rounds: int) -> None:
+    """Sealing rates, other store modules (``old_dir``) against the tree's, interleaved."""
+    import importlib
+    import sys
+
+    import psycopg
+
+    from vitalchain.services.postgres import LocalPostgres
+    from vitalchain.store.postgres import PostgresStore
+
+    sys.path.insert(0, str(old_dir))
+    old = tuple(
+        getattr(importlib.import_module(module), name)
+        for module, name in (("oldjournal", "SqliteJournal"), ("oldsqlite", "SqliteStore"),
+                             ("oldpostgres", "PostgresStore"))
+    )  # fmt: skip
+    sides: dict[str, tuple[type, ...]] = {
+        "old": old,
+        "new": (SqliteJournal, SqliteStore, PostgresStore),
+    }
+    ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
+    rates: dict[tuple[str, str], list[float]] = {}
+    databases = itertools.count(1)
+    with LocalPostgres() as pg:
+        for r in range(rounds):
+            for backend in ("SQLite + block files", "PostgreSQL (local, loopback)"):
+                for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                    journal, sqlite_store, postgres_store = sides[side]
+                    tmp = Path(tempfile.mkdtemp())
+                    if backend.startswith("SQLite"):
+                        blocks_at = sqlite_store(tmp / "store.db")
+                    else:
+                        name = f"ab{next(databases)}"
+                        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+                            admin.execute(f"CREATE DATABASE {name}")
+                        blocks_at = postgres_store(pg.dsn_for(name))
+                    store = GatewayStore(journal(tmp / "journal.db"), blocks_at)
+                    rates.setdefault((side, backend), []).append(
+                        sealing_rate(store, ledger, blocks)
+                    )
+                    store.close()
+                    shutil.rmtree(tmp)
+    rows = []
+    for backend in ("SQLite + block files", "PostgreSQL (local, loopback)"):
+        a, b = rates["old", backend], rates["new", backend]
+        ratio = statistics.median(n / o for o, n in zip(a, b, strict=True))
+        by_round = " / ".join(f"{o:.0f}:{n:.0f}" for o, n in zip(a, b, strict=True))
+        median_a, median_b = statistics.median(a), statistics.median(b)
+        rows.append(
+            [backend, f"{median_a:,.0f}", f"{median_b:,.0f}", f"{ratio - 1:+.0%}", by_round]
+        )
+    table(
+        f"Blocks sealed per second, {old_dir} (old) against the tree (new), {rounds} interleaved"
+        f" rounds of {blocks} blocks",
+        ["backend", "old median", "new median", "per-round change (median)", "old:new by round"],
+        rows,
+    )
+
+
 def table(title: str, head: list[str], rows: list[list[str]]) -> None:
     print(f"\n### {title}\n")
     print("| " + " | ".join(head) + " |")
@@ -236,7 +302,17 @@ def main() -> None:
         default="all",
         help="store: ingest and sealing only (no anchoring, proofs, fetch)",
     )
+    parser.add_argument(
+        "--ab",
+        type=Path,
+        metavar="DIR",
+        help="only sealing: the store modules in DIR (oldjournal.py, oldsqlite.py,"
+        " oldpostgres.py) against the tree's, --seal-runs interleaved rounds",
+    )
     args = parser.parse_args()
+    if args.ab is not None:
+        sealing_ab(args.ab, args.blocks, args.seal_runs)
+        return
     ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
 
     ingest = []

@@ -19,6 +19,7 @@ from vitalchain.gateway.app import create_app
 from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ChainOutbox, Ledger
+from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.store.files import private_database
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -70,6 +71,24 @@ def chain_outbox(
         outbox.close()
 
 
+@contextlib.contextmanager
+def started_gateway(
+    settings: GatewaySettings, master: PrivateKey, ledger: Ledger, outbox: ChainOutbox
+) -> Iterator[Gateway]:
+    """A started gateway as node.py wires one: its master funded (a dev chain), the chain
+    watcher it shares running; closed, then the watcher stopped, on exit."""
+    ledger.fund(master.address)
+    watcher = ChainWatcher(ledger.events, poll_s=settings.revocation_poll_s)
+    gateway = Gateway(settings, master, ledger, outbox=outbox, watcher=watcher)
+    try:
+        gateway.start()
+        watcher.start()
+        yield gateway
+    finally:
+        gateway.close()
+        watcher.stop()
+
+
 def make_harness(
     ledger: Ledger, data_dir: Path, group_id: int, **overrides: object
 ) -> Iterator[Harness]:
@@ -82,12 +101,12 @@ def make_harness(
         **overrides,  # type: ignore[arg-type]
     )
     master = PrivateKey.generate()
-    with chain_outbox(ledger, master, data_dir / "outbox.db") as outbox:
-        gateway = Gateway(settings, master, ledger, outbox=outbox)
-        gateway.start()
-        with TestClient(create_app(gateway)) as client:
-            yield Harness(gateway, client, ledger)
-        gateway.close()
+    with (
+        chain_outbox(ledger, master, data_dir / "outbox.db") as outbox,
+        started_gateway(settings, master, ledger, outbox) as gateway,
+        TestClient(create_app(gateway)) as client,
+    ):
+        yield Harness(gateway, client, ledger)
 
 
 def error_code(response: object) -> str:
@@ -115,16 +134,14 @@ def restartable_gateway(
     def stop() -> None:
         if running:
             old, stack = running.pop()
-            with stack:  # the outbox last
+            with stack:  # the gateway, then the outbox
                 old.client.__exit__(None, None, None)
-                old.gateway.close()
 
     def start() -> Harness:
         stop()
         with contextlib.ExitStack() as stack:
             outbox = stack.enter_context(chain_outbox(chain, master, data_dir / "outbox.db"))
-            gateway = Gateway(settings, master, chain, outbox=outbox)
-            gateway.start()
+            gateway = stack.enter_context(started_gateway(settings, master, chain, outbox))
             client = TestClient(create_app(gateway))
             client.__enter__()
             running.append((Harness(gateway, client, chain), stack.pop_all()))

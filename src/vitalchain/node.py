@@ -250,6 +250,8 @@ def running_gateway(
         # one "who may read now" view the sealer and the alarm service share.
         watcher = ChainWatcher(ledger.events, poll_s=settings.revocation_poll_s)
         consent = ConsentView(ledger, watcher)
+        if ledger.group(settings.group_id) is None:
+            ledger.fund(master.address)  # gas for creating its group (a no-op off dev chains)
         gateway = Gateway(
             settings,
             master,
@@ -258,6 +260,7 @@ def running_gateway(
             credentials=admin,
             mqtt=MqttInfo(endpoint.host, endpoint.port) if endpoint else None,
             outbox=outbox,
+            watcher=watcher,
         )
         stack.callback(gateway.close)
         gateway.start()

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from tests.gateway_fixtures import ADMIN_TOKEN, next_id
 from tests.integration.test_broker import SUCCESS, Probe
 from vitalchain.crypto import PrivateKey
-from vitalchain.device.client import DeviceClient, DeviceError, MqttCredentials
+from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.dynsec import BrokerAdmin
@@ -38,6 +38,7 @@ from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
 from vitalchain.services.ports import accepts, free_port
 from vitalchain.vitals import Vital
+from vitalchain.wire.onboarding import MqttGrant
 
 WAIT = 20.0
 
@@ -98,7 +99,7 @@ def gateway(
         yield running, client
 
 
-def onboard(client: TestClient) -> tuple[DeviceClient, MqttCredentials]:
+def onboard(client: TestClient) -> tuple[DeviceClient, MqttGrant]:
     device = DeviceClient(PrivateKey.generate(), next_id(), http=client)
     device.onboard(enrol(client, ADMIN_TOKEN, PrivateKey.generate().address))
     assert device.session is not None

@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from vitalchain.care.source import HttpSource, StoreSource
 from vitalchain.care.verify import Opened
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
-from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
+from vitalchain.edge.client import raise_for_refusal
+from vitalchain.edge.codes import Refused
+from vitalchain.errors import DecodeError, InvalidSignature
 from vitalchain.ledger import ConsentStatus, Ledger
-from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.store.base import BlockStore
-from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import Reading
 from vitalchain.wire.access import (
     ACCESS_CONTEXT,
@@ -46,10 +46,11 @@ __all__ = [
 ]
 
 
-class AccessError(VitalchainError):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
+class AccessError(Refused):
+    """A refused access request (its status is the edge's table's), or, raised by
+    :class:`ProviderClient`, the store's refusal as received."""
+
+    code = "access_error"
 
 
 class AccessService:
@@ -68,7 +69,7 @@ class AccessService:
         self.source = StoreSource(store)
         self._purged_at = float("-inf")
 
-    def challenge(self, provider: str) -> dict[str, Any]:
+    def challenge(self, provider: str) -> Challenge:
         now = self.clock()
         if now - self._purged_at >= NONCE_TTL_S:
             # Amortised: expired challenges go at most one lifetime after they expire, so a
@@ -79,9 +80,9 @@ class AccessService:
         nonce = self.random(32)
         expires_at = int(now) + NONCE_TTL_S
         self.store.add_nonce(nonce, provider, expires_at * 1000)
-        return Challenge(v=1, nonce=nonce.hex(), expires_at=expires_at).to_json()
+        return Challenge(v=1, nonce=nonce.hex(), expires_at=expires_at)
 
-    def fetch(
+    def authenticate(
         self,
         *,
         provider: str,
@@ -91,7 +92,9 @@ class AccessService:
         number: int | None,
         nonce: bytes,
         signature: bytes,
-    ) -> dict[str, Any]:
+    ) -> None:
+        """The request is ``provider``'s, over a challenge it had and nobody used: the
+        challenge is spent."""
         digest = message_digest(
             access_message(nonce, group_id, patient, after_number, number), ACCESS_CONTEXT
         )
@@ -100,16 +103,22 @@ class AccessService:
         except (InvalidSignature, DecodeError):
             signer = None
         if signer != provider:
-            raise AccessError(401, "invalid_signature", "the request is not signed by the provider")
+            raise AccessError("invalid_signature", "the request is not signed by the provider")
         if not self.store.consume_nonce(nonce, provider, int(self.clock() * 1000)):
-            raise AccessError(401, "challenge_invalid", "unknown, used or expired challenge")
+            raise AccessError("challenge_invalid", "unknown, used or expired challenge")
+
+    def fetch(
+        self, *, provider: str, group_id: int, patient: str, after_number: int, number: int | None
+    ) -> AccessResponse:
+        """The patient's blocks, if the chain says ``provider``'s consent covers them now;
+        the request is already authenticated (:meth:`authenticate`)."""
         if number is not None:
             found = self.store.patient_block(group_id, patient, number)
             blocks = [] if found is None else [found]
         else:
             blocks = self.store.blocks(group_id, patient, after_number)
         if not blocks:
-            raise AccessError(404, "unknown_block", "no such block")
+            raise AccessError("unknown_block", "no such block")
         scope = 0
         for block in blocks:
             scope |= block.vitals
@@ -130,20 +139,18 @@ class AccessService:
                 )
             )
         numbers = self.store.block_numbers(group_id, patient)
-        return AccessResponse(v=1, numbers=numbers, blocks=released).to_json()
+        return AccessResponse(v=1, numbers=numbers, blocks=released)
 
     def _why_not(self, patient: str, provider: str, scope: int) -> AccessError:
         consent = self.ledger.consent_of(patient, provider)
         now = self.ledger.timestamp()  # expiry is the chain's judgement, in chain time
         if consent.status is ConsentStatus.GRANTED and consent.expires_at <= now:
-            return AccessError(403, "consent_expired", "the patient's consent has expired")
+            return AccessError("consent_expired", "the patient's consent has expired")
         if consent.status is ConsentStatus.GRANTED and scope & ~consent.scope:
             return AccessError(
-                403, "out_of_scope", "the consent does not cover every vital in these blocks"
+                "out_of_scope", "the consent does not cover every vital in these blocks"
             )
-        return AccessError(
-            403, "no_consent", "no valid consent from this patient for this provider"
-        )
+        return AccessError("no_consent", "no valid consent from this patient for this provider")
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -186,27 +193,42 @@ async def _service(request: Request) -> AccessService:
 ServiceDep = Annotated[AccessService, Depends(_service)]
 
 
+def _signed(body: AccessRequest, service: ServiceDep) -> AccessRequest:
+    """The request, once its provider's signature over a fresh challenge checked out."""
+    if body.number is not None and not 1 <= body.number < 2**63:
+        raise AccessError("invalid_request", "number is a block number from 1")
+    service.authenticate(
+        provider=body.provider,
+        group_id=body.group_id,
+        patient=body.patient,
+        after_number=body.after_number,
+        number=body.number,
+        nonce=bytes.fromhex(body.nonce),
+        signature=bytes.fromhex(body.signature),
+    )
+    return body
+
+
+SignedDep = Annotated[AccessRequest, Depends(_signed)]
+
+
 def create_access_router() -> APIRouter:
     router = APIRouter(prefix="/v1/store", tags=["store"])
 
     @router.post("/challenges", status_code=201, responses=REFUSALS)
-    def challenge(body: ChallengeRequest, service: ServiceDep) -> dict[str, Any]:
+    def challenge(body: ChallengeRequest, service: ServiceDep) -> Challenge:
         """A one-time nonce for the provider's next signed request."""
         return service.challenge(body.provider)
 
     @router.post("/access", responses=REFUSALS)
-    def access(body: AccessRequest, service: ServiceDep) -> dict[str, Any]:
+    def access(body: SignedDep, service: ServiceDep) -> AccessResponse:
         """Ciphertext of the patient's blocks, if the chain says the consent is valid now."""
-        if body.number is not None and not 1 <= body.number < 2**63:
-            raise AccessError(422, "invalid_request", "number is a block number from 1")
         return service.fetch(
             provider=body.provider,
             group_id=body.group_id,
             patient=body.patient,
             after_number=body.after_number,
             number=body.number,
-            nonce=bytes.fromhex(body.nonce),
-            signature=bytes.fromhex(body.signature),
         )
 
     @router.get("/groups/{group_id}/proofs/inclusion", responses=REFUSALS)
@@ -216,13 +238,8 @@ def create_access_router() -> APIRouter:
         leaf_index: Annotated[int, Query(ge=0, lt=2**63)],
         tree_size: Annotated[int, Query(ge=1, lt=2**63)],
     ) -> dict[str, Any]:
-        """RFC 9162 inclusion proof: hashes only."""
-        try:
-            proof = service.source.inclusion_proof(group_id, leaf_index, tree_size)
-        except (ChainUnavailable, StoreUnavailable):
-            raise  # an outage is the app's 503, not a missing proof
-        except VitalchainError as exc:
-            raise AccessError(404, exc.code, exc.message) from None
+        """RFC 9162 inclusion proof: hashes only (``unknown_block`` beyond the log)."""
+        proof = service.source.inclusion_proof(group_id, leaf_index, tree_size)
         return {"v": 1, "proof": proof.to_bytes().hex()}
 
     @router.get("/groups/{group_id}/proofs/consistency", responses=REFUSALS)
@@ -233,29 +250,17 @@ def create_access_router() -> APIRouter:
         size2: Annotated[int, Query(ge=0, lt=2**63)],
     ) -> dict[str, Any]:
         """RFC 9162 consistency proof between two sizes of the group's log."""
-        try:
-            proof = service.source.consistency_proof(group_id, size1, size2)
-        except (ChainUnavailable, StoreUnavailable):
-            raise  # an outage is the app's 503, not a missing proof
-        except VitalchainError as exc:
-            raise AccessError(404, exc.code, exc.message) from None
+        proof = service.source.consistency_proof(group_id, size1, size2)
         return {"v": 1, "proof": proof.to_bytes().hex()}
 
     return router
 
 
 def mount_access(app: FastAPI, service: AccessService) -> None:
-    """Serve the access API from ``app`` (the gateway's, or a store's own)."""
-    from fastapi.responses import JSONResponse
-
+    """Serve the access API from ``app`` (built with the edge's error handlers installed:
+    vitalchain.edge.server, as gateway.app.create_app does)."""
     app.state.access = service
     app.include_router(create_access_router())
-
-    @app.exception_handler(AccessError)
-    async def access_error(_: Request, exc: AccessError) -> JSONResponse:
-        return JSONResponse(
-            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
-        )
 
 
 # -- the provider's side ----------------------------------------------------------------------
@@ -308,14 +313,7 @@ class ProviderClient:
         self.opened = Opened()
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.http.post(path, json=body)
-        data = response.json()
-        if response.status_code >= 400:
-            err = data.get("error", {})
-            raise AccessError(
-                response.status_code, err.get("code", "error"), err.get("message", "refused")
-            )
-        return data
+        return raise_for_refusal(self.http.post(path, json=body), AccessError)
 
     def fetch(
         self,

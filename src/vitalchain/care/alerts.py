@@ -62,6 +62,7 @@ from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.envelope import Envelope, seal_for
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
 from vitalchain.crypto.ring import RingProof
+from vitalchain.edge.codes import Refused
 from vitalchain.errors import DecodeError, InvalidProof, InvalidSignature, VitalchainError
 from vitalchain.ledger import ChainWriter, ConsentStatus, Ledger, Outcome
 from vitalchain.ledger.consent import ConsentView
@@ -108,10 +109,11 @@ OUTAGE_CONDITIONS: Mapping[str, tuple[str, Priority]] = {
 RECENT = 256  # alerts and refusals kept in memory for inspection (bounded; counters count all)
 
 
-class AlertError(VitalchainError):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message, code=code)
-        self.status = status
+class AlertError(Refused):
+    """A refused alert request (its status is the edge's table's), or, raised by the
+    recipient's SDK (care/delivery.py), the gateway's refusal as received."""
+
+    code = "alert_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -781,7 +783,7 @@ class AlertService:
             condition=body.get("condition"),
         )
         if not added:
-            raise AlertError(409, "alert_replayed", "this alert's key image was already used")
+            raise AlertError("alert_replayed", "this alert's key image was already used")
         if self._failing.change(pseudonym(patient), None) is not None:
             log.info("alerts for %s work again", pseudonym(patient))
         self._remember(alert, patient)
@@ -1017,8 +1019,8 @@ class AlertService:
         row = self.db.notice(raw, recipient)
         if row is None:
             if not self.db.has_alert(raw):
-                raise AlertError(404, "unknown_alert", "no such alert")
-            raise AlertError(403, "not_a_recipient", f"{recipient} was not notified of it")
+                raise AlertError("unknown_alert", "no such alert")
+            raise AlertError("not_a_recipient", f"{recipient} was not notified of it")
         try:
             self.escalator.receipt(alert_id, recipient)
         except EscalationError as exc:
@@ -1076,7 +1078,7 @@ class AlertService:
     def public(self, alert_id: bytes) -> Alert:
         found = self._alert(alert_id)
         if found is None:
-            raise AlertError(404, "unknown_alert", "no such alert")
+            raise AlertError("unknown_alert", "no such alert")
         return found
 
     @staticmethod
@@ -1086,7 +1088,7 @@ class AlertService:
         except ValueError:
             raw = b""
         if len(raw) != 16:
-            raise AlertError(404, "unknown_alert", "no such alert")
+            raise AlertError("unknown_alert", "no such alert")
         return raw
 
 

@@ -35,14 +35,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vitalchain.care.alerts import Alert, AlertError, AlertService
 from vitalchain.care.escalation import Delivery, EscalationError
-from vitalchain.care.rules import RuleError
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
+from vitalchain.edge.client import refusal
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.logs import safe_error
 from vitalchain.store.base import BlockStore
@@ -242,7 +241,9 @@ class SnoozeRefused(AlertError):
     def __init__(self, duration_s: float, choices: tuple[float, ...]) -> None:
         listed = ", ".join(f"{c:g}" for c in choices)
         super().__init__(
-            422, "invalid_snooze", f"a snooze of {duration_s:g} s is not offered; choose {listed} s"
+            "invalid_snooze",
+            f"a snooze of {duration_s:g} s is not offered; choose {listed} s",
+            details={"choices_s": list(choices)},  # in the error body
         )
         self.choices = choices
 
@@ -273,15 +274,17 @@ class AlertApi:
         self.store.add_nonce(nonce, address, expires_at * 1000)
         return {"v": 1, "nonce": nonce.hex(), "expires_at": expires_at}
 
-    def _authenticate(self, by: str, action: str, nonce: str, signature: str, *fields: str) -> None:
+    def authenticate(self, by: str, action: str, nonce: str, signature: str, *fields: str) -> None:
+        """``by`` signed ``action`` and ``fields`` over a challenge it had and nobody used:
+        the challenge is spent."""
         if _signer(action, bytes.fromhex(nonce), signature, *fields) != by:
-            raise AlertError(401, "invalid_signature", "the request is not signed by its sender")
+            raise AlertError("invalid_signature", "the request is not signed by its sender")
         if not self.store.consume_nonce(bytes.fromhex(nonce), by, int(self.clock() * 1000)):
-            raise AlertError(401, "challenge_invalid", "unknown, used or expired challenge")
+            raise AlertError("challenge_invalid", "unknown, used or expired challenge")
 
-    def listing(self, address: str, since_ms: int, nonce: str, signature: str) -> dict[str, Any]:
-        """What was delivered to ``address`` at or after ``since_ms``, oldest first."""
-        self._authenticate(address, "list", nonce, signature, str(since_ms))
+    def listing(self, address: str, since_ms: int) -> dict[str, Any]:
+        """What was delivered to ``address`` (authenticated) at or after ``since_ms``, oldest
+        first."""
         notices = self.service.since(address, since_ms, LIST_LIMIT)
         return {"v": 1, "alerts": [notice_of(n.alert, n.delivery) for n in notices]}
 
@@ -296,8 +299,8 @@ class AlertApi:
         return self.service.receipt(alert_id, address)
 
     def receipts(self, body: ReceiptRequest) -> dict[str, Any]:
-        """Receipts for several alerts at once (MQTT and list users); one result per id."""
-        self._authenticate(body.by, "receipt", body.nonce, body.signature, *body.alert_ids)
+        """Receipts for several alerts at once (MQTT and list users); one result per id;
+        ``body.by`` is authenticated."""
         results: list[dict[str, Any]] = []
         for alert_id in dict.fromkeys(body.alert_ids):
             try:
@@ -308,15 +311,15 @@ class AlertApi:
         return {"v": 1, "receipts": results}
 
     def acknowledge(self, alert_id: str, body: AckRequest) -> dict[str, Any]:
-        self._authenticate(body.by, "ack", body.nonce, body.signature, alert_id)
+        """``body.by`` (authenticated) acknowledges: escalation stops."""
         first = self.service.acknowledge(alert_id, body.by)
         return {"v": 1, "alert_id": alert_id, "acknowledged": True, "first": first}
 
     def mqtt(self, body: AckRequest) -> dict[str, Any]:
         """Broker credentials that can read only the sender's own alert topic."""
         if self.mqtt_credentials is None:
-            raise AlertError(409, "mqtt_unavailable", "this gateway runs no MQTT broker")
-        self._authenticate(body.by, "mqtt", body.nonce, body.signature)
+            raise AlertError("mqtt_unavailable", "this gateway runs no MQTT broker")
+        self.authenticate(body.by, "mqtt", body.nonce, body.signature)
         return {"v": 1, **self.mqtt_credentials(body.by)}
 
     def snooze(self, body: SnoozeRequest) -> dict[str, Any]:
@@ -326,14 +329,14 @@ class AlertApi:
             try:
                 vital = Vital.parse(body.vital)
             except (ValueError, KeyError):
-                raise AlertError(422, "unknown_vital", f"unknown vital {body.vital!r}") from None
+                raise AlertError("unknown_vital", f"unknown vital {body.vital!r}") from None
         choices = self.service.snooze_choices(body.patient, vital)
         if body.duration_s not in choices:
             raise SnoozeRefused(body.duration_s, choices)
         fields = (body.patient, body.vital or "*", repr(body.duration_s))
-        self._authenticate(body.by, "snooze", body.nonce, body.signature, *fields)
+        self.authenticate(body.by, "snooze", body.nonce, body.signature, *fields)
         if body.by != body.patient and body.by not in self.service.providers(body.patient, vital):
-            raise AlertError(403, "not_a_recipient", "only the patient or a consented provider")
+            raise AlertError("not_a_recipient", "only the patient or a consented provider")
         until = self.service.snooze(body.by, body.patient, vital, body.duration_s)
         return {"v": 1, "until": until}
 
@@ -344,6 +347,34 @@ async def _api(request: Request) -> AlertApi:
 
 
 ApiDep = Annotated[AlertApi, Depends(_api)]
+# Challenge auth for the routes whose only check before it is the request's shape (snooze
+# and mqtt refuse what they can first, unspent, so they authenticate in the service).
+
+
+def _signed_list(
+    api: ApiDep,
+    address: Annotated[Address, Query(description="The recipient, who signed.")],
+    since: Annotated[int, Query(ge=0, lt=2**63, description="Unix time, ms.")],
+    nonce: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+    signature: Annotated[str, Query(pattern=r"^[0-9a-fA-F]{130}$")],
+) -> tuple[str, int]:
+    api.authenticate(address, "list", nonce, signature, str(since))
+    return address, since
+
+
+def _signed_receipts(body: ReceiptRequest, api: ApiDep) -> ReceiptRequest:
+    api.authenticate(body.by, "receipt", body.nonce, body.signature, *body.alert_ids)
+    return body
+
+
+def _signed_ack(alert_id: str, body: AckRequest, api: ApiDep) -> AckRequest:
+    api.authenticate(body.by, "ack", body.nonce, body.signature, alert_id)
+    return body
+
+
+SignedList = Annotated[tuple[str, int], Depends(_signed_list)]
+SignedReceipts = Annotated[ReceiptRequest, Depends(_signed_receipts)]
+SignedAck = Annotated[AckRequest, Depends(_signed_ack)]
 
 
 def create_alert_router() -> APIRouter:
@@ -355,19 +386,14 @@ def create_alert_router() -> APIRouter:
         return api.challenge(body.address)
 
     @router.get("", responses=ALERT_REFUSALS)
-    def listing(
-        api: ApiDep,
-        address: Annotated[Address, Query(description="The recipient, who signed.")],
-        since: Annotated[int, Query(ge=0, lt=2**63, description="Unix time, ms.")],
-        nonce: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-        signature: Annotated[str, Query(pattern=r"^[0-9a-fA-F]{130}$")],
-    ) -> dict[str, Any]:
+    def listing(api: ApiDep, signed: SignedList) -> dict[str, Any]:
         """Notifications delivered to the signer at or after ``since`` (oldest first, at most
         500): what a recipient missed while it was away."""
-        return api.listing(address, since, nonce, signature)
+        address, since = signed
+        return api.listing(address, since)
 
     @router.post("/receipts", responses=ALERT_REFUSALS)
-    def receipts(body: ReceiptRequest, api: ApiDep) -> dict[str, Any]:
+    def receipts(body: SignedReceipts, api: ApiDep) -> dict[str, Any]:
         """The recipient has these notifications: they are not re-sent.  Not an acknowledgement."""
         return api.receipts(body)
 
@@ -387,11 +413,11 @@ def create_alert_router() -> APIRouter:
         try:
             raw = bytes.fromhex(alert_id)
         except ValueError:
-            raise AlertError(404, "unknown_alert", "no such alert") from None
+            raise AlertError("unknown_alert", "no such alert") from None
         return api.service.public(raw).to_json()
 
     @router.post("/{alert_id}/acknowledgements", responses=ALERT_REFUSALS)
-    def acknowledge(alert_id: str, body: AckRequest, api: ApiDep) -> dict[str, Any]:
+    def acknowledge(alert_id: str, body: SignedAck, api: ApiDep) -> dict[str, Any]:
         """A recipient acknowledges: escalation (and repetition) stops."""
         return api.acknowledge(alert_id, body)
 
@@ -411,19 +437,10 @@ def _receipt_frame(text: str) -> str:
 
 
 def mount_alerts(app: FastAPI, api: AlertApi) -> None:
+    """Serve the alert API from ``app`` (built with the edge's error handlers installed, as
+    gateway.app.create_app does: they answer every refusal, ``choices_s`` included)."""
     app.state.alerts = api
     app.include_router(create_alert_router())
-
-    @app.exception_handler(AlertError)
-    @app.exception_handler(EscalationError)
-    @app.exception_handler(RuleError)
-    async def alert_error(_: Request, exc: Exception) -> JSONResponse:
-        status = getattr(exc, "status", 422)
-        code = getattr(exc, "code", "invalid_request")
-        error: dict[str, Any] = {"code": code, "message": str(exc)}
-        if isinstance(exc, SnoozeRefused):
-            error["choices_s"] = list(exc.choices)
-        return JSONResponse({"error": error}, status_code=status)
 
     @app.websocket("/v1/alerts/ws")
     async def stream(ws: WebSocket) -> None:
@@ -500,25 +517,16 @@ class GatewayRefusal(AlertError):
     """A refusal the gateway answered (status, code, message); ``choices`` lists the snooze
     durations it offers when the code is ``invalid_snooze``."""
 
-    def __init__(self, status: int, code: str, message: str, choices: tuple[float, ...] = ()):
-        super().__init__(status, code, message)
-        self.choices = choices
+    @property
+    def choices(self) -> tuple[float, ...]:
+        listed = self.details.get("choices_s")
+        if not isinstance(listed, list):
+            return ()
+        return tuple(float(c) for c in listed if isinstance(c, int | float))
 
 
 def _refusal(response: httpx.Response) -> GatewayRefusal:
-    try:
-        error = response.json().get("error", {})
-    except ValueError:
-        error = {}
-    if not isinstance(error, dict):
-        error = {}
-    choices = error.get("choices_s")
-    return GatewayRefusal(
-        response.status_code,
-        str(error.get("code", "http_error")),
-        str(error.get("message", f"HTTP {response.status_code}")),
-        tuple(float(c) for c in choices) if isinstance(choices, list) else (),
-    )
+    return refusal(response, GatewayRefusal)
 
 
 class AlertClient:
@@ -726,7 +734,7 @@ class AlertSubscriber:
         except (KeyError, TypeError, ValueError):
             ws.close()
             raise AlertError(
-                502, "not_a_gateway", "the server does not speak the alert stream"
+                "not_a_gateway", "the server does not speak the alert stream"
             ) from None
         except BaseException:
             ws.close()
@@ -735,7 +743,9 @@ class AlertSubscriber:
             ws.close()
             error = answer.get("error") if isinstance(answer, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
-            raise AlertError(401, str(code or "subscription_refused"), "subscription refused")
+            raise AlertError(
+                str(code or "subscription_refused"), "subscription refused", status=401
+            )
         with self._lock:
             if self._closed:
                 ws.close()

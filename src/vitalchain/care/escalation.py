@@ -67,6 +67,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from vitalchain.care.rules import DEFAULT_POLICIES, Priority, PriorityPolicy
+from vitalchain.edge.codes import status_for
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import Vital
 
@@ -83,19 +84,10 @@ __all__ = [
 
 MAX_HIGH_SNOOZE_S = 3600.0  # no configuration may let a HIGH alarm be snoozed longer
 
-_STATUS = {
-    "unknown_alert": 404,
-    "not_a_recipient": 403,
-    "alert_conflict": 409,
-    "invalid_snooze": 422,
-    "invalid_priority": 422,
-    "invalid_config": 500,  # a misconfigured server, never the client's fault
-    "invalid_state": 500,  # a record given to restore the escalator that it could not have written
-}
-
 
 class EscalationError(VitalchainError):
-    """A refused escalation request; ``status`` follows from ``code`` so the two never disagree.
+    """A refused escalation request; ``status`` is the edge's table's for ``code``, so the two
+    never disagree.
 
     Codes: ``unknown_alert`` (404), ``not_a_recipient`` (403), ``alert_conflict`` (409),
     ``invalid_snooze`` (422, the message lists the allowed choices), ``invalid_priority``
@@ -103,11 +95,13 @@ class EscalationError(VitalchainError):
     """
 
     code = "escalation_error"
-    status: int
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message, code=code)
-        self.status = _STATUS[code]
+
+    @property
+    def status(self) -> int:
+        return status_for(self.code) or 500
 
 
 @dataclass(frozen=True, slots=True)

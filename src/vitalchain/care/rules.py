@@ -66,6 +66,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeGuard
 
+from vitalchain.edge.codes import status_for
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import Vital
 
@@ -101,7 +102,12 @@ class RuleError(VitalchainError):
     """
 
     code = "invalid_rule"
-    status = 422  # every refusal here is a well-formed request with unusable values
+
+    @property
+    def status(self) -> int:
+        """The edge's table's: 422 (a well-formed request with unusable values) for all but
+        ``invalid_state``, a stored record the server could not have written (500)."""
+        return status_for(self.code) or 500
 
 
 class Priority(StrEnum):

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof, MerkleTree
+from vitalchain.edge.client import raise_for_refusal
+from vitalchain.edge.codes import Refused
 from vitalchain.errors import VitalchainError
 from vitalchain.store.base import BlockStore
 from vitalchain.wire.block import Block
@@ -87,14 +89,7 @@ class HttpSource:
             self._stanzas[(group_id, leaf_index)] = stanza
 
     def _get(self, path: str) -> Any:
-        response = self.http.get(path)
-        body = response.json()
-        if response.status_code >= 400:
-            err = body.get("error", {})
-            raise VitalchainError(
-                err.get("message", "refused"), code=err.get("code", "store_error")
-            )
-        return body
+        return raise_for_refusal(self.http.get(path), Refused)
 
     def block_bytes(self, group_id: int, patient: str, number: int) -> bytes | None:
         return self._blocks.get((group_id, patient, number))

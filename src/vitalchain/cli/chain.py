@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -142,12 +140,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _listening(port: int) -> bool:
-    with contextlib.closing(socket.socket()) as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @chain_app.command("start")
 def start(
     port: Annotated[
@@ -173,7 +165,7 @@ def start(
     that served the old chain then needs `gateway run --reset-data`).
     """
     from vitalchain.services.anvil import AnvilError, find_anvil, run_anvil
-    from vitalchain.services.ports import port_free
+    from vitalchain.services.ports import accepts, port_free
 
     if anvil is not None:
         if not anvil.is_file():
@@ -207,7 +199,7 @@ def start(
                 f"[green]chain running at {url}[/green]; Ctrl-C stops it (and forgets it).\n"
                 f"Next: vitalchain gateway run --rpc-url {url} {hint}".rstrip(),
             )
-            while _listening(port):
+            while accepts(port):
                 time.sleep(1)
             fail("anvil stopped unexpectedly", why="node_failed")
     except KeyboardInterrupt:

@@ -242,7 +242,7 @@ def device_record(
         "session_key": client.session_key.hex(),
         "used": {"messages": client.usage.messages, "blocks": client.usage.blocks},
         "next_seq": client.next_seq(),
-        "mqtt": dataclasses.asdict(session.mqtt) if session.mqtt else None,
+        "mqtt": session.mqtt.to_json() if session.mqtt else None,
     }
 
 
@@ -479,16 +479,17 @@ def _connect_mqtt(
     publishers: dict[str, MqttPublisher],
 ) -> None:
     """One connected publisher per device into ``publishers`` (the caller closes them)."""
-    from vitalchain.device.client import MqttCredentials
     from vitalchain.device.mqtt import MqttPublisher
+    from vitalchain.errors import DecodeError
+    from vitalchain.wire.onboarding import MqttGrant
 
     for device in devices:
         address = device.client.address
         creds = device.client.session.mqtt if device.client.session else None
         if creds is None and address in from_files:
             try:
-                creds = MqttCredentials(**from_files[address])
-            except TypeError:
+                creds = MqttGrant.parse_value(from_files[address])
+            except DecodeError:
                 fail(
                     f"the device file of {address} holds malformed MQTT credentials",
                     why="not_a_device_file",

@@ -495,8 +495,13 @@ def _care(
             "blocks": len(fetched),
             "readings_decrypted": readings,
         }
-        report = verify_patient(
-            reader.source, ledger, cluster.group_id, patient.address, reader=allowed
+        report = verify_patient(  # the blocks fetched above, not parsed or decrypted again
+            reader.source,
+            ledger,
+            cluster.group_id,
+            patient.address,
+            reader=allowed,
+            opened=reader.opened,
         )
         run.verify = {"ok": report.ok, "checks": len(report.checks)}
     # An attacker with write access to the store's disk flips one bit of a sealed block.
@@ -517,7 +522,12 @@ def _care(
         client = ProviderClient(victim, http)
         client.fetch(victim_cluster.group_id, victim.address)
         report = verify_patient(
-            client.source, ledger, victim_cluster.group_id, victim.address, reader=victim
+            client.source,
+            ledger,
+            victim_cluster.group_id,
+            victim.address,
+            reader=victim,
+            opened=client.opened,
         )
     tamper["detected"] = not report.ok
     tamper["failed_checks"] = sorted({c.name for c in report.failures})

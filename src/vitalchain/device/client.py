@@ -32,6 +32,8 @@ from vitalchain.crypto.aead import DEFAULT_SUITE, Aead, KeyExhausted, Suite, Usa
 from vitalchain.crypto.envelope import Envelope
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, keccak256, message_digest
 from vitalchain.crypto.ring import RingProof
+from vitalchain.edge.client import raise_for_refusal
+from vitalchain.edge.codes import Refused
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
 from vitalchain.vitals import Vital
@@ -47,6 +49,7 @@ from vitalchain.wire.onboarding import (
     SESSION_CONTEXT,
     AssociationReply,
     AssociationRequest,
+    MqttGrant,
     RekeyResponse,
     SessionResponse,
     TicketReply,
@@ -61,7 +64,7 @@ from vitalchain.wire.telemetry import (
     ReadingItem,
 )
 
-__all__ = ["DeviceClient", "DeviceError", "MqttCredentials", "Onboarded"]
+__all__ = ["DeviceClient", "DeviceError", "Onboarded"]
 
 # Re-key this many messages before the key's limit: room for a failed attempt to be retried
 # with the next message while the old key still seals.
@@ -78,14 +81,15 @@ class DeviceError(VitalchainError):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class MqttCredentials:
-    host: str
-    port: int
-    username: str
-    password: str
-    telemetry_topic: str
-    ack_topic: str
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The gateway's JSON answer; a refusal (decoded by the edge) raises ``DeviceError``."""
+    try:
+        data = raise_for_refusal(response, Refused)
+    except Refused as exc:
+        raise DeviceError(exc.message, code=exc.code, status=exc.status) from None
+    if not isinstance(data, dict):
+        raise DeviceError("the gateway's answer is not a JSON object", code="not_a_gateway")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class Onboarded:
     gateway: str
     device: str
     block_number: int
-    mqtt: MqttCredentials | None
+    mqtt: MqttGrant | None
 
 
 class DeviceClient:
@@ -143,14 +147,7 @@ class DeviceClient:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
-        response = self.http.post(path, json=body)
-        data: dict[str, Any] = response.json()
-        if response.status_code >= 400:
-            err = data.get("error", {})
-            raise DeviceError(
-                err.get("message", "refused"), code=err.get("code"), status=response.status_code
-            )
-        return data
+        return _answer(self.http.post(path, json=body))
 
     # -- onboarding -------------------------------------------------------------------------------
 
@@ -228,7 +225,7 @@ class DeviceClient:
                 ),
             )
         )
-        mqtt = MqttCredentials(**result.mqtt.to_json()) if result.mqtt else None
+        mqtt = result.mqtt
         # The key sealed the two onboarding requests: they count against it.
         self.attach(session_id, session_key, session.group_id, used=aead.used, gateway=gateway)
         self.session = Onboarded(
@@ -449,11 +446,7 @@ class DeviceClient:
         and return them with this device's own key, in a random order."""
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
-        response = self.http.get("/v1/ring", params={"size": others + 1})
-        data: dict[str, Any] = response.json()
-        if response.status_code >= 400:
-            err = data.get("error", {})
-            raise DeviceError(err.get("message", "ring refused"), code=err.get("code", "error"))
+        data = _answer(self.http.get("/v1/ring", params={"size": others + 1}))
         me = self.key.public_key
         members = [PublicKey.from_bytes(bytes.fromhex(k)) for k in data["members"]]
         members = [*[m for m in members if m != me][:others], me]
@@ -482,13 +475,10 @@ class DeviceClient:
     def _send_once(self, message: bytes) -> dict[str, Any]:
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
-        response = self.http.post(
-            "/v1/telemetry", content=message, headers={"content-type": "application/octet-stream"}
-        )
-        data: dict[str, Any] = response.json()
-        if response.status_code >= 400:
-            err = data.get("error", {})
-            raise DeviceError(
-                err.get("message", "refused"), code=err.get("code"), status=response.status_code
+        return _answer(
+            self.http.post(
+                "/v1/telemetry",
+                content=message,
+                headers={"content-type": "application/octet-stream"},
             )
-        return data
+        )

@@ -23,7 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from vitalchain.device.client import DeviceError, MqttCredentials
+from vitalchain.device.client import DeviceError
+from vitalchain.wire.onboarding import MqttGrant
 
 __all__ = ["MqttPublisher"]
 
@@ -35,7 +36,7 @@ SESSION_EXPIRY_S: Final = 3600  # how long the broker queues this device's acks 
 class MqttPublisher:
     def __init__(
         self,
-        credentials: MqttCredentials,
+        credentials: MqttGrant,
         *,
         timeout: float = 10,
         reconnect_delay: tuple[int, int] = (1, 10),

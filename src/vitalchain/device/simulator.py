@@ -25,6 +25,8 @@ from vitalchain.device.vitals import (
     VitalsGenerator,
     random_episodes,
 )
+from vitalchain.edge.client import refusal
+from vitalchain.edge.codes import Refused
 
 __all__ = ["SimulatedDevice", "Simulation", "SimulationStats", "enrol"]
 
@@ -37,12 +39,8 @@ def enrol(http: httpx.Client, admin_token: str, patient: str, label: str = "") -
         headers={"Authorization": f"Bearer {admin_token}"},
     )
     if response.status_code != 201:
-        err = response.json().get("error", {})
-        raise DeviceError(
-            err.get("message", "enrolment refused"),
-            code=err.get("code"),
-            status=response.status_code,
-        )
+        refused = refusal(response, Refused)
+        raise DeviceError(refused.message, code=refused.code, status=refused.status)
     return str(response.json()["pairing_code"])
 
 

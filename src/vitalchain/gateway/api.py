@@ -10,7 +10,6 @@ from vitalchain.wire.address import ADDRESS_PATTERN, Address
 
 __all__ = [
     "ADDRESS_PATTERN",
-    "Ack",
     "Address",
     "AdminRevocation",
     "ComponentStatus",
@@ -89,13 +88,6 @@ class RekeyRequest(_Strict):
     session_id: str = Field(pattern=_HEX, min_length=32, max_length=32)
     issued_at: Timestamp
     signature: str = Field(pattern=_HEX, min_length=130, max_length=130)
-
-
-class Ack(BaseModel):
-    v: Literal[1]
-    accepted: int
-    last_seq: int
-    message_id: str
 
 
 class OutboxBacklog(BaseModel):

@@ -9,20 +9,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vitalchain.edge.server import install_error_handlers
 from vitalchain.gateway import api
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.health import ChainProbe, HealthMonitor, OutboxProbe, StoreProbe
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
-from vitalchain.ledger.errors import ChainUnavailable
-from vitalchain.store.errors import StoreUnavailable
 from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
+from vitalchain.wire.telemetry import AckBody
 
 MAX_RING_SIZE = 64
 TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (telemetry.md)
@@ -32,12 +30,6 @@ __all__ = ["create_app"]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": api.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429, 503)
 }
-# A dependency that is down is a 503 with a stable code, never a 500: the client retries.
-_UNAVAILABLE = {
-    "chain": ("chain_unavailable", "the chain node is unavailable; retry later"),
-    "store": ("store_unavailable", "the store is unavailable; retry later"),
-}
-RETRY_AFTER_S = 5
 _TELEMETRY_BODY = {
     "requestBody": {
         "required": True,
@@ -54,18 +46,35 @@ async def _gateway(request: Request) -> Gateway:
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 # The admin token as an OpenAPI security scheme (an Authorize button in /docs).  auto_error is
-# off: the routes read the header themselves, so a missing or malformed one keeps its coded
+# off: the dependencies below read the header, so a missing or malformed one keeps its coded
 # 401 (``unauthorized``), and a patient-signed enrolment needs no token at all.
 _ADMIN_TOKEN = HTTPBearer(
     auto_error=False,
     scheme_name="adminToken",
     description="The gateway operator's admin token (`Authorization: Bearer <token>`).",
 )
-AdminTokenDep = Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_TOKEN)]
+_AdminToken = Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_TOKEN)]
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+async def _admin(request: Request, gw: GatewayDep, _token: _AdminToken) -> None:
+    """The operator's admin token, required (401 ``unauthorized`` without it)."""
+    gw.require_admin(request.headers.get("authorization"))
+
+
+async def _bearer(request: Request, _token: _AdminToken) -> str | None:
+    """An admin token if one is offered (else the request must carry a patient signature);
+    an ``Authorization`` header that is not ``Bearer <token>`` is refused, not ignored."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise GatewayError("unauthorized", "use Authorization: Bearer <admin token>")
+    return value
+
+
+AdminDep = Annotated[None, Depends(_admin)]
+BearerDep = Annotated[str | None, Depends(_bearer)]
 
 
 def default_monitor(gateway: Gateway) -> HealthMonitor:
@@ -80,14 +89,6 @@ def default_monitor(gateway: Gateway) -> HealthMonitor:
     )
     monitor.probe_once()
     return monitor
-
-
-def _unavailable(monitor: HealthMonitor, component: str, exc: BaseException) -> JSONResponse:
-    monitor.report_failure(component, exc)  # logs once, when the outage starts
-    code, message = _UNAVAILABLE[component]
-    response = _error(503, code, message)
-    response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
 
 
 def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI:
@@ -117,37 +118,13 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     app.add_middleware(PreAuthLimit, limiter=gateway.preauth)
     app.state.health = monitor
 
-    @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        if exc.code == "store_unavailable":  # the ingest path's refusal of a failed write
-            monitor.report_failure("store", exc)
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(ChainUnavailable)
-    async def chain_unavailable(_: Request, exc: ChainUnavailable) -> JSONResponse:
-        return _unavailable(monitor, "chain", exc)
-
-    @app.exception_handler(StoreUnavailable)
-    @app.exception_handler(sqlite3.OperationalError)  # the embedded store: disk I/O, locked
-    async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return _unavailable(monitor, "store", exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a JSON body
-            return _error(422, "invalid_request", "body: not valid UTF-8 JSON")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return _error(500, "internal_error", "internal error")
+    # One set of handlers for the gateway's routes and the care routers the node mounts on
+    # this app: a route's outage is reported to the monitor, which logs it once.
+    install_error_handlers(
+        app,
+        report=monitor.report_failure,
+        outages={sqlite3.OperationalError: "store_unavailable"},  # the embedded store
+    )
 
     @app.get("/v1/health", response_model=api.Health, tags=["gateway"])
     async def liveness(gw: GatewayDep) -> dict[str, Any]:
@@ -205,19 +182,12 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         body: api.EnrolmentRequest,
         request: Request,
         gw: GatewayDep,
-        _admin: AdminTokenDep,  # declares the scheme; the header is read below
+        bearer: BearerDep,
         x_vitalchain_signature: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
+    ) -> api.EnrolmentResponse:
         """A patient or an admin creates a one-time pairing code for a new device."""
-        authorization = request.headers.get("authorization")
-        bearer = None
-        if authorization is not None:
-            scheme, _, value = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not value:
-                raise GatewayError(401, "unauthorized", "use Authorization: Bearer <admin token>")
-            bearer = value
         raw = await request.body()
-        return await run_in_threadpool(
+        enrolment = await run_in_threadpool(
             lambda: gw.create_enrolment(
                 raw,
                 patient=body.patient,
@@ -228,6 +198,12 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
                 signature=x_vitalchain_signature,
             )
         )
+        return api.EnrolmentResponse(
+            v=1,
+            pairing_code=enrolment.pairing_code,
+            patient=enrolment.patient,
+            expires_at=enrolment.expires_at,
+        )
 
     @app.post(
         "/v1/sessions",
@@ -236,7 +212,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def open_session(body: api.SessionRequest, gw: GatewayDep) -> dict[str, Any]:
+    def open_session(body: api.SessionRequest, gw: GatewayDep) -> SessionResponse:
         """keySession: the device's key and object ID in, a session key wrapped for it out."""
         return gw.open_session(body.device_key, body.object_id, body.suite)
 
@@ -246,16 +222,17 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def rekey(body: api.RekeyRequest, gw: GatewayDep) -> dict[str, Any]:
+    def rekey(body: api.RekeyRequest, gw: GatewayDep) -> RekeyResponse:
         """Re-key: a new session key for an active session, signed for by the device key."""
         return gw.rekey(body.session_id, body.issued_at, body.signature)
 
     @app.post(
         "/v1/tickets", response_model=api.SealedResponse, responses=_ERRORS, tags=["onboarding"]
     )
-    def ticket(body: api.SealedRequest, gw: GatewayDep) -> dict[str, Any]:
+    def ticket(body: api.SealedRequest, gw: GatewayDep) -> api.SealedResponse:
         """getTicket: the pairing code in, the master's token out, both under the session key."""
-        return gw.issue_ticket(body.session_id, body.ciphertext)
+        sealed = gw.issue_ticket(body.session_id, body.ciphertext)
+        return api.SealedResponse(v=1, ciphertext=sealed.hex())
 
     @app.post(
         "/v1/associations",
@@ -263,13 +240,14 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def associate(body: api.SealedRequest, gw: GatewayDep) -> dict[str, Any]:
+    def associate(body: api.SealedRequest, gw: GatewayDep) -> api.SealedResponse:
         """associate: relayed to the chain; answers once the chain accepted the device."""
-        return gw.associate(body.session_id, body.ciphertext)
+        sealed = gw.associate(body.session_id, body.ciphertext)
+        return api.SealedResponse(v=1, ciphertext=sealed.hex())
 
     @app.post(
         "/v1/telemetry",
-        response_model=api.Ack,
+        response_model=AckBody,
         responses={**_ERRORS, 415: {"model": api.ErrorResponse}},
         openapi_extra=_TELEMETRY_BODY,
         tags=["telemetry"],
@@ -287,7 +265,6 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         if media_type != TELEMETRY_MEDIA_TYPE:
             core.refuse_unauthenticated(
                 client,
-                415,
                 "unsupported_media_type",
                 f"a data message is sent as Content-Type: {TELEMETRY_MEDIA_TYPE}",
             )
@@ -295,12 +272,12 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         too_large = f"data messages are at most {limit} bytes"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            core.refuse_unauthenticated(client, 413, "message_too_large", too_large)
+            core.refuse_unauthenticated(client, "message_too_large", too_large)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                core.refuse_unauthenticated(client, 413, "message_too_large", too_large)
+                core.refuse_unauthenticated(client, "message_too_large", too_large)
         # The checks run here on the event loop (about 0.2 ms of CPU); only the durable commit
         # is waited for, as a future the store's writer thread resolves: no threadpool hop.
         ack = await asyncio.wrap_future(core.submit(bytes(body), client=client))
@@ -321,12 +298,10 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     )
     def revoke(
         device: Annotated[api.Address, Path(description="The device's address.")],
-        request: Request,
         gw: GatewayDep,
-        _admin: AdminTokenDep,  # declares the scheme; the header is read below
+        _admin: AdminDep,
     ) -> dict[str, Any]:
         """The master revokes a device on chain (admin token required)."""
-        gw.require_admin(request.headers.get("authorization"))
         result = gw.revoke(device)
         return {
             "v": 1,

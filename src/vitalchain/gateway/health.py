@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vitalchain.errors import VitalchainError
-from vitalchain.ledger import ChainOutbox, Ledger
+from vitalchain.ledger import ChainOutbox
+from vitalchain.ledger.ports import ChainBasics
 from vitalchain.store.base import Store
 
 __all__ = [
@@ -133,7 +134,7 @@ class OutageTracker:
 class ChainProbe:
     """``block_number()`` with a short timeout of its own; keeps the last number seen."""
 
-    def __init__(self, ledger: Ledger, timeout_s: float = 1.0) -> None:
+    def __init__(self, ledger: ChainBasics, timeout_s: float = 1.0) -> None:
         self.ledger = ledger
         self.timeout_s = timeout_s
         self.block_number: int | None = None

@@ -66,7 +66,6 @@ MAX_RESERVE_MESSAGES = 1024
 
 def _key_exhausted() -> GatewayError:
     return GatewayError(
-        409,
         "key_exhausted",
         "this session key has carried its limit; re-key (POST /v1/sessions/rekey)",
     )
@@ -129,7 +128,7 @@ class KeyBudget:
                     self._reserve(ahead)
                 except Exception:  # the state database is away (or closed at shutdown)
                     raise _refuse(
-                        503, "store_unavailable", "the gateway could not record the key's count"
+                        "store_unavailable", "the gateway could not record the key's count"
                     ) from None
                 self._reserved = ahead
             self._used = used
@@ -155,17 +154,16 @@ class LiveSession:
     budget: KeyBudget | None = None  # None: not counted (a caller that builds its own)
 
 
-def _refuse(status: int, code: str, message: str) -> GatewayError:
-    return GatewayError(status, code, message)
+def _refuse(code: str, message: str) -> GatewayError:
+    return GatewayError(code, message)
 
 
 def _replayed() -> GatewayError:
-    return _refuse(409, "replayed", "every reading of this message is already stored")
+    return _refuse("replayed", "every reading of this message is already stored")
 
 
 def _seq_conflict() -> GatewayError:
     return _refuse(
-        409,
         "seq_conflict",
         "some of these sequence numbers are stored (or being stored) and others are not",
     )
@@ -359,16 +357,15 @@ class IngestCore:
         """Refuse, unread, a message from a client over its pre-authentication budget."""
         if self._preauth.exhausted(client):
             raise _refuse(
-                429,
                 "too_many_requests",
                 "too many unauthenticated messages from this client; retry later",
             )
 
-    def refuse_unauthenticated(self, client: str, status: int, code: str, message: str) -> NoReturn:
+    def refuse_unauthenticated(self, client: str, code: str, message: str) -> NoReturn:
         """Refuse a message before it authenticated (the transport's own checks: media type,
         size), charging the client's pre-authentication budget, not any device's."""
         self._preauth.charge(client)
-        raise _refuse(status, code, message)
+        raise _refuse(code, message)
 
     def ingest(
         self, data: bytes, *, topic_device: str | None = None, client: str | None = None
@@ -427,7 +424,7 @@ class IngestCore:
             elif refusal is not None:
                 acked.set_exception(refusal)
             else:
-                acked.set_exception(_refuse(503, "store_unavailable", "the store could not write"))
+                acked.set_exception(_refuse("store_unavailable", "the store could not write"))
 
         stored.add_done_callback(settle)
         return acked
@@ -484,47 +481,45 @@ class IngestCore:
             self._preauth.charge(client)
             raise
         if not self._rate.allow(session.device):
-            raise _refuse(429, "rate_limited", "too many messages from this device")
+            raise _refuse("rate_limited", "too many messages from this device")
         # 3. the chain says the device is active
         status = self._registry.status(session.device)
         if status is DeviceStatus.REVOKED:
-            raise _refuse(403, "device_revoked", "the device's association was revoked on chain")
+            raise _refuse("device_revoked", "the device's association was revoked on chain")
         if status is not DeviceStatus.ACTIVE:
-            raise _refuse(403, "device_not_active", "the device is not associated on chain")
+            raise _refuse("device_not_active", "the device is not associated on chain")
         plaintext_bytes = len(plaintext)
         proof = None
         if data[:4] == RING_HEADER:
             try:
                 proof, used = RingProof.read(plaintext)
             except DecodeError:
-                raise _refuse(400, "malformed_message", "the ring proof does not decode") from None
+                raise _refuse("malformed_message", "the ring proof does not decode") from None
             if session.public_key not in proof.members:
-                raise _refuse(400, "invalid_ring", "the ring does not include the device")
+                raise _refuse("invalid_ring", "the ring does not include the device")
             plaintext = plaintext[used:]
         # 4. the device signed exactly this payload, for this group
         try:
             payload, raw_sig = split_signed(plaintext)
         except DecodeError as exc:
-            raise _refuse(400, exc.code, exc.message) from None
+            raise _refuse(exc.code, exc.message) from None
         try:
             session.public_key.verify(Signature.from_rsv(raw_sig), payload, READING_CONTEXT)
         except (InvalidSignature, DecodeError):
-            raise _refuse(
-                401, "invalid_signature", "the device signature does not verify"
-            ) from None
+            raise _refuse("invalid_signature", "the device signature does not verify") from None
         try:
             body = Payload.parse(payload, max_readings=self._max_readings)
         except DecodeError as exc:
-            raise _refuse(422, exc.code, exc.message) from None
+            raise _refuse(exc.code, exc.message) from None
         readings = [Reading(r.seq, r.vital, float(r.value), r.t) for r in body.readings]
         units = [r.unit for r in body.readings]
         if body.group != session.group_id:
-            raise _refuse(401, "wrong_group", "the payload is addressed to another group")
+            raise _refuse("wrong_group", "the payload is addressed to another group")
         if body.device != session.device:
-            raise _refuse(401, "wrong_device", "the payload names another device")
+            raise _refuse("wrong_device", "the payload names another device")
         seqs = [r.seq for r in readings]
         if any(b <= a for a, b in pairwise(seqs)):
-            raise _refuse(422, "invalid_payload", "seqs within a message strictly increase")
+            raise _refuse("invalid_payload", "seqs within a message strictly increase")
         message = Message(
             hashlib.sha256(data).digest(),
             session.device,
@@ -543,23 +538,21 @@ class IngestCore:
     ) -> tuple[LiveSession, bytes, int]:
         """Framing, check 1 (the session) and check 2 (the AEAD opens): who sent this."""
         if len(data) > self._max_bytes:
-            raise _refuse(
-                413, "message_too_large", f"data messages are at most {self._max_bytes} bytes"
-            )
+            raise _refuse("message_too_large", f"data messages are at most {self._max_bytes} bytes")
         if len(data) < HEADER_SIZE + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
-            raise _refuse(400, "malformed_message", "not a data message (VCm 0x01 or 0x02)")
+            raise _refuse("malformed_message", "not a data message (VCm 0x01 or 0x02)")
         now = self._now_ms()
         # 1. the session is known and active
         session = self._sessions.get(data[4:HEADER_SIZE])
         if session is None or session.expires_at * 1000 <= now:
-            raise _refuse(401, "unknown_session", "unknown or expired session")
+            raise _refuse("unknown_session", "unknown or expired session")
         if topic_device is not None and topic_device != session.device:
-            raise _refuse(403, "wrong_device", "the topic names another device")
+            raise _refuse("wrong_device", "the topic names another device")
         # 2. it decrypts under the session's key and suite
         try:
             plaintext = session.aead.open(data[HEADER_SIZE:], data[:HEADER_SIZE])
         except DecryptionError:
-            raise _refuse(400, "decryption_failed", "decryption failed") from None
+            raise _refuse("decryption_failed", "decryption failed") from None
         return session, plaintext, now
 
     def _check_values(self, checked: _Checked) -> None:
@@ -568,14 +561,12 @@ class IngestCore:
         # 6. device clocks within the window
         for stamp in (checked.sent_at, *(r.t_ms for r in readings)):
             if abs(stamp - now) > self._skew_ms:
-                raise _refuse(422, "clock_skew", "a timestamp is outside the clock-skew window")
+                raise _refuse("clock_skew", "a timestamp is outside the clock-skew window")
         # 7. plausible values, in the vital's unit
         for reading, unit in zip(readings, checked.units, strict=True):
             info = reading.vital.info
             if unit != info.unit:
-                raise _refuse(422, "wrong_unit", f"{info.short} is measured in {info.unit}")
+                raise _refuse("wrong_unit", f"{info.short} is measured in {info.unit}")
             low, high = info.plausible
             if not low <= reading.value <= high:
-                raise _refuse(
-                    422, "implausible_value", f"{info.short} {reading.value} is not plausible"
-                )
+                raise _refuse("implausible_value", f"{info.short} {reading.value} is not plausible")

@@ -158,14 +158,12 @@ class MqttBridge:
         except OSError as exc:
             self.stop()
             raise GatewayError(
-                503, "broker_unavailable", f"cannot reach the MQTT broker: {exc}"
+                "broker_unavailable", f"cannot reach the MQTT broker: {exc}"
             ) from exc
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             self.stop()
-            raise GatewayError(
-                503, "broker_unavailable", "could not subscribe to the telemetry topics"
-            )
+            raise GatewayError("broker_unavailable", "could not subscribe to the telemetry topics")
 
     def stop(self, timeout: float = 10) -> None:
         """Finish what was received, answer it, then disconnect, keeping the session.

@@ -3,8 +3,8 @@
 The ingest path must not call the chain for every message (tens of thousands a second), so
 this cache answers from memory.  It subscribes to the group's association and revocation
 events on the process's :class:`~vitalchain.ledger.watcher.ChainWatcher` (history replayed
-first), whose thread polls every ``revocation_poll_s``: a revocation takes effect at the
-gateway within one block.
+first); whoever made the watcher runs its thread (node.py: polled every ``revocation_poll_s``),
+so a revocation takes effect at the gateway within one block.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from vitalchain.crypto.keys import PublicKey
 from vitalchain.ledger.events import DEVICE_ASSOCIATED, DEVICE_REVOKED, Event
 from vitalchain.ledger.ledger import DeviceStatus
-from vitalchain.ledger.ports import EventLog, TrustGroupsView
+from vitalchain.ledger.ports import TrustGroupsView
 from vitalchain.ledger.watcher import ChainWatcher
 
 __all__ = ["DeviceRegistry"]
@@ -26,13 +26,11 @@ class DeviceRegistry:
         self,
         ledger: TrustGroupsView,
         group_id: int,
-        poll_s: float = 0.25,
-        on_revoked: Callable[[str], None] | None = None,
         *,
-        watcher: ChainWatcher | None = None,
+        watcher: ChainWatcher,
+        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
-        """``watcher``: the process's chain watcher; without one (a gateway built on its own),
-        the registry runs one over ``ledger.events``, polled every ``poll_s``."""
+        """``watcher``: the process's one chain watcher (its owner starts and stops it)."""
         self._ledger = ledger
         self._group_id = group_id
         self._on_revoked = on_revoked
@@ -40,10 +38,6 @@ class DeviceRegistry:
         self._revoked: set[str] = set()
         self._keys: dict[str, PublicKey] = {}
         self._lock = threading.Lock()
-        self._own_watcher = watcher is None
-        if watcher is None:
-            events: EventLog = ledger.events  # type: ignore[attr-defined]
-            watcher = ChainWatcher(events, poll_s=poll_s)
         self._watcher = watcher
         watcher.subscribe((DEVICE_ASSOCIATED, DEVICE_REVOKED), self._apply, replay=True)
 
@@ -100,12 +94,3 @@ class DeviceRegistry:
             self._revoked.add(device)
         if self._on_revoked:
             self._on_revoked(device)
-
-    def start(self) -> None:
-        """Start the watcher's thread (a shared watcher's too: starting it twice is a no-op)."""
-        self._watcher.start()
-
-    def stop(self) -> None:
-        """Stop the watcher's thread if this registry made the watcher."""
-        if self._own_watcher:
-            self._watcher.stop()

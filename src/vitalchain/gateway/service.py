@@ -33,8 +33,10 @@ from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, Session, SessionState
-from vitalchain.ledger import ChainWriter, ContractError, Ledger, TxResult
+from vitalchain.ledger import ChainWriter, ContractError, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.ledger.ports import ChainBasics, TrustGroups
+from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.store import open_store
 from vitalchain.store.base import Store
 from vitalchain.wire.onboarding import (
@@ -61,7 +63,7 @@ from vitalchain.wire.telemetry import Ack
 
 Sealed = TypeVar("Sealed", TicketRequest, AssociationRequest)
 
-__all__ = ["CredentialIssuer", "Gateway", "normalize_code"]
+__all__ = ["CredentialIssuer", "Enrolment", "Gateway", "GatewayChain", "normalize_code"]
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,25 @@ TELEMETRY_SESSION_S = 30 * 86400
 _CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
+class GatewayChain(TrustGroups, ChainBasics, Protocol):
+    """What a gateway asks of the chain itself (its writes go through the outbox)."""
+
+
 class CredentialIssuer(Protocol):
-    """The broker side (gateway.broker.BrokerAdmin): per-device MQTT credentials."""
+    """The broker side (gateway.dynsec.BrokerAdmin): per-device MQTT credentials."""
 
     def add_device(self, group_id: int, device: str) -> Any: ...
 
     def remove_device(self, device: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """A pairing code just created, for ``patient``, usable until ``expires_at`` (Unix s)."""
+
+    pairing_code: str
+    patient: str
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +110,9 @@ def _hex(value: object, name: str, size: int | None = None) -> bytes:
     try:
         raw = bytes.fromhex(str(value))
     except ValueError:
-        raise GatewayError(422, "invalid_request", f"{name} is not hex") from None
+        raise GatewayError("invalid_request", f"{name} is not hex") from None
     if size is not None and len(raw) != size:
-        raise GatewayError(422, "invalid_request", f"{name} must be {size} bytes")
+        raise GatewayError("invalid_request", f"{name} must be {size} bytes")
     return raw
 
 
@@ -106,9 +121,10 @@ class Gateway:
         self,
         settings: GatewaySettings,
         master: PrivateKey,
-        ledger: Ledger,
+        ledger: GatewayChain,
         *,
         outbox: ChainWriter,
+        watcher: ChainWatcher,
         store: Store | None = None,
         state: GatewayState | None = None,
         credentials: CredentialIssuer | None = None,
@@ -120,7 +136,10 @@ class Gateway:
         """``outbox``: the master's chain outbox, the one way associations and revocations
         reach the chain, so they never contend with anchors and alert records for a lock;
         an HTTP answer waits up to ``chain_wait_s`` for the transaction (else 503, and the
-        device's retry with the same request finds the same entry)."""
+        device's retry with the same request finds the same entry).  ``watcher``: the
+        process's one chain watcher, which keeps the device registry fresh; its owner runs it.
+        The master needs gas for its first transaction, ``ensure_group``: on a dev chain its
+        owner funds it first (node.py)."""
         self.settings = settings
         self.master = master
         self.ledger = ledger
@@ -134,7 +153,7 @@ class Gateway:
         self.credentials = credentials
         self.mqtt = mqtt
         self.registry = DeviceRegistry(
-            ledger, self.group_id, settings.revocation_poll_s, on_revoked=self._on_revoked
+            ledger, self.group_id, watcher=watcher, on_revoked=self._on_revoked
         )
         self.ingest_core = IngestCore(
             self.store,
@@ -170,11 +189,9 @@ class Gateway:
         """Create this gateway's trust group on chain on first start; check it on later ones."""
         group = self.ledger.group(self.group_id)
         if group is None:
-            self.ledger.fund(self.master.address)
             self.ledger.create_group(self.master, self.group_id, self.settings.master_object_id)
         elif group.master != self.master.address:
             raise GatewayError(
-                409,
                 "not_group_master",
                 f"group {self.group_id} belongs to {group.master}, not this key",
             )
@@ -182,7 +199,6 @@ class Gateway:
     def start(self) -> None:
         self.ensure_group()
         self.registry.refresh()
-        self.registry.start()
         if self._purge_thread is None:
             self._purge_thread = threading.Thread(
                 target=self._purge_loop, name="gateway-purge", daemon=True
@@ -193,7 +209,6 @@ class Gateway:
         self._purge_stop.set()
         if self._purge_thread is not None:
             self._purge_thread.join(timeout=5)
-        self.registry.stop()
         self.ingest_core.close()
         self._settle_usage()
         self.store.close()
@@ -271,7 +286,7 @@ class Gateway:
         issued_at: int | None,
         bearer: str | None,
         signature: str | None,
-    ) -> dict[str, Any]:
+    ) -> Enrolment:
         request = self._authorise_enrolment(body, patient, issued_at, bearer, signature)
         self._maybe_purge()
         raw = base64.b32encode(self.random(8)).decode()[:12]
@@ -281,9 +296,9 @@ class Gateway:
             _code_hash(code), patient, label, expires_at, request=request
         ):
             raise GatewayError(
-                409, "enrolment_replayed", "this signed enrolment request was already used"
+                "enrolment_replayed", "this signed enrolment request was already used"
             )
-        return {"v": 1, "pairing_code": code, "patient": patient, "expires_at": expires_at}
+        return Enrolment(code, patient, expires_at)
 
     def require_admin(self, authorization: str | None) -> None:
         token = self.settings.admin_token
@@ -293,7 +308,7 @@ class Gateway:
             or scheme.lower() != "bearer"
             or not hmac.compare_digest(value.encode(), token.get_secret_value().encode())
         ):
-            raise GatewayError(401, "unauthorized", "admin token required")
+            raise GatewayError("unauthorized", "admin token required")
 
     def _authorise_enrolment(
         self,
@@ -319,24 +334,18 @@ class Gateway:
                 bearer.encode(), token.get_secret_value().encode()
             ):
                 return None
-            raise GatewayError(401, "unauthorized", "invalid admin token")
+            raise GatewayError("unauthorized", "invalid admin token")
         if signature is None:
-            raise GatewayError(
-                401, "unauthorized", "needs an admin token or the patient's signature"
-            )
+            raise GatewayError("unauthorized", "needs an admin token or the patient's signature")
         if issued_at is None or abs(issued_at - self._now()) > self.settings.clock_skew_s:
-            raise GatewayError(
-                401, "unauthorized", "issued_at missing or outside the clock-skew window"
-            )
+            raise GatewayError("unauthorized", "issued_at missing or outside the clock-skew window")
         try:
             sig = Signature.from_rsv(_hex(signature, "signature", 65))
             signer = PublicKey.recover(sig, message_digest(body, ENROLMENT_CONTEXT))
         except (DecodeError, InvalidSignature, GatewayError):
-            raise GatewayError(
-                401, "unauthorized", "the patient signature does not verify"
-            ) from None
+            raise GatewayError("unauthorized", "the patient signature does not verify") from None
         if signer.address != patient:
-            raise GatewayError(401, "unauthorized", "the request is not signed by the patient")
+            raise GatewayError("unauthorized", "the request is not signed by the patient")
         request_hash = hashlib.sha256(
             ENROLMENT_REQUEST_TAG + bytes.fromhex(signer.address[2:]) + body
         ).digest()
@@ -344,26 +353,24 @@ class Gateway:
 
     # -- 2. session (keySession) ------------------------------------------------------------------
 
-    def open_session(self, device_key: str, object_id: int, suite_name: str) -> dict[str, Any]:
+    def open_session(self, device_key: str, object_id: int, suite_name: str) -> SessionResponse:
         try:
             key = PublicKey.from_bytes(_hex(device_key, "device_key"))
         except InvalidKey:
-            raise GatewayError(
-                422, "invalid_key", "device_key is not a secp256k1 public key"
-            ) from None
+            raise GatewayError("invalid_key", "device_key is not a secp256k1 public key") from None
         try:
             suite = Suite.parse(suite_name)
         except ValueError as exc:
-            raise GatewayError(422, "invalid_request", str(exc)) from None
+            raise GatewayError("invalid_request", str(exc)) from None
         if suite not in self.settings.suites:
-            raise GatewayError(422, "invalid_request", f"suite {suite.label} is not offered here")
+            raise GatewayError("invalid_request", f"suite {suite.label} is not offered here")
         self._maybe_purge()
         if self.ledger.object_id_taken(object_id):
             raise GatewayError(
-                409, "object_id_taken", f"object ID {object_id} is already taken on chain"
+                "object_id_taken", f"object ID {object_id} is already taken on chain"
             )
         if self.ledger.device(key.address).status is not DeviceStatus.NONE:
-            raise GatewayError(409, "device_known", "this device key already has a group on chain")
+            raise GatewayError("device_known", "this device key already has a group on chain")
         session_id = self.random(16)
         session_key = self.random(32)
         now = self._now()
@@ -389,7 +396,7 @@ class Gateway:
             expires_at=expires_at,
             session_key=envelope.hex(),
             signature=proof.to_rsv().hex(),
-        ).to_json()
+        )
 
     def _session(self, session_id_hex: str) -> Session:
         """The session named, unless unknown, expired or burned (401 ``unknown_session``)."""
@@ -400,7 +407,7 @@ class Gateway:
             or session.expires_at <= self._now()
             or session.state is SessionState.BURNED
         ):
-            raise GatewayError(401, "unknown_session", "unknown or expired session")
+            raise GatewayError("unknown_session", "unknown or expired session")
         return session
 
     def _open_sealed(
@@ -418,19 +425,20 @@ class Gateway:
             plaintext = aead.open(_hex(ciphertext_hex, "ciphertext"), aad + session_id)
             json.loads(plaintext)
         except (DecryptionError, ValueError):
-            raise GatewayError(400, "decryption_failed", "decryption failed") from None
+            raise GatewayError("decryption_failed", "decryption failed") from None
         try:
             body = shape.parse(plaintext)
         except DecodeError as exc:
-            raise GatewayError(422, exc.code, exc.message) from None
+            raise GatewayError(exc.code, exc.message) from None
         if session.state is not expect:
             code = "no_ticket" if expect is SessionState.TICKETED else "session_used"
-            raise GatewayError(409, code, f"session is {session.state.value}, not {expect.value}")
+            raise GatewayError(code, f"session is {session.state.value}, not {expect.value}")
         return session, body, aead
 
     # -- 3. ticket (getTicket) --------------------------------------------------------------------
 
-    def issue_ticket(self, session_id_hex: str, ciphertext_hex: str) -> dict[str, Any]:
+    def issue_ticket(self, session_id_hex: str, ciphertext_hex: str) -> bytes:
+        """The ticket reply, sealed under the session key."""
         session, body, aead = self._open_sealed(
             session_id_hex, ciphertext_hex, AAD_TICKET_REQUEST, SessionState.NEW, TicketRequest
         )
@@ -438,9 +446,7 @@ class Gateway:
             session.device_key.hex(),
             PublicKey.from_bytes(session.device_key).uncompressed.hex(),
         ):
-            raise GatewayError(
-                400, "session_mismatch", "object ID or key differ from the session's"
-            )
+            raise GatewayError("session_mismatch", "object ID or key differ from the session's")
         code = body.pairing_code
         enrolment = self.state.enrolment(_code_hash(code))
         now = self._now()
@@ -457,16 +463,16 @@ class Gateway:
             )
             if failures >= self.settings.max_ticket_attempts:
                 raise GatewayError(
-                    429, "too_many_attempts", "too many bad pairing codes; session burned"
+                    "too_many_attempts", "too many bad pairing codes; session burned"
                 )
-            raise GatewayError(403, *problem)
+            raise GatewayError(*problem)
         token = self.ledger.issue_token(
             self.master, self.group_id, session.object_id, session.device
         )
         if not self.state.consume_enrolment(
             _code_hash(code), session.device, now, session.session_id, token.to_rsv()
         ):
-            raise GatewayError(403, "pairing_code_used", "pairing code already used")
+            raise GatewayError("pairing_code_used", "pairing code already used")
         reply = TicketReply(
             v=1,
             token=token.to_rsv().hex(),
@@ -474,16 +480,12 @@ class Gateway:
             object_id=session.object_id,
             device=session.device,
         )
-        return {
-            "v": 1,
-            "ciphertext": aead.seal(
-                reply.encode(), AAD_TICKET + session.session_id, random=self.random
-            ).hex(),
-        }
+        return aead.seal(reply.encode(), AAD_TICKET + session.session_id, random=self.random)
 
     # -- 4. association ---------------------------------------------------------------------------
 
-    def associate(self, session_id_hex: str, ciphertext_hex: str) -> dict[str, Any]:
+    def associate(self, session_id_hex: str, ciphertext_hex: str) -> bytes:
+        """The association reply, sealed under the session key, once the chain accepted it."""
         session, body, aead = self._open_sealed(
             session_id_hex,
             ciphertext_hex,
@@ -492,20 +494,18 @@ class Gateway:
             AssociationRequest,
         )
         if body.object_id != session.object_id:
-            raise GatewayError(400, "session_mismatch", "object ID differs from the session's")
+            raise GatewayError("session_mismatch", "object ID differs from the session's")
         token = _hex(body.token, "token", 65)
         if session.token is None or not hmac.compare_digest(token, session.token):
-            raise GatewayError(409, "no_ticket", "this is not the token issued for this session")
+            raise GatewayError("no_ticket", "this is not the token issued for this session")
         try:
             request = Signature.from_rsv(_hex(body.request, "request", 65))
         except DecodeError:
-            raise GatewayError(
-                422, "invalid_request", "request is not an r||s||v signature"
-            ) from None
+            raise GatewayError("invalid_request", "request is not an r||s||v signature") from None
         try:
             result = self._associate_on_chain(session, token, request)
         except ContractError as exc:
-            raise GatewayError(409, exc.code, str(exc)) from None
+            raise GatewayError(exc.code, str(exc)) from None
         expires_at = self._now() + TELEMETRY_SESSION_S
         self.state.activate(session.session_id, expires_at)
         live = self.state.session(session.session_id)
@@ -531,8 +531,7 @@ class Gateway:
             tx_hash=result.tx_hash.hex(),
             mqtt=mqtt,
         )
-        sealed = aead.seal(reply.encode(), AAD_ASSOCIATION + session.session_id, random=self.random)
-        return {"v": 1, "ciphertext": sealed.hex()}
+        return aead.seal(reply.encode(), AAD_ASSOCIATION + session.session_id, random=self.random)
 
     def _associate_on_chain(self, session: Session, token: bytes, request: Signature) -> TxResult:
         device_key = PublicKey.from_bytes(session.device_key)
@@ -572,7 +571,7 @@ class Gateway:
 
     # -- 5. re-key --------------------------------------------------------------------------------
 
-    def rekey(self, session_id_hex: str, issued_at: int, signature_hex: str) -> dict[str, Any]:
+    def rekey(self, session_id_hex: str, issued_at: int, signature_hex: str) -> RekeyResponse:
         """Replace an active telemetry session by a new one, same device and patient, new key.
 
         The request is the device key's signature over ``old id ‖ u64 issued_at``; the old
@@ -585,10 +584,10 @@ class Gateway:
         """
         session = self._session(session_id_hex)
         if session.state not in (SessionState.ACTIVE, SessionState.REKEYED):
-            raise GatewayError(409, "session_used", f"session is {session.state.value}, not active")
+            raise GatewayError("session_used", f"session is {session.state.value}, not active")
         now = self._now()
         if abs(issued_at - now) > self.settings.clock_skew_s:
-            raise GatewayError(422, "clock_skew", "issued_at is outside the clock-skew window")
+            raise GatewayError("clock_skew", "issued_at is outside the clock-skew window")
         device_key = PublicKey.from_bytes(session.device_key)
         try:
             device_key.verify(
@@ -598,13 +597,13 @@ class Gateway:
             )
         except (DecodeError, InvalidSignature):
             raise GatewayError(
-                401, "invalid_signature", "the device signature does not verify"
+                "invalid_signature", "the device signature does not verify"
             ) from None
         status = self.registry.status(session.device)
         if status is DeviceStatus.REVOKED:
-            raise GatewayError(403, "device_revoked", "the device's association was revoked")
+            raise GatewayError("device_revoked", "the device's association was revoked")
         if status is not DeviceStatus.ACTIVE:
-            raise GatewayError(403, "device_not_active", "the device is not associated on chain")
+            raise GatewayError("device_not_active", "the device is not associated on chain")
         if session.state is SessionState.ACTIVE:
             new = Session(
                 self.random(16), session.device, session.device_key, session.object_id,
@@ -629,10 +628,10 @@ class Gateway:
             or successor.state is not SessionState.ACTIVE
             or successor.expires_at <= now
         ):
-            raise GatewayError(409, "session_used", "this session was re-keyed already")
+            raise GatewayError("session_used", "this session was re-keyed already")
         return self._rekey_answer(session.session_id, successor, session.expires_at)
 
-    def _rekey_answer(self, old: bytes, new: Session, old_until: int) -> dict[str, Any]:
+    def _rekey_answer(self, old: bytes, new: Session, old_until: int) -> RekeyResponse:
         envelope = seal_for(
             [PublicKey.from_bytes(new.device_key)],
             new.key,
@@ -649,7 +648,7 @@ class Gateway:
             expires_at=new.expires_at,
             session_key=envelope.hex(),
             signature=proof.to_rsv().hex(),
-        ).to_json()
+        )
 
     # -- telemetry and revocation -----------------------------------------------------------------
 
@@ -661,7 +660,7 @@ class Gateway:
         """
         active = self.registry.active()
         if len(active) < 2:
-            raise GatewayError(409, "ring_unavailable", "fewer than 2 active devices in the group")
+            raise GatewayError("ring_unavailable", "fewer than 2 active devices in the group")
         chosen = sorted(active, key=lambda _: self.random(8))[:size]
         return [self.registry.public_key(device).compressed.hex() for device in chosen]
 
@@ -679,7 +678,7 @@ class Gateway:
         try:
             result = ticket.result(self.chain_wait_s)
         except ContractError as exc:
-            raise GatewayError(409, exc.code, str(exc)) from None
+            raise GatewayError(exc.code, str(exc)) from None
         self.registry.refresh()
         return result
 

@@ -18,8 +18,9 @@ The tables are the SQL core's (:data:`vitalchain.store.sql.journal_tables`), the
 migrations' (``journal`` history), every query a Core statement.  Two shortcuts, measured
 (docs/benchmarks.md): the group commit runs its statements, compiled from those tables once,
 on the driver's cursor in a transaction of its own (through SQLAlchemy's execute and
-transaction, ingest lost a quarter to a third of its rate); and the statements with a row
-per reading or message run as compiled SQL through ``exec_driver_sql`` (:class:`_Driver`).
+transaction, ingest lost a quarter to a third of its rate); and sealing's statements, those
+with a row per reading or message, run compiled the same way on the store's own connections'
+driver cursors (:class:`~vitalchain.store.sql.DriverSql`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from vitalchain.store.files import private_database
 from vitalchain.store.model import Message, Reading, StoredMessage
 from vitalchain.store.sql import (
     Connections,
+    DriverSql,
     journal_tables,
     outside_transaction,
     sqlite_engine,
@@ -149,37 +150,21 @@ _counted = select(
 ).subquery("counted")
 
 
-@dataclass(frozen=True, slots=True)
-class _Driver:
-    """A statement compiled once to the driver's SQL, for the statements with a row per
-    reading or message (the reads that gather a block, the marks that seal it): run with
-    ``exec_driver_sql``, their rows and parameter sets skip SQLAlchemy's per-row processing,
-    which cost as much as the statement itself (docs/benchmarks.md)."""
-
-    sql: str
-    order: tuple[str, ...]
-    fixed: dict[str, Any]  # parameters the compiler made (a LIMIT's)
-
-    @classmethod
-    def of(cls, statement: ClauseElement) -> _Driver:
-        compiled = statement.compile(dialect=sqlite_dialect.dialect())
-        if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
-            raise RuntimeError("not a positional SQL statement")
-        return cls(str(compiled), tuple(compiled.positiontup), dict(compiled.params))
-
-    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(params[n] if n in params else self.fixed[n] for n in self.order)
-
-
-_UNSEALED = _Driver.of(
-    _messages_in(select(_counted.c.id).where(_counted.c.before < bindparam("max_readings")))
+# The statements with a row per reading or message (the reads that gather a block, the marks
+# that seal it), compiled once to sqlite3's SQL: through Core, SQLAlchemy's per-row processing
+# of their rows and parameter sets cost as much as the statement itself (docs/benchmarks.md).
+_SQLITE = sqlite_dialect.dialect()
+_UNSEALED = DriverSql.of(
+    _messages_in(select(_counted.c.id).where(_counted.c.before < bindparam("max_readings"))),
+    _SQLITE,
 )
 
 # The other statements, built once (a statement object caches its compiled form).
 _after = select(_M.c.id).where(_M.c.id > bindparam("after")).order_by(_M.c.id)
-_MESSAGES = _Driver.of(_messages_in(_after.limit(bindparam("limit"))))
-_DEVICE_MESSAGES = _Driver.of(
-    _messages_in(_after.where(_M.c.device == bindparam("device")).limit(bindparam("limit")))
+_MESSAGES = DriverSql.of(_messages_in(_after.limit(bindparam("limit"))), _SQLITE)
+_DEVICE_MESSAGES = DriverSql.of(
+    _messages_in(_after.where(_M.c.device == bindparam("device")).limit(bindparam("limit"))),
+    _SQLITE,
 )
 _LAST_SEQS = select(_S.c.device, func.max(_S.c.last_seq)).group_by(_S.c.device)
 _RANGES = select(_S.c.device, _S.c.first_seq, _S.c.last_seq).order_by(_S.c.device, _S.c.first_seq)
@@ -196,14 +181,15 @@ _SEALED = (
     .group_by(_M.c.group_id, _M.c.leaf_index, _M.c.leaf)
     .order_by(_M.c.group_id, _M.c.leaf_index)
 )
-_MARK = _Driver.of(  # one row per execution, run as the driver's executemany
+_MARK = DriverSql.of(  # one row per execution, run as the driver's executemany
     update(_M)
     .where(
         _M.c.id == bindparam("b_id"),
         _M.c.group_id == bindparam("b_group"),
         _M.c.leaf_index.is_(None),
     )
-    .values(leaf_index=bindparam("b_leaf_index"), leaf=bindparam("b_leaf"))
+    .values(leaf_index=bindparam("b_leaf_index"), leaf=bindparam("b_leaf")),
+    _SQLITE,
 )
 _UNMARK = (
     update(_M)
@@ -430,11 +416,11 @@ class SqliteJournal:
         params = {"group_id": group_id, "patient": patient, "max_readings": max_readings}
         return self._messages(_UNSEALED, params)
 
-    def _messages(self, query: _Driver, params: dict[str, Any]) -> list[StoredMessage]:
+    def _messages(self, query: DriverSql, params: dict[str, Any]) -> list[StoredMessage]:
         """The rows of a :func:`_messages_in` query as messages: one query, whatever their
         number (a message's readings are its consecutive rows)."""
-        with self._db.reading() as conn:
-            rows = conn.exec_driver_sql(query.sql, query.args(params)).all()
+        with self._db.cursor() as cur:
+            rows = cur.execute(query.sql, query.args(params)).fetchall()
         out: list[StoredMessage] = []
         readings: list[Reading] = []
         for i, row in enumerate(rows):
@@ -461,8 +447,8 @@ class SqliteJournal:
         ]
         if not rows:
             return
-        with self._db.writing() as conn:
-            if conn.exec_driver_sql(_MARK.sql, rows).rowcount != len(rows):  # summed over rows
+        with self._db.cursor(write=True) as cur:
+            if cur.executemany(_MARK.sql, rows).rowcount != len(rows):  # summed over rows
                 # Raised inside the transaction: none of them is marked.
                 raise StoreError("a message is unknown or already sealed", code="block_conflict")
 

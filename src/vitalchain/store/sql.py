@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +51,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL
-from sqlalchemy.sql import Executable
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from vitalchain.crypto.block import read_block
 from vitalchain.store import migrations
@@ -66,6 +67,7 @@ from vitalchain.wire.envelope import Stanza
 __all__ = [
     "BlockSchema",
     "Connections",
+    "DriverSql",
     "JournalTables",
     "SqlBlockStore",
     "block_schema",
@@ -301,6 +303,41 @@ def writing(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+@dataclass(frozen=True, slots=True)
+class DriverSql:
+    """A Core statement compiled once to one driver's SQL, for the hot paths that run on the
+    driver's cursor (:meth:`Connections.cursor`): sealing, and the journal's reads with a row
+    per reading.  Through ``Connection.execute`` each statement paid ~100 µs of SQLAlchemy's
+    per-call work (execution context, result and row processing), more than the statement
+    itself; the SQL is still written once, from the tables (docs/benchmarks.md).
+
+    ``order`` names the positional parameters (sqlite3's ``?``); None for a named style
+    (psycopg's ``%(name)s``).  ``fixed`` holds the parameters the compiler made (a LIMIT's).
+    """
+
+    sql: str
+    order: tuple[str, ...] | None
+    fixed: dict[str, Any]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect) -> DriverSql:
+        compiled = statement.compile(dialect=dialect)
+        if not isinstance(compiled, SQLCompiler):
+            raise RuntimeError("not a SQL statement")
+        order = None if compiled.positiontup is None else tuple(compiled.positiontup)
+        if dialect.positional and order is None:
+            raise RuntimeError("a positional dialect compiled no parameter order")
+        fixed = {k: v for k, v in compiled.params.items() if not compiled.binds[k].required}
+        return cls(str(compiled), order, fixed)
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The driver's parameters for ``params`` (a required one missing raises KeyError)."""
+        if self.order is None:
+            return {**self.fixed, **params}
+        given = {**self.fixed, **params} if self.fixed else params
+        return tuple(map(given.__getitem__, self.order))
+
+
 class Connections:
     """A store's two connections, a reader and a writer, each behind a lock that serialises
     its users (a pool checkout and a fresh ``Connection`` per call cost more than the query).
@@ -308,6 +345,7 @@ class Connections:
     The reader runs in autocommit (each statement its own snapshot, no BEGIN or ROLLBACK
     round trips); the writer's transactions are :func:`writing`'s.  A connection the server
     dropped fails its caller (:class:`StoreUnavailable`) and is replaced on next use.
+    :meth:`cursor` is the same two connections' driver cursors, for :class:`DriverSql`.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -325,30 +363,73 @@ class Connections:
             return conn.execution_options(isolation_level="AUTOCOMMIT")
         return conn
 
+    def _current(self, write: bool) -> Connection:
+        """The reader or the writer (its lock held), opened afresh if the server dropped it."""
+        role = "_writer" if write else "_reader"
+        conn: Connection | None = getattr(self, role)
+        if conn is None or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            setattr(self, role, None)
+            conn = self._open(write)
+            setattr(self, role, conn)
+        return conn
+
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         with self._read_lock, translated():
-            if self._reader is None or self._reader.invalidated:
-                if self._reader is not None:
-                    self._reader.close()
-                self._reader = None
-                self._reader = self._open(write=False)
+            reader = self._current(write=False)
             try:
-                yield self._reader
+                yield reader
             finally:
-                if self._reader.in_transaction():
-                    self._reader.rollback()  # SQLAlchemy's bookkeeping only: autocommit
+                if reader.in_transaction():
+                    reader.rollback()  # SQLAlchemy's bookkeeping only: autocommit
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         with self._write_lock, translated():
-            if self._writer is None or self._writer.invalidated:
-                if self._writer is not None:
-                    self._writer.close()
-                self._writer = None
-                self._writer = self._open(write=True)
-            with self._writer.begin():
-                yield self._writer
+            writer = self._current(write=True)
+            with writer.begin():
+                yield writer
+
+    @contextmanager
+    def cursor(self, *, write: bool = False) -> Iterator[Any]:
+        """A driver cursor of the reader (autocommit) or of the writer, for :class:`DriverSql`.
+
+        A writer's cursor is one transaction (SQLite: ``BEGIN IMMEDIATE``; psycopg begins on
+        the first statement), committed on exit and rolled back on an error.  A driver error
+        comes out as SQLAlchemy's (so :func:`translated` and :func:`unique_violation` read it
+        as they read any other), and a lost connection is invalidated, to be replaced on next
+        use, as SQLAlchemy does for its own statements.
+        """
+        dialect = self.engine.dialect
+        with self._write_lock if write else self._read_lock, translated():
+            conn = self._current(write)
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cur = driver.cursor()
+            try:
+                if write and dialect.name == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                if write:
+                    driver.commit()
+            except BaseException as error:
+                if write:
+                    with suppress(Exception):  # a lost connection has nothing to roll back
+                        driver.rollback()
+                if not isinstance(error, dialect.loaded_dbapi.Error):
+                    raise
+                lost = dialect.is_disconnect(error, driver, cur)
+                if lost:
+                    conn.invalidate(error)
+                raise exc.DBAPIError.instance(
+                    None, None, error, dialect.loaded_dbapi.Error,
+                    connection_invalidated=lost, dialect=dialect,
+                ) from error  # fmt: skip
+            finally:
+                with suppress(Exception):
+                    cur.close()
 
     def close(self) -> None:
         for lock, role in ((self._read_lock, "_reader"), (self._write_lock, "_writer")):
@@ -428,7 +509,7 @@ class SqlBlockStore:
             raise
         self._engine = engine
         self._db = Connections(engine)
-        self._q = _BlockQueries.build(schema, engine.dialect.name)
+        self._q = _BlockQueries.build(schema, engine.dialect)
         self._closed = False
 
     # -- per backend ------------------------------------------------------------------------------
@@ -491,12 +572,22 @@ class SqlBlockStore:
 
     # -- sealing ---------------------------------------------------------------------------------
 
+    # Sealing's statements run on the driver's cursor (:class:`DriverSql`): through Core they
+    # cost a quarter of sealing's rate (docs/benchmarks.md).
+
     def last_block(self, group_id: int, patient: str) -> Block | None:
-        return self._one_block(self._q.last_block, group_id=group_id, patient=patient)
+        if not _fits(group_id):
+            return None
+        last = self._q.last_block
+        with self._db.cursor() as cur:
+            cur.execute(last.sql, last.args({"group_id": group_id, "patient": patient}))
+            row = cur.fetchone()
+        return None if row is None else read_block(self._load_body(row[0]))
 
     def next_leaf_index(self, group_id: int) -> int:
-        with self._db.reading() as conn:
-            return int(conn.execute(self._q.next_leaf, {"group_id": group_id}).scalar_one())
+        with self._db.cursor() as cur:
+            cur.execute(self._q.next_leaf.sql, self._q.next_leaf.args({"group_id": group_id}))
+            return int(cur.fetchone()[0])
 
     def add_block(
         self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
@@ -510,14 +601,19 @@ class SqlBlockStore:
         row = {"group_id": block.group_id, "patient": block.patient, "number": block.number,
                "leaf_index": block.leaf_index, "block_hash": block.hash, "leaf": block.leaf,
                "body": body}  # fmt: skip
+        add, ring = self._q.add_block, self._q.add_stanzas
         try:
-            with self._db.writing() as conn:
-                inserted = conn.execute(self._q.add_block, row).inserted_primary_key
-                assert inserted is not None
-                ring = [{"block_id": int(inserted[0]), "recipient": s.recipient,
-                         "stanza": s.encode()} for s in stanzas]  # fmt: skip
-                if ring:
-                    conn.execute(self._q.add_stanzas, ring)
+            with self._db.cursor(write=True) as cur:
+                cur.execute(add.sql, add.args(row))
+                block_id = int(cur.fetchone()[0])  # RETURNING id
+                rows = [
+                    ring.args(
+                        {"block_id": block_id, "recipient": s.recipient, "stanza": s.encode()}
+                    )
+                    for s in stanzas
+                ]
+                if rows:
+                    cur.executemany(ring.sql, rows)
         except exc.IntegrityError as error:
             self._drop_body(body)
             if unique_violation(error) in {"blocks", "key_ring"}:
@@ -621,10 +717,10 @@ class _BlockQueries:
     """Every block store statement, built once per store (a statement object caches its
     compiled form and cache key; building one per call cost more than running it)."""
 
-    last_block: Executable
-    next_leaf: Executable
-    add_block: Executable
-    add_stanzas: Executable
+    last_block: DriverSql
+    next_leaf: DriverSql
+    add_block: DriverSql
+    add_stanzas: DriverSql
     block: Executable
     patient_block: Executable
     blocks: Executable
@@ -639,8 +735,8 @@ class _BlockQueries:
     purge_nonces: Executable
 
     @classmethod
-    def build(cls, t: BlockSchema, dialect: str) -> _BlockQueries:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    def build(cls, t: BlockSchema, dialect: Dialect) -> _BlockQueries:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         b, k, a, n = t.blocks.c, t.key_ring.c, t.anchors.c, t.nonces.c
         group, patient = b.group_id == bindparam("group_id"), b.patient == bindparam("patient")
         at_leaf = b.leaf_index == bindparam("leaf_index")
@@ -649,26 +745,28 @@ class _BlockQueries:
             select(b.id, bindparam("recipient", type_=LargeBinary),
                    bindparam("stanza", type_=LargeBinary)).where(group, at_leaf),
         )  # fmt: skip
+        block_columns = ("group_id", "patient", "number", "leaf_index", "block_hash", "leaf")
         return cls(
-            last_block=select(t.body).where(group, patient).order_by(b.number.desc()).limit(1),
-            next_leaf=select(func.coalesce(func.max(b.leaf_index) + 1, 0)).where(group),
-            add_block=t.blocks.insert().values(
-                {
-                    **{
-                        c: bindparam(c)
-                        for c in (
-                            "group_id",
-                            "patient",
-                            "number",
-                            "leaf_index",
-                            "block_hash",
-                            "leaf",
-                        )
-                    },
-                    t.body.name: bindparam("body"),
-                }
+            last_block=DriverSql.of(
+                select(t.body).where(group, patient).order_by(b.number.desc()).limit(1), dialect
             ),
-            add_stanzas=t.key_ring.insert(),
+            next_leaf=DriverSql.of(
+                select(func.coalesce(func.max(b.leaf_index) + 1, 0)).where(group), dialect
+            ),
+            add_block=DriverSql.of(
+                t.blocks.insert()
+                .values(
+                    {**{c: bindparam(c) for c in block_columns}, t.body.name: bindparam("body")}
+                )
+                .returning(b.id),
+                dialect,
+            ),
+            add_stanzas=DriverSql.of(
+                t.key_ring.insert().values(
+                    {c: bindparam(c) for c in ("block_id", "recipient", "stanza")}
+                ),
+                dialect,
+            ),
             block=select(t.body).where(group, at_leaf),
             patient_block=select(t.body).where(group, patient, b.number == bindparam("number")),
             blocks=select(t.body)

@@ -27,6 +27,7 @@ __all__ = [
     "RING_HEADER",
     "SIGNATURE_SIZE",
     "Ack",
+    "AckBody",
     "Payload",
     "ReadingItem",
     "Refusal",
@@ -138,7 +139,9 @@ def split_signed(plaintext: bytes) -> tuple[bytes, bytes]:
     return plaintext[:-SIGNATURE_SIZE], plaintext[-SIGNATURE_SIZE:]
 
 
-class _AckModel(Strict):
+class AckBody(Strict):
+    """The acknowledgement's JSON (also the HTTP route's response model)."""
+
     v: Literal[1]
     accepted: int
     last_seq: int
@@ -166,7 +169,7 @@ class Ack:
 
     @classmethod
     def parse(cls, data: bytes | str) -> Ack:
-        model = load(_AckModel, data, what="acknowledgement")
+        model = load(AckBody, data, what="acknowledgement")
         return cls(model.accepted, model.last_seq, _message_id(model.message_id))
 
 

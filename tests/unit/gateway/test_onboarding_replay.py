@@ -16,11 +16,17 @@ import httpx
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, chain_outbox, error_code, next_id
+from tests.gateway_fixtures import (
+    ADMIN_TOKEN,
+    Harness,
+    chain_outbox,
+    error_code,
+    next_id,
+    started_gateway,
+)
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.keys import Signature, message_digest
 from vitalchain.gateway.app import create_app
-from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
@@ -88,14 +94,12 @@ def test_the_admin_token_path_is_not_single_use(harness: Harness) -> None:
 
 @contextmanager
 def served(settings: GatewaySettings, master: PrivateKey, ledger: Ledger) -> Iterator[TestClient]:
-    with chain_outbox(ledger, master, settings.data_dir / "outbox.db") as outbox:
-        gateway = Gateway(settings, master, ledger, outbox=outbox)
-        gateway.start()
-        try:
-            with TestClient(create_app(gateway)) as client:
-                yield client
-        finally:
-            gateway.close()
+    with (
+        chain_outbox(ledger, master, settings.data_dir / "outbox.db") as outbox,
+        started_gateway(settings, master, ledger, outbox) as gateway,
+        TestClient(create_app(gateway)) as client,
+    ):
+        yield client
 
 
 def test_a_replay_is_refused_after_a_restart(chain: Ledger, tmp_path: Path) -> None:
