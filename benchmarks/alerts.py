@@ -8,7 +8,7 @@ outbox running), on the embedded chain (py-evm in a child process, as a gateway 
 or on anvil (started here on a free loopback port, stopped at the end, whatever happens).
 Load devices stream normal readings through the ingest core at the offered rate; nine
 alerting devices (ring of 9: k = 8) take turns sending an episode every 0.1 s, cycling
-through every default rule of care/rules.py (the rule's own priority and its urgent,
+through every default rule of alerts/rules.py (the rule's own priority and its urgent,
 high-priority limit): ``consecutive`` out-of-range readings in one message, ring-signed at
 send time, then a reading back in range.
 A provider's subscription (the hub queue and event loop a WebSocket uses) stamps each
@@ -44,15 +44,15 @@ from typing import Any
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from vitalchain.care.alerts import Alert, open_alert
-from vitalchain.care.rules import DEFAULT_RULES, Priority, VitalRule
+from vitalchain.alerts.rules import DEFAULT_RULES, Priority, VitalRule
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.node import running_gateway
+from vitalchain.sdk.alert import Alert, open_alert
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.anvil import AnvilProcess
 from vitalchain.vitals import Vital, scope_of
 
@@ -189,7 +189,7 @@ def _run(rate: int, seconds: float, backend: EmbeddedBackend | RpcBackend, anvil
             # Steady state: every device has been seen and the gateway has read its patient's
             # recipients from the chain (the warm-up a running gateway does on first contact),
             # and the thresholds of every vital an episode uses: the first reading
-            # of a (patient, vital) reads them from the chain (gateway/policy.py).
+            # of a (patient, vital) reads them from the chain (sealing/policy.py).
             core = node.gateway.ingest_core
             normal = list({kind.vital: (kind.vital, kind.back) for kind in EPISODES}.values())
             for device in alerting:

@@ -63,10 +63,10 @@ from web3.types import RPCEndpoint
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.node import RunningGateway, running_gateway
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 
 ROOT = Path(__file__).resolve().parent.parent

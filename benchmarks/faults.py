@@ -50,15 +50,15 @@ from typing import Any
 
 import httpx
 
-from vitalchain.care.access import AccessError, ProviderClient
-from vitalchain.care.alerts import Alert, open_alert
-from vitalchain.care.delivery import AlertSubscriber, SubscriptionClosed
-from vitalchain.care.rules import DEFAULT_RULES
+from vitalchain.alerts.rules import DEFAULT_RULES
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol
 from vitalchain.ledger import Deployment, Ledger
 from vitalchain.node import rpc_backend
+from vitalchain.sdk.alert import Alert, open_alert
+from vitalchain.sdk.provider import AccessError, ProviderClient
+from vitalchain.sdk.subscriber import AlertSubscriber, SubscriptionClosed
 from vitalchain.services.anvil import AnvilProcess
 from vitalchain.services.ports import free_port
 from vitalchain.store.files import private_dir

@@ -38,10 +38,10 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import running_gateway
+from vitalchain.sealing.sealer import SealingPolicy
 
 TOKEN = "fuzz-admin-token-0123456789"
 ADMIN_ROUTES = ("/v1/enrolments", "/v1/devices/{device}/revocation")

@@ -90,8 +90,8 @@ from capture import (  # benchmarks/capture.py: the script's directory is on sys
 )
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
+from vitalchain.device.physiology import DeviceKind, PatientProfile, VitalsGenerator
 from vitalchain.device.simulator import enrol
-from vitalchain.device.vitals import DeviceKind, PatientProfile, VitalsGenerator
 from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 

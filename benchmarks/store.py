@@ -41,10 +41,10 @@ from pathlib import Path
 
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
-from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, ChainOutbox, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger.consent import ConsentView
 from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.sealing.sealer import Sealer, SealingPolicy
 from vitalchain.services.anvil import run_anvil
 from vitalchain.store import GatewayStore, Message, Reading, SqliteJournal, SqliteStore, open_store
 from vitalchain.store.base import Store
@@ -118,7 +118,15 @@ def sealing_rate(store: Store, ledger: Ledger, blocks: int) -> float:
     outbox = ChainOutbox(ledger, master, private_database(Path(tmp) / "outbox.db"))
     consent = ConsentView(ledger, ChainWatcher(ledger.events))  # never asked: see below
     policy = SealingPolicy(max_readings=120)
-    sealer = Sealer(store, ledger, master, 1, policy, outbox=outbox, consent=consent)
+    sealer = Sealer(
+        store=store,
+        ledger=ledger,
+        master=master,
+        group_id=1,
+        policy=policy,
+        outbox=outbox,
+        consent=consent,
+    )
     # The chain's answers are cached per patient in practice; here they are fixed so the
     # figure is the store's and the cryptography's, not the embedded EVM's.
     readers = [patient.public_key, doctor.public_key]
@@ -180,11 +188,11 @@ def fetch_latency(runs: int, ledger: Ledger, admin: PrivateKey) -> tuple[float, 
     from fastapi.testclient import TestClient
     from pydantic import SecretStr
 
-    from vitalchain.care.access import ProviderClient
     from vitalchain.device.client import DeviceClient
     from vitalchain.device.simulator import enrol
     from vitalchain.gateway.settings import GatewaySettings
     from vitalchain.node import running_gateway
+    from vitalchain.sdk.provider import ProviderClient
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = GatewaySettings(

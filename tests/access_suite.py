@@ -1,6 +1,6 @@
 """Provider access, backend-neutral: ciphertext only under valid consent; refusals release nothing.
 
-``AccessSuite`` runs on the embedded chain (tests/unit/care/test_access.py) and on a real anvil
+``AccessSuite`` runs on the embedded chain (tests/unit/access/test_access.py) and on a real anvil
 node (tests/integration/test_care_anvil.py); each subclass provides ``world`` and ``chain``.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.care.access import AccessError
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.block import block_envelope
 from vitalchain.crypto.keys import keccak256
 from vitalchain.fhir import bundle_from_messages
+from vitalchain.sdk.provider import AccessError
 from vitalchain.store import Message, Reading
 from vitalchain.vitals import Vital
 from vitalchain.wire.access import ACCESS_CONTEXT, access_message
@@ -166,7 +166,7 @@ class AccessSuite:
     def test_abnormal_reading_is_sealed_at_once(self, chain: Any, tmp_path: Any) -> None:
         """With sealing in the background and large limits, a low SpO2 still reaches a block now."""
         from tests.node_fixtures import make_world
-        from vitalchain.gateway.sealer import SealingPolicy
+        from vitalchain.sealing.sealer import SealingPolicy
 
         ledger, admin = chain
         for world in make_world(ledger, admin, tmp_path / "bg", SealingPolicy(max_readings=10_000, max_age_s=3600),

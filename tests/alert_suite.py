@@ -1,6 +1,6 @@
 """Alerts, backend-neutral: ring-signed, encrypted for the consented, recorded once on chain.
 
-``AlertSuite`` runs on the embedded chain (tests/unit/care/test_alerts.py) and on a real anvil
+``AlertSuite`` runs on the embedded chain (tests/unit/alerts/test_alerts.py) and on a real anvil
 node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``, a node whose
 alert ring needs ``RING_K`` other devices and whose alerts of every priority escalate after
 ``ACK_TIMEOUT_S`` (settings: ``escalating_after``).
@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.care.alerts import Alert, AlertError, open_alert, verify_alert
-from vitalchain.care.delivery import sign_action
-from vitalchain.care.rules import Raised
+from vitalchain.alerts.rules import Raised
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.ring import RingProof
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.errors import DecryptionError, InvalidProof, InvalidSignature, VitalchainError
+from vitalchain.sdk.alert import Alert, AlertError, open_alert, verify_alert
+from vitalchain.sdk.subscriber import sign_action
 from vitalchain.store import Message
 from vitalchain.vitals import Vital
 from vitalchain.wire.alert import RELAY_CONTEXT, alert_context
@@ -346,6 +346,6 @@ class AlertSuite:
 
 
 def _recipients(alert: Alert) -> list[bytes]:
-    from vitalchain.care.alerts import recipients_of
+    from vitalchain.sdk.alert import recipients_of
 
     return recipients_of(alert)

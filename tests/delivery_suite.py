@@ -1,6 +1,6 @@
 """Alert delivery, backend-neutral: notification v2, receipts, re-send on subscribe, catch-up.
 
-``DeliverySuite`` runs on the embedded chain (tests/unit/care/test_delivery.py) and on a real
+``DeliverySuite`` runs on the embedded chain (tests/unit/alerts/test_delivery.py) and on a real
 anvil node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``.  The
 node's HTTP surface is served for real (uvicorn on a fixed loopback port, :class:`Edge`), so
 it can be stopped and started again under a connected subscriber: a gateway restart as its
@@ -20,16 +20,16 @@ import pytest
 
 from tests.alert_suite import signed_post, wait_for
 from tests.node_fixtures import World
-from vitalchain.care.alerts import Alert
-from vitalchain.care.delivery import (
+from vitalchain.crypto import PrivateKey
+from vitalchain.device.client import DeviceClient
+from vitalchain.sdk.alert import Alert
+from vitalchain.sdk.subscriber import (
     AlertClient,
     AlertSubscriber,
     Backoff,
     GatewayRefusal,
     sign_action,
 )
-from vitalchain.crypto import PrivateKey
-from vitalchain.device.client import DeviceClient
 from vitalchain.services.ports import free_port
 from vitalchain.vitals import Vital
 

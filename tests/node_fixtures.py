@@ -1,4 +1,6 @@
-"""A whole node on a chain for store and care tests: patients, providers, devices."""
+"""A whole node on a chain for the access, alerts, sdk and sealing tests: patients, providers,
+devices.  ``chain`` and ``world`` are fixtures; a test package's conftest imports them, so each
+package gets its own chain."""
 
 from __future__ import annotations
 
@@ -8,18 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from tests.gateway_fixtures import ADMIN_TOKEN
-from vitalchain.care.access import ProviderClient
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger import Ledger
+from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import RunningGateway, running_gateway
+from vitalchain.sdk.provider import ProviderClient
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 
 _ids = itertools.count(8_000_000)
@@ -89,3 +92,17 @@ def make_world(
         TestClient(running.app()) as client,
     ):
         yield World(running, client, ledger, admin)
+
+
+@pytest.fixture(scope="package")
+def chain() -> tuple[Ledger, PrivateKey]:
+    admin = PrivateKey.generate()
+    return Ledger.deploy(EmbeddedBackend(), admin), admin
+
+
+@pytest.fixture
+def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
+    ledger, admin = chain
+    yield from make_world(
+        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=4, max_age_s=3600)
+    )

@@ -1,7 +1,7 @@
 """The threshold policy, backend-neutral: Python's evaluation and the contract's agree (issue 6).
 
 ``PolicySuite`` holds every test; a subclass per backend provides module-scoped ``ledger`` and
-``admin`` fixtures: tests/unit/gateway/test_policy.py (in-process EVM) and
+``admin`` fixtures: tests/unit/sealing/test_policy.py (in-process EVM) and
 tests/integration/test_policy_anvil.py (a real anvil node).  A subclass may lower
 ``max_policies`` where a chain call is slower.
 
@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from tests.ledger_suite import funded, refused
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.policy import HIGH, LOW, NORMAL, ThresholdPolicy, evaluate_fixed
 from vitalchain.ledger import AlertError, Ledger
 from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.sealing.policy import HIGH, LOW, NORMAL, ThresholdPolicy, evaluate_fixed
 from vitalchain.vitals import Vital, from_fixed, to_fixed
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -1,4 +1,5 @@
-"""A vitalchain node: the composition root that wires gateway, store and care together.
+"""A vitalchain node: the composition root that wires gateway, store, sealing, access and
+alerts together.
 
 Chain, master key, broker, gateway service, MQTT bridge, sealer/anchorer, the threshold check
 that seals abnormal readings at once, and the store's provider access API, in one process.
@@ -19,16 +20,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from vitalchain.care.access import AccessService, mount_access
-from vitalchain.care.alerts import AlertService
-from vitalchain.care.delivery import AlertApi, AlertHub, mount_alerts
-from vitalchain.care.rules import (
+from vitalchain.access.service import AccessService, mount_access
+from vitalchain.alerts.delivery import AlertApi, AlertHub, mount_alerts
+from vitalchain.alerts.rules import (
     DEFAULT_POLICIES,
     DEFAULT_RULES,
     Priority,
     PriorityPolicy,
     RuleBook,
 )
+from vitalchain.alerts.service import AlertService
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
@@ -41,8 +42,6 @@ from vitalchain.gateway.health import (
     StoreProbe,
 )
 from vitalchain.gateway.mqtt import MqttBridge, MqttProbe
-from vitalchain.gateway.policy import NORMAL, ThresholdPolicy
-from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.gateway.service import Gateway, MqttInfo
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.startup import (
@@ -62,6 +61,8 @@ from vitalchain.ledger import (
 )
 from vitalchain.ledger.consent import ConsentView
 from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.sealing.policy import NORMAL, ThresholdPolicy
+from vitalchain.sealing.sealer import Sealer, SealingPolicy
 from vitalchain.services.mosquitto import BrokerEndpoint, Mosquitto, find_mosquitto
 from vitalchain.store import Message, open_store
 from vitalchain.store.files import private_database
@@ -270,11 +271,11 @@ def running_gateway(
             admin.ensure_gateway(settings.group_id, username, password)
             bridge = MqttBridge(gateway, endpoint, username, password)  # started below
         sealer = Sealer(
-            gateway.store,
-            ledger,
-            master,
-            settings.group_id,
-            sealing
+            store=gateway.store,
+            ledger=ledger,
+            master=master,
+            group_id=settings.group_id,
+            policy=sealing
             or SealingPolicy(
                 settings.seal_max_readings, settings.seal_max_age_s, settings.anchor_every_s
             ),
@@ -296,12 +297,12 @@ def running_gateway(
 
         hub = AlertHub(settings.group_id, publish=bridge.publish if bridge else None)
         alerts = AlertService(
-            ledger,
-            master,
-            settings.group_id,
-            thresholds,
-            hub,
-            settings.data_dir,
+            ledger=ledger,
+            master=master,
+            group_id=settings.group_id,
+            thresholds=thresholds,
+            notifier=hub,
+            data_dir=settings.data_dir,
             outbox=outbox,
             rules=alarm_rules(settings),
             ring_k=settings.alert_ring_k,

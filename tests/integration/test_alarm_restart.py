@@ -30,13 +30,13 @@ from benchmarks.faults import TOKEN, GatewayProcess, leftovers
 from websockets.sync.client import ClientConnection, connect
 
 from tests.alert_suite import wait_for
-from vitalchain.care.alerts import Alert, open_alert
-from vitalchain.care.delivery import sign_action
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
 from vitalchain.ledger import Ledger
 from vitalchain.node import rpc_backend
+from vitalchain.sdk.alert import Alert, open_alert
+from vitalchain.sdk.subscriber import sign_action
 from vitalchain.store.files import private_dir
 from vitalchain.vitals import Vital
 

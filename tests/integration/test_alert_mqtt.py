@@ -13,10 +13,10 @@ import pytest
 from tests.alert_suite import RING_K, low_spo2, signed_post, ward
 from tests.integration.test_broker import NOT_AUTHORIZED, Probe
 from tests.node_fixtures import World, make_world
-from vitalchain.care.delivery import AlertClient
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.sdk.subscriber import AlertClient
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.mosquitto import BrokerEndpoint
 
 

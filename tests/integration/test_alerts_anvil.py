@@ -12,8 +12,8 @@ from tests.alert_suite import ACK_TIMEOUT_S, RING_K, AlertSuite, escalating_afte
 from tests.delivery_suite import DeliverySuite
 from tests.node_fixtures import World, make_world
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, Ledger, RpcBackend
+from vitalchain.sealing.sealer import SealingPolicy
 
 
 @pytest.fixture(scope="module")

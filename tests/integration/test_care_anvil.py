@@ -10,8 +10,8 @@ import pytest
 from tests.access_suite import AccessSuite
 from tests.node_fixtures import World, make_world
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, Ledger, RpcBackend
+from vitalchain.sealing.sealer import SealingPolicy
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ from typer.testing import CliRunner, Result
 from tests.alert_suite import wait_for
 from vitalchain.cli import app
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Deployment, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.ports import free_port
 
 ADMIN_TOKEN = "cli-test-admin-token-0123456789"

@@ -20,11 +20,11 @@ import pytest
 from tests.alert_suite import RING_K, low_spo2, raised_since, wait_for, ward
 from tests.ledger_suite import fresh_id
 from tests.node_fixtures import World, make_world
-from vitalchain.care.alerts import verify_alert
-from vitalchain.care.delivery import sign_action
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import ANVIL_DEV_KEY, AnchorError, ChainOutbox, Ledger, RpcBackend
+from vitalchain.sdk.alert import verify_alert
+from vitalchain.sdk.subscriber import sign_action
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.anvil import AnvilProcess
 from vitalchain.vitals import Vital
 

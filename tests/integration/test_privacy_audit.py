@@ -41,15 +41,15 @@ from tests.privacy_audit import (
     sqlite_tables,
     store_needles,
 )
-from vitalchain.care.access import ProviderClient
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.keys import keccak256
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, Ledger, RpcBackend
 from vitalchain.node import running_gateway
+from vitalchain.sdk.provider import ProviderClient
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.anvil import run_anvil
 from vitalchain.services.postgres import LocalPostgres
 from vitalchain.store import StoredMessage

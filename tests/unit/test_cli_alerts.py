@@ -27,8 +27,8 @@ from tests.node_fixtures import World, make_world
 from tests.unit.test_cli_errors import ADDRESS, NOWHERE, invoke, one_line
 from vitalchain.cli.alerts import describe
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 
 ALERT_ID = "ab" * 16

@@ -23,7 +23,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from vitalchain import fhir
-from vitalchain.device.vitals import DeviceKind, PatientProfile, VitalsGenerator
+from vitalchain.device.physiology import DeviceKind, PatientProfile, VitalsGenerator
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
 from vitalchain.wire.address import to_checksum_address

@@ -14,6 +14,8 @@ BASE = {"errors", "vitals", "logs"}
 # processes) and edge (the HTTP error table, its one handler and its one client-side decoder)
 # sit on the ground floor beside errors: every layer above may use them.
 GROUND = BASE | {"wire", "services", "edge"}
+# The server rooms a node wires together; none of them imports another.
+SERVERS = {"gateway", "sealing", "access", "alerts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "logs": set(),
@@ -26,10 +28,18 @@ ALLOWED: dict[str, set[str]] = {
     "store": GROUND | {"crypto"},
     "fhir": GROUND | {"crypto", "store"},
     "gateway": GROUND | {"crypto", "ledger", "store"},
-    "care": GROUND | {"crypto", "ledger", "store", "fhir"},
+    # sealing: when blocks seal and roots are anchored, and the threshold policy; it needs no
+    # gateway (the node hands it the store and the outbox), and the gateway needs none of it.
+    "sealing": GROUND | {"crypto", "ledger", "store"},
+    # sdk: what providers and patients run (provider client, alert subscriber, the alert
+    # object, verify and its block sources); it imports no server code.  The servers (access,
+    # alerts) build on it: the alert object, the refusal types, StoreSource for the proofs.
+    "sdk": GROUND | {"crypto", "ledger", "store"},
+    "access": GROUND | {"crypto", "ledger", "store", "sdk"},
+    "alerts": GROUND | {"crypto", "ledger", "store", "sdk"},
     "device": GROUND | {"crypto", "ledger"},
-    "node": GROUND | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device"},
-    "demo": GROUND | {"crypto", "ledger", "store", "fhir", "gateway", "care", "device", "node"},
+    "node": GROUND | {"crypto", "ledger", "store", "fhir"} | SERVERS | {"sdk", "device"},
+    "demo": GROUND | {"crypto", "ledger", "store", "fhir"} | SERVERS | {"sdk", "device", "node"},
 }
 
 

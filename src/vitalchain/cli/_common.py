@@ -1,6 +1,6 @@
 """What every command shares: argument parsing that refuses clearly, and one way to fail.
 
-Exit codes, for every command but ``verify`` (which keeps its own, see ``care/cli_verify.py``):
+Exit codes, for every command but ``verify`` (which keeps its own, see ``cli/verify_report.py``):
 0 done; 1 the operation failed or was refused (the message says why: a contract's refusal,
 an unreachable gateway or node, no consent); 2 bad arguments (Typer's usage error).
 

@@ -39,8 +39,8 @@ from vitalchain.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from vitalchain.care.delivery import AlertClient
     from vitalchain.crypto.keys import PrivateKey
+    from vitalchain.sdk.subscriber import AlertClient
     from vitalchain.vitals import Vital
 
 __all__ = ["alerts_app", "describe", "parse_duration"]
@@ -201,8 +201,8 @@ def _record(alert_id: str, kind: str, notice: dict[str, Any], body: dict[str, An
 
 def _open(notice: dict[str, Any], me: PrivateKey) -> tuple[str, str, dict[str, Any]] | None:
     """(alert id, kind, decrypted body), or None (said on stderr) if it does not open."""
-    from vitalchain.care.alerts import Alert, open_alert
     from vitalchain.errors import VitalchainError
+    from vitalchain.sdk.alert import Alert, open_alert
 
     try:
         alert = Alert.from_json(notice["alert"])
@@ -266,8 +266,8 @@ def watch(
     """
     from websockets.exceptions import WebSocketException
 
-    from vitalchain.care.delivery import AlertSubscriber, SubscriptionClosed
     from vitalchain.errors import VitalchainError
+    from vitalchain.sdk.subscriber import AlertSubscriber, SubscriptionClosed
 
     me = read_key(key)
     url = ws_url(gateway)
@@ -310,7 +310,7 @@ def watch(
 
 @contextmanager
 def _client(key: Path, gateway: str) -> Iterator[AlertClient]:
-    from vitalchain.care.delivery import AlertClient
+    from vitalchain.sdk.subscriber import AlertClient
 
     me = read_key(key)
     with gateway_client(gateway) as http:
@@ -423,7 +423,7 @@ def _minutes(text: str) -> float:
 def _snooze_one(
     client: AlertClient, patient: str, vital: Vital | None, duration_s: float, given: str
 ) -> float:
-    from vitalchain.care.delivery import GatewayRefusal
+    from vitalchain.sdk.subscriber import GatewayRefusal
 
     with guard("cannot snooze"):
         try:

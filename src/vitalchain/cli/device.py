@@ -41,7 +41,7 @@ from vitalchain.cli._common import (
     stdout,
     write_secret_json,
 )
-from vitalchain.device.vitals import DeviceKind
+from vitalchain.device.physiology import DeviceKind
 
 if TYPE_CHECKING:
     import httpx

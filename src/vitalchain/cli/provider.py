@@ -135,8 +135,8 @@ def fetch_rows(
     block: int | None = None,
 ) -> tuple[str, int, list[Row]]:
     """Fetch under consent and decrypt: (patient, group, rows); exits 1 with the refusal."""
-    from vitalchain.care.access import AccessError, ProviderClient
     from vitalchain.errors import VitalchainError
+    from vitalchain.sdk.provider import AccessError, ProviderClient
 
     key = read_key(key_file)
     patient = parse_address(patient_text, "--patient")

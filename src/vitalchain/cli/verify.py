@@ -1,4 +1,4 @@
-"""``vitalchain verify``: check a patient's blocks against the chain (see care/cli_verify.py)."""
+"""``vitalchain verify``: check a patient's blocks against the chain (see cli/verify_report.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ def verify(
     """
     import httpx
 
-    from vitalchain.care.cli_verify import EXIT_UNABLE, run_verify
     from vitalchain.cli._common import (
         fail,
         parse_address,
@@ -44,6 +43,7 @@ def verify(
         read_deployment,
         read_key,
     )
+    from vitalchain.cli.verify_report import EXIT_UNABLE, run_verify
     from vitalchain.errors import VitalchainError
     from vitalchain.ledger import Ledger, RpcBackend
 

@@ -23,18 +23,18 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from vitalchain.care.access import AccessError, ProviderClient
-from vitalchain.care.alerts import Alert, open_alert
-from vitalchain.care.delivery import AlertSubscriber
-from vitalchain.care.verify import verify_patient
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.mqtt import MqttPublisher
+from vitalchain.device.physiology import Episode, EpisodeKind
 from vitalchain.device.simulator import SimulatedDevice, Simulation, SimulationStats
-from vitalchain.device.vitals import Episode, EpisodeKind
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
+from vitalchain.sdk.alert import Alert, open_alert
+from vitalchain.sdk.provider import AccessError, ProviderClient
+from vitalchain.sdk.subscriber import AlertSubscriber
+from vitalchain.sdk.verify import verify_patient
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.mosquitto import BrokerError, find_mosquitto
 from vitalchain.store import SqliteStore
 from vitalchain.store.files import write_private

@@ -17,7 +17,7 @@ import httpx
 from vitalchain.crypto.aead import Suite
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
-from vitalchain.device.vitals import (
+from vitalchain.device.physiology import (
     DEFAULT_INTERVAL_S,
     DeviceKind,
     Episode,

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from vitalchain.edge.server import install_error_handlers
-from vitalchain.gateway import api
+from vitalchain.gateway import schemas
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.health import ChainProbe, HealthMonitor, OutboxProbe, StoreProbe
 from vitalchain.gateway.preauth import PreAuthLimit
@@ -28,7 +28,7 @@ TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (tel
 __all__ = ["create_app"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": api.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429, 503)
+    status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429, 503)
 }
 _TELEMETRY_BODY = {
     "requestBody": {
@@ -118,15 +118,15 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     app.add_middleware(PreAuthLimit, limiter=gateway.preauth)
     app.state.health = monitor
 
-    # One set of handlers for the gateway's routes and the care routers the node mounts on
-    # this app: a route's outage is reported to the monitor, which logs it once.
+    # One set of handlers for the gateway's routes and the access and alert routers the node
+    # mounts on this app: a route's outage is reported to the monitor, which logs it once.
     install_error_handlers(
         app,
         report=monitor.report_failure,
         outages={sqlite3.OperationalError: "store_unavailable"},  # the embedded store
     )
 
-    @app.get("/v1/health", response_model=api.Health, tags=["gateway"])
+    @app.get("/v1/health", response_model=schemas.Health, tags=["gateway"])
     async def liveness(gw: GatewayDep) -> dict[str, Any]:
         """Liveness from the probes' cache: never calls the chain or the store, never blocks.
         ``status`` is ``degraded`` while a component is down; the answer is still 200."""
@@ -156,8 +156,8 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
 
     @app.get(
         "/v1/ready",
-        response_model=api.Readiness,
-        responses={503: {"model": api.Readiness}},
+        response_model=schemas.Readiness,
+        responses={503: {"model": schemas.Readiness}},
         tags=["gateway"],
     )
     async def readiness() -> JSONResponse:
@@ -174,17 +174,17 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     @app.post(
         "/v1/enrolments",
         status_code=201,
-        response_model=api.EnrolmentResponse,
+        response_model=schemas.EnrolmentResponse,
         responses=_ERRORS,
         tags=["onboarding"],
     )
     async def enrol(
-        body: api.EnrolmentRequest,
+        body: schemas.EnrolmentRequest,
         request: Request,
         gw: GatewayDep,
         bearer: BearerDep,
         x_vitalchain_signature: Annotated[str | None, Header()] = None,
-    ) -> api.EnrolmentResponse:
+    ) -> schemas.EnrolmentResponse:
         """A patient or an admin creates a one-time pairing code for a new device."""
         raw = await request.body()
         enrolment = await run_in_threadpool(
@@ -198,7 +198,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
                 signature=x_vitalchain_signature,
             )
         )
-        return api.EnrolmentResponse(
+        return schemas.EnrolmentResponse(
             v=1,
             pairing_code=enrolment.pairing_code,
             patient=enrolment.patient,
@@ -212,7 +212,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def open_session(body: api.SessionRequest, gw: GatewayDep) -> SessionResponse:
+    def open_session(body: schemas.SessionRequest, gw: GatewayDep) -> SessionResponse:
         """keySession: the device's key and object ID in, a session key wrapped for it out."""
         return gw.open_session(body.device_key, body.object_id, body.suite)
 
@@ -222,33 +222,33 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def rekey(body: api.RekeyRequest, gw: GatewayDep) -> RekeyResponse:
+    def rekey(body: schemas.RekeyRequest, gw: GatewayDep) -> RekeyResponse:
         """Re-key: a new session key for an active session, signed for by the device key."""
         return gw.rekey(body.session_id, body.issued_at, body.signature)
 
     @app.post(
-        "/v1/tickets", response_model=api.SealedResponse, responses=_ERRORS, tags=["onboarding"]
+        "/v1/tickets", response_model=schemas.SealedResponse, responses=_ERRORS, tags=["onboarding"]
     )
-    def ticket(body: api.SealedRequest, gw: GatewayDep) -> api.SealedResponse:
+    def ticket(body: schemas.SealedRequest, gw: GatewayDep) -> schemas.SealedResponse:
         """getTicket: the pairing code in, the master's token out, both under the session key."""
         sealed = gw.issue_ticket(body.session_id, body.ciphertext)
-        return api.SealedResponse(v=1, ciphertext=sealed.hex())
+        return schemas.SealedResponse(v=1, ciphertext=sealed.hex())
 
     @app.post(
         "/v1/associations",
-        response_model=api.SealedResponse,
+        response_model=schemas.SealedResponse,
         responses=_ERRORS,
         tags=["onboarding"],
     )
-    def associate(body: api.SealedRequest, gw: GatewayDep) -> api.SealedResponse:
+    def associate(body: schemas.SealedRequest, gw: GatewayDep) -> schemas.SealedResponse:
         """associate: relayed to the chain; answers once the chain accepted the device."""
         sealed = gw.associate(body.session_id, body.ciphertext)
-        return api.SealedResponse(v=1, ciphertext=sealed.hex())
+        return schemas.SealedResponse(v=1, ciphertext=sealed.hex())
 
     @app.post(
         "/v1/telemetry",
         response_model=AckBody,
-        responses={**_ERRORS, 415: {"model": api.ErrorResponse}},
+        responses={**_ERRORS, 415: {"model": schemas.ErrorResponse}},
         openapi_extra=_TELEMETRY_BODY,
         tags=["telemetry"],
     )
@@ -283,7 +283,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         ack = await asyncio.wrap_future(core.submit(bytes(body), client=client))
         return ack.to_json()
 
-    @app.get("/v1/ring", response_model=api.Ring, responses=_ERRORS, tags=["telemetry"])
+    @app.get("/v1/ring", response_model=schemas.Ring, responses=_ERRORS, tags=["telemetry"])
     def ring(
         gw: GatewayDep, size: Annotated[int, Query(ge=2, le=MAX_RING_SIZE)] = 9
     ) -> dict[str, Any]:
@@ -292,12 +292,12 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
 
     @app.post(
         "/v1/devices/{device}/revocation",
-        response_model=api.AdminRevocation,
+        response_model=schemas.AdminRevocation,
         responses=_ERRORS,
         tags=["admin"],
     )
     def revoke(
-        device: Annotated[api.Address, Path(description="The device's address.")],
+        device: Annotated[schemas.Address, Path(description="The device's address.")],
         gw: GatewayDep,
         _admin: AdminDep,
     ) -> dict[str, Any]:

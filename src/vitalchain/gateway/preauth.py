@@ -7,7 +7,7 @@ address) caps that rate; state already created expires and is purged
 rate times that lifetime.
 
 The limit is an ASGI middleware so that it covers the routes of every router mounted on the
-gateway's app (the care access API's and the alert API's challenges included) without those
+gateway's app (the access API's and the alert API's challenges included) without those
 layers knowing the gateway, and so that a refused request costs no body parsing and no
 threadpool hop.
 """

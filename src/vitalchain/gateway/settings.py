@@ -73,7 +73,7 @@ class GatewaySettings(BaseSettings):
     alarm_outage_after_s: float = Field(60.0, gt=0, le=86400)
     mqtt_port: int | None = None  # None: picked once per data dir, kept in <data_dir>/mqtt/port
     # When a patient's block closes (readings, or age of its oldest message), and how often the
-    # group's root is anchored (gateway/sealer.py, docs/spec/block.md).
+    # group's root is anchored (sealing/sealer.py, docs/spec/block.md).
     seal_max_readings: int = Field(120, ge=1, le=10_000)
     seal_max_age_s: float = Field(60.0, gt=0)
     anchor_every_s: float = Field(30.0, gt=0)

@@ -241,7 +241,7 @@ class Ledger:
         """Deploy all contracts from ``deployer`` (who becomes the consent admin)."""
         w3 = backend.w3
         chain_id = w3.eth.chain_id
-        boot = _Sender(w3, chain_id)
+        boot = _Sender(w3=w3, chain_id=chain_id)
         if (
             backend.funder is not None
             and w3.eth.get_balance(Web3.to_checksum_address(deployer.address)) == 0
@@ -302,7 +302,13 @@ class Ledger:
         self._wait(tx_hash, "transfer")
 
     def _sender(self) -> _Sender:
-        return _Sender(self.w3, self.chain_id, self._nonces, self._floors, self.fees)
+        return _Sender(
+            w3=self.w3,
+            chain_id=self.chain_id,
+            nonces=self._nonces,
+            floors=self._floors,
+            fees=self.fees,
+        )
 
     def fees(self) -> dict[str, int]:
         """``maxFeePerGas`` and ``maxPriorityFeePerGas`` for a transaction now: the base fee is
@@ -825,6 +831,7 @@ class _Sender:
 
     def __init__(
         self,
+        *,
         w3: Web3,
         chain_id: int,
         nonces: dict[str, int] | None = None,

@@ -1,7 +1,7 @@
 """Provider access (docs/spec/access.md): the signed request's bytes and context, and the two
 answers a provider reads (challenge, released blocks).
 
-The request bodies are the access API's OpenAPI schemas (``care/access.py``: they need the
+The request bodies are the access API's OpenAPI schemas (``access/service.py``: they need the
 ledger's address type); the answers are parsed here, strictly, on the provider's side.
 """
 

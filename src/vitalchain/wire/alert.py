@@ -2,7 +2,8 @@
 the alert object, its body and the notification, and the bytes of a signed action.
 
 The alert object itself carries a ring proof (a crypto object) and is still built, signed and
-read in :mod:`vitalchain.care.alerts`; what both ends must agree on byte for byte is here.
+read in :mod:`vitalchain.sdk.alert` (raised in :mod:`vitalchain.alerts.service`); what both
+ends must agree on byte for byte is here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ KINDS_BY_VERSION: Mapping[int, tuple[str, ...]] = {
 ALERT_VERSION = 2
 KINDS = KINDS_BY_VERSION[ALERT_VERSION]
 BODY_VERSIONS = (1, 2)  # of the encrypted body: v1 has no priority
+V1_BODY_PRIORITY = "medium"  # how a v1 body is read (alerts.rules.Priority.MEDIUM)
 SIGNED_TAG = b"VCA"  # the first bytes of what the relay signature covers
 _HEX = r"^[0-9a-fA-F]*$"
 

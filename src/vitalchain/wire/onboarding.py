@@ -2,7 +2,7 @@
 of re-keying, and the sealed JSON bodies the device and the gateway exchange.
 
 The HTTP request bodies (enrolment, session, sealed wrapper, re-key) are the gateway's
-OpenAPI schemas (``gateway/api.py``); what travels *inside* the AEAD is defined here, once,
+OpenAPI schemas (``gateway/schemas.py``); what travels *inside* the AEAD is defined here, once,
 for both ends.
 """
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from tests.gateway_fixtures import ADMIN_TOKEN, Harness
 from vitalchain.cli import app
+from vitalchain.device.physiology import DeviceKind
 from vitalchain.device.simulator import Simulation
-from vitalchain.device.vitals import DeviceKind
 
 
 def test_simulation_streams_accepted_readings(harness: Harness) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from vitalchain.care.access import AccessError
-from vitalchain.care.delivery import GatewayRefusal
 from vitalchain.edge.client import HTTP_ERROR, NOT_JSON, raise_for_refusal, refusal
 from vitalchain.edge.codes import Refused
+from vitalchain.sdk.provider import AccessError
+from vitalchain.sdk.subscriber import GatewayRefusal
 
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 

@@ -12,9 +12,10 @@ import pytest
 from vitalchain.edge.codes import BY_STATUS, COMPONENTS, OUTAGE_MESSAGES, STATUS, status_for
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "vitalchain"
-# What a route reaches: the gateway and care services, the edge itself, and the JSON formats
+# What a route reaches: the gateway, sealing, access and alert services (and the sdk, whose
+# refusal types they raise), the edge itself, and the JSON formats
 # of wire/ whose parse errors (a model's ``_code``) a route relays.  Not start-up: no route.
-SCANNED = ("gateway", "care", "edge", "wire")
+SCANNED = ("gateway", "sealing", "access", "alerts", "sdk", "edge", "wire")
 NOT_SCANNED = {"gateway/startup.py"}
 # Raised with the code as first argument (the Refused family and the ingest core's helper).
 CODE_FIRST = {"GatewayError", "AccessError", "AlertError", "Refused", "_refuse"}

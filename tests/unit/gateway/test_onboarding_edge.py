@@ -21,11 +21,11 @@ from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code
 from tests.node_fixtures import World, make_world
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.keys import message_digest
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.service import _code_hash
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.ledger.ledger import DeviceStatus
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 from vitalchain.wire.access import ACCESS_CONTEXT, access_message
 from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
@@ -162,7 +162,7 @@ def test_the_admin_token_is_an_openapi_security_scheme(harness: Harness) -> None
     assert "docs" in harness.client.get("/docs").text.lower()
 
 
-# -- the access API (care/access.py) ------------------------------------------------------------
+# -- the access API (access/service.py) ----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,12 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.preauth import PreAuthLimiter
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import EXPIRED_CODE_KEPT_S
 from vitalchain.ledger import EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger.errors import ChainUnavailable
 from vitalchain.node import open_ledger
+from vitalchain.sealing.sealer import SealingPolicy
 
 
 def _session_body(harness: Harness) -> dict[str, object]:

@@ -27,8 +27,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.gateway_fixtures import ADMIN_TOKEN, make_harness, next_id
 from tests.node_fixtures import make_world
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.sealing.sealer import SealingPolicy
 
 EXAMPLES_PER_OPERATION = 50
 OPERATIONS = {

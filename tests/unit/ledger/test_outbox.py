@@ -24,9 +24,8 @@ import pytest
 from tests.gateway_fixtures import chain_outbox
 from tests.ledger_suite import fresh_id
 from tests.node_fixtures import World, make_world
-from vitalchain.care.alerts import AlertService
+from vitalchain.alerts.service import AlertService
 from vitalchain.crypto import PrivateKey
-from vitalchain.gateway.sealer import Sealer, SealingPolicy
 from vitalchain.gateway.service import Gateway
 from vitalchain.ledger import (
     AnchorError,
@@ -39,6 +38,7 @@ from vitalchain.ledger import (
     Outcome,
 )
 from vitalchain.ledger.ledger import _Sender, sign_dynamic_fee
+from vitalchain.sealing.sealer import Sealer, SealingPolicy
 from vitalchain.vitals import Vital
 
 
@@ -498,11 +498,11 @@ def test_a_restarted_sealer_takes_up_the_anchor_it_had_queued(
         sealer.anchor()  # anchor:<group>:1 queued, not mined
     _sealed(world, patient, device, 2)  # the log grows to 3 meanwhile
     again = Sealer(
-        store,
-        ledger,
-        world.running.gateway.master,
-        world.group_id,
-        SealingPolicy(max_readings=2),
+        store=store,
+        ledger=ledger,
+        master=world.running.gateway.master,
+        group_id=world.group_id,
+        policy=SealingPolicy(max_readings=2),
         outbox=outbox,
         consent=sealer.consent,
     )

@@ -6,10 +6,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from vitalchain.care.access import AccessError, ProviderClient
-from vitalchain.care.verify import Outcome, Report, verify_patient
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.ledger import Ledger
+from vitalchain.sdk.provider import AccessError, ProviderClient
+from vitalchain.sdk.verify import Outcome, Report, verify_patient
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNABLE", "run_verify"]
 

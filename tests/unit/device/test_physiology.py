@@ -9,7 +9,7 @@ from random import Random
 
 import pytest
 
-from vitalchain.device.vitals import (
+from vitalchain.device.physiology import (
     DEFAULT_INTERVAL_S,
     DEVICE_VITALS,
     TYPICAL_BASELINES,

@@ -73,12 +73,12 @@ class _QueuedAnchor:
 class Sealer:
     def __init__(
         self,
+        *,
         store: Store,
         ledger: AnchorLogView,
         master: PrivateKey,
         group_id: int,
         policy: SealingPolicy = SealingPolicy(),
-        *,
         outbox: ChainWriter,
         consent: ConsentView,
         clock: Callable[[], float] = time.time,
@@ -105,7 +105,7 @@ class Sealer:
         self.clock = clock
         self.random = random
         # The group log as O(log n) subtree roots, enough to append and anchor; the store keeps
-        # the leaves, and proofs are built from them where they are served (care/source.py).
+        # the leaves, and proofs are built from them where they are served (sdk/source.py).
         self.tree = CompactRange.of(store.leaf_hashes(group_id))
         self._urgent: set[str] = set()
         self._lock = threading.Lock()

@@ -5,8 +5,8 @@ paging people; an alert nobody's device even received is itself an alarm.  This 
 deliveries only (sending them is the caller's job) and reads time from an injected clock, so it
 is pure logic.
 
-- Every alert has a :class:`~vitalchain.care.rules.Priority`; ``policies[priority]`` (a
-  :class:`~vitalchain.care.rules.PriorityPolicy`) says how long a tier waits for an
+- Every alert has a :class:`~vitalchain.alerts.rules.Priority`; ``policies[priority]`` (a
+  :class:`~vitalchain.alerts.rules.PriorityPolicy`) says how long a tier waits for an
   acknowledgement, which snooze durations are allowed and whether it repeats.
 - ``providers`` is the escalation order, already filtered by the caller to those whose consent
   is valid.  ``open()`` delivers at tier 0 to the patient and to the first provider who has not
@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from vitalchain.care.rules import DEFAULT_POLICIES, Priority, PriorityPolicy
+from vitalchain.alerts.rules import DEFAULT_POLICIES, Priority, PriorityPolicy
 from vitalchain.edge.codes import status_for
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import Vital

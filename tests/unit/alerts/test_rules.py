@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalchain.care.rules import (
+from vitalchain.alerts.rules import (
     DEFAULT_POLICIES,
     DEFAULT_RULES,
     Cleared,

@@ -4,8 +4,8 @@ tests/policy_suite.py's (test_policy.py, test_policy_anvil.py)."""
 from __future__ import annotations
 
 from tests.unit.ledger.fakes import FakeChain
-from vitalchain.gateway.policy import HIGH, NORMAL, ThresholdPolicy
 from vitalchain.ledger.watcher import ChainWatcher
+from vitalchain.sealing.policy import HIGH, NORMAL, ThresholdPolicy
 from vitalchain.vitals import Vital, to_fixed
 
 PATIENT = "0xPatient"

@@ -22,18 +22,14 @@ from websockets.exceptions import ConnectionClosedError
 
 from tests.delivery_suite import DeliverySuite
 from tests.node_fixtures import World, make_world
-from vitalchain.care import delivery
-from vitalchain.care.alerts import AlertError
-from vitalchain.care.delivery import (
-    ALERT_REFUSALS,
-    AlertSubscriber,
-    Backoff,
-    SubscriptionClosed,
-)
+from vitalchain.alerts import delivery
+from vitalchain.alerts.delivery import ALERT_REFUSALS
 from vitalchain.crypto import PrivateKey
 from vitalchain.errors import DecodeError
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.ledger import Ledger
+from vitalchain.sdk.alert import AlertError
+from vitalchain.sdk.subscriber import AlertSubscriber, Backoff, SubscriptionClosed
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.wire.alert import read_notification
 
 _CLOSED = object()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitalchain.care.escalation import (
+from vitalchain.alerts.escalation import (
     AlertRecord,
     AlertState,
     Delivery,
@@ -22,7 +22,7 @@ from vitalchain.care.escalation import (
     Escalator,
     SnoozeRecord,
 )
-from vitalchain.care.rules import Priority, PriorityPolicy
+from vitalchain.alerts.rules import Priority, PriorityPolicy
 from vitalchain.errors import VitalchainError
 from vitalchain.vitals import Vital
 

@@ -21,7 +21,7 @@ messages after the persisted cursor (state is a function of the journal), so los
 unflushed tail of a second is losing nothing.
 
 Records arrive from the rule engine and the escalator as frozen dataclasses of plain fields
-(care/rules.py and care/escalation.py define them) and are kept as JSON, one row per record
+(alerts/rules.py and alerts/escalation.py define them) and are kept as JSON, one row per record
 identity, with a sequence number: sink calls are made under the engine's or escalator's lock,
 so their order is the order of the state changes, and a row is only replaced by a record
 with a higher number (a record staged on one thread can never overwrite a newer one written

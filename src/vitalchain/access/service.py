@@ -1,4 +1,5 @@
-"""The store's provider access API (docs/spec/access.md), and the provider's client.
+"""The store's provider access API (docs/spec/access.md): the store's side; the
+provider's client is :mod:`vitalchain.sdk.provider`.
 
 Routes parse and call :class:`AccessService`; the service asks the chain about consent at
 every request and releases ciphertext only (each provider's own key-ring entry with it).
@@ -9,22 +10,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from vitalchain.care.source import HttpSource, StoreSource
-from vitalchain.care.verify import Opened
-from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
-from vitalchain.edge.client import raise_for_refusal
-from vitalchain.edge.codes import Refused
+from vitalchain.crypto.keys import PublicKey, Signature, message_digest
 from vitalchain.errors import DecodeError, InvalidSignature
 from vitalchain.ledger import ConsentStatus, Ledger
+from vitalchain.sdk.provider import AccessError
+from vitalchain.sdk.source import StoreSource
 from vitalchain.store.base import BlockStore
-from vitalchain.store.model import Reading
 from vitalchain.wire.access import (
     ACCESS_CONTEXT,
     NONCE_TTL_S,
@@ -34,23 +30,8 @@ from vitalchain.wire.access import (
     access_message,
 )
 from vitalchain.wire.address import Address
-from vitalchain.wire.block import Block, BlockEntry
-from vitalchain.wire.envelope import Stanza
 
-__all__ = [
-    "AccessError",
-    "AccessService",
-    "FetchedBlock",
-    "ProviderClient",
-    "create_access_router",
-]
-
-
-class AccessError(Refused):
-    """A refused access request (its status is the edge's table's), or, raised by
-    :class:`ProviderClient`, the store's refusal as received."""
-
-    code = "access_error"
+__all__ = ["AccessService", "create_access_router", "mount_access"]
 
 
 class AccessService:
@@ -158,7 +139,7 @@ class AccessService:
 _HEX = r"^[0-9a-fA-F]*$"
 # Numbers that reach SQL are BIGINT: bounded in the schema, so a larger one is a 422.
 GroupId = Annotated[int, Path(ge=1, lt=2**63)]
-# The care routes' refusals (store access here, alerts in delivery.py), for the OpenAPI.
+# The access routes' refusals, for the OpenAPI (the alert routes': alerts/delivery.py).
 REFUSALS: dict[int | str, dict[str, Any]] = {
     status: {"description": "refused: {error: {code, message}}"}
     for status in (400, 401, 403, 404, 409, 422, 429, 503)
@@ -261,102 +242,3 @@ def mount_access(app: FastAPI, service: AccessService) -> None:
     vitalchain.edge.server, as gateway.app.create_app does)."""
     app.state.access = service
     app.include_router(create_access_router())
-
-
-# -- the provider's side ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedBlock:
-    """A block as released to a provider; decrypting it is shared with ``verify_patient``
-    through ``opened`` (the client's), so fetch-then-verify opens each block once."""
-
-    block: Block
-    stanza: Stanza | None
-    opened: Opened = field(default_factory=Opened, compare=False, repr=False)
-
-    @property
-    def _ring(self) -> list[Stanza]:
-        return [] if self.stanza is None else [self.stanza]
-
-    def open(self, reader: PrivateKey) -> list[BlockEntry]:
-        return self.opened.entries(self.block, self._ring, reader)
-
-    def readings(self, reader: PrivateKey) -> list[tuple[str, Reading]]:
-        """Decrypt and decode: ``(device, reading)`` pairs, each message's device signature
-        checked (``InvalidSignature``; ``DecodeError`` for a malformed message).  Inclusion
-        and anchors are :mod:`~vitalchain.care.verify`'s job."""
-        self.open(reader)  # a key that does not open it: DecryptionError, as it is
-        try:
-            messages = self.opened.messages(self.block, self._ring, reader)
-        except DecodeError as exc:
-            raise DecodeError(f"block {self.block.number}: malformed message") from exc
-        except InvalidSignature:
-            raise InvalidSignature(
-                f"block {self.block.number}: a message is not signed by its device"
-            ) from None
-        return [
-            (m.entry.device, Reading(r.seq, r.vital, float(r.value), r.t))
-            for m in messages
-            for r in m.payload.readings
-        ]
-
-
-class ProviderClient:
-    """Fetch (with consent) and decrypt on the provider's side; the store never sees plaintext."""
-
-    def __init__(self, key: PrivateKey, http: httpx.Client) -> None:
-        self.key = key
-        self.http = http
-        self.source = HttpSource(http)
-        # What fetch parsed and decrypted, for verify_patient(..., opened=client.opened).
-        self.opened = Opened()
-
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return raise_for_refusal(self.http.post(path, json=body), AccessError)
-
-    def fetch(
-        self,
-        group_id: int,
-        patient: str,
-        *,
-        after_number: int = 0,
-        number: int | None = None,
-        break_glass: tuple[Ledger, int, int, bytes] | None = None,
-    ) -> list[FetchedBlock]:
-        """Blocks of ``patient``; ``break_glass=(ledger, scope, reason_code, reason)`` first
-        records an emergency access on chain, with its reason, under the provider's own key."""
-        if break_glass is not None:
-            ledger, scope, code, reason = break_glass
-            ledger.break_glass(self.key, patient, scope, code, reason)
-        challenge = Challenge.parse_value(
-            self._post("/v1/store/challenges", {"v": 1, "provider": self.key.address})
-        )
-        nonce = bytes.fromhex(challenge.nonce)
-        signature = self.key.sign(
-            access_message(nonce, group_id, patient, after_number, number), ACCESS_CONTEXT
-        )
-        body = AccessResponse.parse_value(
-            self._post(
-                "/v1/store/access",
-                {
-                    "v": 1,
-                    "provider": self.key.address,
-                    "group_id": group_id,
-                    "patient": patient,
-                    "after_number": after_number,
-                    "number": number,
-                    "nonce": nonce.hex(),
-                    "signature": signature.to_rsv().hex(),
-                },
-            )
-        )
-        fetched = []
-        for item in body.blocks:
-            data = bytes.fromhex(item.block)
-            stanza = Stanza.parse(bytes.fromhex(item.stanza)) if item.stanza else None
-            block = self.opened.block(data)
-            self.source.remember(group_id, item.leaf_index, block, data, stanza)
-            fetched.append(FetchedBlock(block, stanza, self.opened))
-        self.source.numbers[(group_id, patient)] = list(body.numbers)
-        return fetched

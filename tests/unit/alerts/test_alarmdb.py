@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from vitalchain.care import alarmdb
-from vitalchain.care.alarmdb import SCHEMA_VERSION, AlarmDb, Cursor
-from vitalchain.care.escalation import AlertRecord, DeliveryRecord, SnoozeRecord
-from vitalchain.care.rules import DeviceSeen, EpisodeState, Priority
+from vitalchain.alerts import alarmdb
+from vitalchain.alerts.alarmdb import SCHEMA_VERSION, AlarmDb, Cursor
+from vitalchain.alerts.escalation import AlertRecord, DeliveryRecord, SnoozeRecord
+from vitalchain.alerts.rules import DeviceSeen, EpisodeState, Priority
 from vitalchain.vitals import Vital
 
 PATIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -93,7 +93,7 @@ def test_the_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) 
 
 def _legacy_alerts_db(path: Path, rows: list[tuple[bytes, bytes | None, str, str, bytes | None]]
                       ) -> None:  # fmt: skip
-    """The alert log of earlier versions, as care/alerts.py's _AlertLog created it."""
+    """The alert log of earlier versions, as care/alerts.py's _AlertLog (now alerts/service.py) created it."""
     with sqlite3.connect(path) as old:
         old.execute(
             "CREATE TABLE alerts (alert_id BLOB PRIMARY KEY, key_image BLOB UNIQUE,"

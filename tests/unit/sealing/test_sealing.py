@@ -10,7 +10,7 @@ from tests.node_fixtures import World
 from vitalchain.crypto.block import open_payload
 from vitalchain.crypto.merkle import CompactRange, MerkleTree, verify_inclusion
 from vitalchain.errors import DecryptionError
-from vitalchain.gateway.sealer import SealingPolicy
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 
 
@@ -247,8 +247,8 @@ def test_a_bad_patient_address_does_not_make_the_alert_listener_raise(
     import hashlib
     import logging
 
-    from vitalchain.gateway.policy import NORMAL
     from vitalchain.logs import pseudonym
+    from vitalchain.sealing.policy import NORMAL
     from vitalchain.store import Message, Reading
 
     now_ms = int(time.time() * 1000)
@@ -302,7 +302,7 @@ def test_a_patient_without_a_key_is_logged_once_by_pseudonym(
     tag = pseudonym(quiet.address)
     about = [(r.name, r.getMessage()) for r in caplog.records if tag in r.getMessage()]
     assert len(set(about)) == len(about), about  # each said once (the alerts' warm-up too)
-    sealing = [text for name, text in about if name == "vitalchain.gateway.sealer"]
+    sealing = [text for name, text in about if name == "vitalchain.sealing.sealer"]
     assert len(sealing) == 2, sealing  # waiting, then sealed again
     assert "no published key" in sealing[0]
     assert "works again" in sealing[1]

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from vitalchain.care.access import FetchedBlock
-from vitalchain.care.verify import Opened
 from vitalchain.crypto.block import open_payload, seal_block
 from vitalchain.crypto.keys import PrivateKey
+from vitalchain.sdk.provider import FetchedBlock
+from vitalchain.sdk.verify import Opened
 from vitalchain.vitals import Vital
 from vitalchain.wire.block import Block, BlockEntry
 from vitalchain.wire.envelope import Stanza
@@ -36,7 +36,7 @@ def test_fetch_and_verify_share_one_decryption(monkeypatch: pytest.MonkeyPatch) 
         calls.append(b.number)
         return open_payload(b, stanzas, key)
 
-    monkeypatch.setattr("vitalchain.care.verify.open_payload", counting)
+    monkeypatch.setattr("vitalchain.sdk.verify.open_payload", counting)
     opened = Opened()
     data = block.encode()
     assert opened.block(data) is opened.block(bytes(data))  # parsed once

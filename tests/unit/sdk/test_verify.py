@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.node_fixtures import World
-from vitalchain.care.source import StoreSource
-from vitalchain.care.verify import ChainFacts, Outcome, verify_patient
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.block import read_block, seal_block
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
+from vitalchain.sdk.source import StoreSource
+from vitalchain.sdk.verify import ChainFacts, Outcome, verify_patient
 from vitalchain.vitals import Vital
 
 
@@ -217,7 +217,7 @@ def test_verify_command_exit_codes_and_a_tampered_file_on_disk(world: World) -> 
 
     from rich.console import Console
 
-    from vitalchain.care.cli_verify import EXIT_FAILED, EXIT_OK, EXIT_UNABLE, run_verify
+    from vitalchain.cli.verify_report import EXIT_FAILED, EXIT_OK, EXIT_UNABLE, run_verify
     from vitalchain.store import SqliteStore
 
     patient, _ = anchored_patient(world, blocks=2)

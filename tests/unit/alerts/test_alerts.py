@@ -28,15 +28,15 @@ from tests.alert_suite import (
 )
 from tests.gateway_fixtures import ADMIN_TOKEN
 from tests.node_fixtures import World, make_world
-from vitalchain.care.alerts import Alert, AlertError, open_alert, verify_alert
-from vitalchain.care.escalation import EscalationError
+from vitalchain.alerts.escalation import EscalationError
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.envelope import seal_for
 from vitalchain.errors import DecodeError
-from vitalchain.gateway.sealer import SealingPolicy
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.node import load_or_create_key, running_gateway
+from vitalchain.sdk.alert import Alert, AlertError, open_alert, verify_alert
+from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 from vitalchain.wire.alert import RELAY_CONTEXT
 
