@@ -3,5 +3,6 @@
 - :class:`~vitalchain.gateway.service.Gateway`: the service; every route calls into it.
 - :func:`~vitalchain.gateway.app.create_app`: the FastAPI app (OpenAPI at ``/openapi.json``).
 - :mod:`.ingest`: the one ingest core behind HTTP and MQTT.
-- :mod:`.broker`: mosquitto with per-device credentials and ACLs (dynamic security).
+- :mod:`.mqtt`: the gateway's MQTT client; :mod:`.dynsec`: per-device broker credentials and
+  ACLs (dynamic security). The broker process itself is :mod:`vitalchain.services.mosquitto`.
 """
