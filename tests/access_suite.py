@@ -14,10 +14,11 @@ import pytest
 
 from tests.node_fixtures import World
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.block import block_envelope
+from vitalchain.crypto.block import share_block
 from vitalchain.crypto.keys import keccak256
 from vitalchain.fhir import bundle_from_messages
 from vitalchain.sdk.provider import AccessError
+from vitalchain.sdk.verify import Outcome, verify_patient
 from vitalchain.store import Message, Reading
 from vitalchain.vitals import Vital
 from vitalchain.wire.access import ACCESS_CONTEXT, access_message
@@ -63,8 +64,8 @@ class AccessSuite:
         store = world.running.gateway.store
         for block in store.blocks(world.group_id, patient.address):
             ring = store.stanzas(world.group_id, block.leaf_index)
-            extended = block_envelope(block, ring).with_recipient(patient, doctor.public_key)
-            store.add_stanza(world.group_id, block.leaf_index, extended.stanzas[-1])
+            entry = share_block(block, ring, patient, doctor.public_key, block.vitals)
+            store.add_stanza(world.group_id, block.leaf_index, entry)
         fetched = world.reader(doctor).fetch(world.group_id, patient.address)
         assert [f.block.number for f in fetched] == numbers
         entries = [e for f in fetched for e in f.open(doctor)]
@@ -80,6 +81,76 @@ class AccessSuite:
         assert len(bundle["entry"]) == 8
         codes = {c["code"] for e in bundle["entry"] for c in e["resource"]["code"]["coding"]}
         assert {"59408-5", "8867-4"} <= codes
+
+    def test_spo2_only_consent_gives_spo2_readings_and_no_bp_bytes(self, world: World) -> None:
+        """Issue 14 item 3: a block holds one section per vital class, each under its own key;
+        a provider consented to SpO2 gets exactly the SpO2 readings, not a byte of the
+        blood pressure section, and verify still proves every block complete and anchored."""
+        patient = world.patient()
+        device = world.device(patient)
+        nurse = world.provider()
+        world.consent(patient, nurse, Vital.SPO2)
+        readings = [(Vital.SYSTOLIC_BP, 121.0), (Vital.DIASTOLIC_BP, 79.0), (Vital.SPO2, 97.0),
+                    (Vital.HEART_RATE, 72.0)]  # fmt: skip
+        messages = device.prepare_by_class(readings)
+        assert len(messages) == 3  # BP's halves together; SpO2 and heart rate alone
+        for message in messages:
+            device.send(message)
+        assert world.running.sealer.seal(patient.address) is not None
+        world.running.sealer.anchor()
+        store = world.running.gateway.store
+        (full,) = store.blocks(world.group_id, patient.address)
+        assert sorted(s.scope for s in full.sections) == sorted(
+            [Vital.SYSTOLIC_BP.bit | Vital.DIASTOLIC_BP.bit, Vital.SPO2.bit, Vital.HEART_RATE.bit]
+        )
+        bp = next(s for s in full.sections if s.scope & Vital.SYSTOLIC_BP.bit)
+        assert bp.payload is not None
+
+        raw = raw_access(world, nurse, patient.address)
+        assert raw.status_code == 200
+        assert bp.payload.hex() not in raw.text  # no BP ciphertext leaves the store
+        reader = world.reader(nurse)
+        (fetched,) = reader.fetch(world.group_id, patient.address)
+        assert [s.scope for s in fetched.block.sections if s.payload is not None] == [
+            Vital.SPO2.bit
+        ]
+        assert fetched.block.hash == full.hash  # withheld sections keep the block's proofs
+        got = fetched.readings(nurse)
+        assert [(r.vital, r.value) for _, r in got] == [(Vital.SPO2, 97.0)]
+
+        report = verify_patient(
+            reader.source, world.ledger, world.group_id, patient.address, reader=nurse,
+            opened=reader.opened,
+        )  # fmt: skip
+        assert report.ok, report.failures
+        names = {(c.name, c.outcome) for c in report.checks}
+        assert ("inclusion", Outcome.OK) in names
+        assert ("payload", Outcome.OK) in names
+        # The patient, owner of the data, still gets every section.
+        (own,) = world.reader(patient).fetch(world.group_id, patient.address)
+        assert len(own.readings(patient)) == 4
+
+    def test_a_store_that_withholds_a_consented_section_fails_verify(self, world: World) -> None:
+        patient = world.patient()
+        device = world.device(patient)
+        nurse = world.provider()
+        world.consent(patient, nurse, Vital.SPO2, Vital.HEART_RATE)
+        for message in device.prepare_by_class([(Vital.SPO2, 97.0), (Vital.HEART_RATE, 72.0)]):
+            device.send(message)
+        assert world.running.sealer.seal(patient.address) is not None
+        reader = world.reader(nurse)
+        (fetched,) = reader.fetch(world.group_id, patient.address)
+        assert len(fetched.readings(nurse)) == 2
+        # A store that drops one section the nurse holds a key for: verify names it.
+        cut = fetched.block.redacted([0])
+        ring = reader.source.stanzas(world.group_id, cut.leaf_index)
+        reader.source.remember(world.group_id, cut.leaf_index, cut, cut.encode(), ring[0])
+        report = verify_patient(
+            reader.source, world.ledger, world.group_id, patient.address, reader=nurse
+        )
+        (failure,) = report.failures
+        assert failure.name == "payload"
+        assert "withheld" in failure.detail
 
     def test_refusals_release_nothing(self, world: World) -> None:
         patient, _ = sealed_patient(world, Vital.SPO2)

@@ -54,6 +54,12 @@ def assert_promises_kept(summary: dict[str, Any]) -> None:
     assert summary["verify"]["ok"] is True
     assert summary["tamper"]["detected"] is True
     assert "block_signature" in summary["tamper"]["failed_checks"]
+    # a SpO2-only consent (issue 14 item 3): SpO2 and nothing else, and it still verifies
+    scoped = summary["scoped_fetch"]
+    assert scoped["vitals_decrypted"] == ["spo2"]
+    assert scoped["readings_decrypted"] > 0
+    assert scoped["sections_withheld"] > 0
+    assert scoped["verify_ok"] is True
     assert all(summary["checks"].values())
     transports = set(summary["transports"].values())
     assert transports == ({"mqtt", "http"} if find_mosquitto() else {"http"})

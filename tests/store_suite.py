@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.block import block_envelope, open_payload, seal_block
+from vitalchain.crypto.block import SectionPlan, open_payload, seal_block, share_block
 from vitalchain.store import DuplicateReading, GatewayStore, Message, Reading, StoreError
 from vitalchain.store.base import AnchorRecord, Store
 from vitalchain.vitals import Vital
@@ -170,10 +170,14 @@ def block(
         previous=bytes(32) if previous is None else previous.hash,
         leaf_index=store.next_leaf_index(group),
         sealed_at_ms=1_000,
-        entries=[BlockEntry("0xDevice", b"payload %d" % i, b"\x02" * 65) for i in range(entries)],
-        readings=entries,
-        vitals=Vital.SPO2.bit,
-        recipients=[r.public_key for r in recipients],
+        sections=[
+            SectionPlan(
+                Vital.SPO2.bit,
+                entries,
+                [BlockEntry("0xDevice", b"payload %d" % i, b"\x02" * 65) for i in range(entries)],
+                [r.public_key for r in recipients],
+            )
+        ],
     )
 
 
@@ -295,8 +299,7 @@ class StoreSuite:
         again, ring2 = block(store, p.address, [p])
         clash = seal_block(
             GATEWAY, group_id=1, patient=p.address, number=2, previous=blk.hash,
-            leaf_index=blk.leaf_index, sealed_at_ms=2, entries=[], readings=0, vitals=0,
-            recipients=[p.public_key],
+            leaf_index=blk.leaf_index, sealed_at_ms=2, sections=[SectionPlan(Vital.SPO2.bit, 0, [], [p.public_key])],
         )[0]  # fmt: skip
         with pytest.raises(StoreError) as err:
             store.add_block(clash, ring2, [])
@@ -318,14 +321,12 @@ class StoreSuite:
         p, nurse = PrivateKey.generate(), PrivateKey.generate()
         blk, ring = block(store, p.address, [p])
         store.add_block(blk, ring, [])
-        envelope = block_envelope(blk, store.stanzas(1, blk.leaf_index)).with_recipient(
-            p, nurse.public_key
-        )
-        store.add_stanza(1, blk.leaf_index, envelope.stanzas[-1])
+        entry = share_block(blk, store.stanzas(1, blk.leaf_index), p, nurse.public_key, ~0)
+        store.add_stanza(1, blk.leaf_index, entry)
         assert store.block(1, blk.leaf_index) == blk  # same bytes, same hash, same proof
         assert open_payload(blk, store.stanzas(1, blk.leaf_index), nurse)
         with pytest.raises(StoreError) as err:
-            store.add_stanza(1, 999, envelope.stanzas[-1])
+            store.add_stanza(1, 999, entry)
         assert err.value.code == "unknown_block"
 
     def test_unknown_blocks_are_none(self, store: Store) -> None:
@@ -414,8 +415,7 @@ class StoreSuite:
         ids = [store.append(message(patient=p.address))]
         clash = seal_block(
             GATEWAY, group_id=1, patient=p.address, number=2, previous=kept.hash,
-            leaf_index=kept.leaf_index, sealed_at_ms=2, entries=[], readings=1, vitals=0,
-            recipients=[p.public_key],
+            leaf_index=kept.leaf_index, sealed_at_ms=2, sections=[SectionPlan(Vital.SPO2.bit, 1, [], [p.public_key])],
         )[0]  # fmt: skip
         with pytest.raises(StoreError) as err:
             store.add_block(clash, ring, ids)

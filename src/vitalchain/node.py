@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import secrets
@@ -495,4 +496,10 @@ def serve(
         if on_started is not None:
             announce = functools.partial(on_started, running, url)
         config = uvicorn.Config(running.app(), host=settings.host, port=port, log_level="warning")
+        # The modules and the node built so far live as long as the process (~200k objects the
+        # collector tracks, a quarter of them SQLAlchemy's and Alembic's).  Frozen, they are
+        # left out of every later collection: a full one scanned them all, about every 1,500
+        # messages, 10-15 % of the gateway's time under load (docs/benchmarks.md, issue 14).
+        gc.collect()
+        gc.freeze()
         Server(config).run(sockets=[sock])

@@ -8,12 +8,25 @@ UCUM as FHIR wants them; codes are LOINC.  Like ``errors``, this module imports 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 
-__all__ = ["ALL_VITALS_SCOPE", "SCALE", "Vital", "VitalInfo", "from_fixed", "scope_of", "to_fixed"]
+__all__ = [
+    "ALL_VITALS_SCOPE",
+    "SCALE",
+    "Vital",
+    "VitalInfo",
+    "by_class",
+    "class_of",
+    "from_fixed",
+    "scope_of",
+    "to_fixed",
+]
 
 SCALE = 100  # two decimals on chain
+T = TypeVar("T")
 
 
 class Vital(IntEnum):
@@ -80,6 +93,25 @@ def scope_of(*vitals: Vital) -> int:
 
 
 ALL_VITALS_SCOPE = scope_of(*Vital)
+
+# Readings measured as one (a blood pressure's two halves) are signed, sealed and consented
+# to together; every other vital is a class of its own.  A device signs one message per
+# class, so a block section (docs/spec/block.md) never mixes what one consent may read
+# with what it may not.
+_CLASSES = (scope_of(Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP),)
+
+
+def class_of(vital: Vital) -> int:
+    """The scope bits of ``vital``'s class: the vitals sent, sealed and consented together."""
+    return next((c for c in _CLASSES if c & vital.bit), vital.bit)
+
+
+def by_class(readings: Sequence[tuple[Vital, T]]) -> list[list[tuple[Vital, T]]]:
+    """``readings`` split by :func:`class_of`, each class in the order it first appears."""
+    groups: dict[int, list[tuple[Vital, T]]] = {}
+    for item in readings:
+        groups.setdefault(class_of(item[0]), []).append(item)
+    return list(groups.values())
 
 
 def to_fixed(value: float) -> int:

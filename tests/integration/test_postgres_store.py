@@ -17,7 +17,7 @@ from psycopg import sql
 
 from tests.store_suite import GATEWAY, POSTGRES_V0, StoreSuite, block, message
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.block import seal_block
+from vitalchain.crypto.block import SectionPlan, seal_block
 from vitalchain.services.postgres import LocalPostgres
 from vitalchain.store import GatewayStore, SqliteJournal, migrations
 from vitalchain.store.postgres import PostgresStore
@@ -153,8 +153,7 @@ def test_a_version_0_database_is_upgraded_with_its_rows(postgres: LocalPostgres)
     p = PrivateKey.generate()
     blk, ring = seal_block(
         GATEWAY, group_id=1, patient=p.address, number=1, previous=bytes(32), leaf_index=0,
-        sealed_at_ms=1_000, entries=[BlockEntry("0xD", b"payload", b"\x02" * 65)], readings=1,
-        vitals=Vital.SPO2.bit, recipients=[p.public_key],
+        sealed_at_ms=1_000, sections=[SectionPlan(Vital.SPO2.bit, 1, [BlockEntry("0xD", b"payload", b"\x02" * 65)], [p.public_key])],
     )  # fmt: skip
     with psycopg.connect(postgres.admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitalchain.crypto.keys import PublicKey, Signature, message_digest
+from vitalchain.edge.codes import openapi_refusals
 from vitalchain.errors import DecodeError, InvalidSignature
 from vitalchain.ledger import ConsentStatus, Ledger
 from vitalchain.sdk.provider import AccessError
@@ -30,6 +31,7 @@ from vitalchain.wire.access import (
     access_message,
 )
 from vitalchain.wire.address import Address
+from vitalchain.wire.block import Block, KeyEntry
 
 __all__ = ["AccessService", "create_access_router", "mount_access"]
 
@@ -100,27 +102,48 @@ class AccessService:
             blocks = self.store.blocks(group_id, patient, after_number)
         if not blocks:
             raise AccessError("unknown_block", "no such block")
-        scope = 0
-        for block in blocks:
-            scope |= block.vitals
-        # Patients own their data: a patient's own signed request needs no consent record.
-        if provider != patient and not self.ledger.has_access(patient, provider, scope):
-            raise self._why_not(patient, provider, scope)
+        # Consent is judged per section scope (block.md v2): a provider is given the
+        # sections its consent covers now, and the others' digests only.  A patient's own
+        # signed request needs no consent record: patients own their data.
+        verdicts: dict[int, bool] = {}
+
+        def may(scope: int) -> bool:
+            if provider == patient:
+                return True
+            if scope not in verdicts:
+                verdicts[scope] = self.ledger.has_access(patient, provider, scope)
+            return verdicts[scope]
+
         me = bytes.fromhex(provider[2:])
         released = []
         for block in blocks:
-            mine = [s for s in self.store.stanzas(group_id, block.leaf_index) if s.recipient == me]
-            released.append(
-                ReleasedBlock(
-                    group_id=group_id,
-                    leaf_index=block.leaf_index,
-                    number=block.number,
-                    block=block.encode().hex(),
-                    stanza=mine[0].encode().hex() if mine else None,
-                )
-            )
+            released.append(self._release(block, me, [may(s.scope) for s in block.sections]))
+        if not any(verdicts.values()) and provider != patient:
+            scope = 0
+            for block in blocks:
+                scope |= block.vitals
+            raise self._why_not(patient, provider, scope)
         numbers = self.store.block_numbers(group_id, patient)
         return AccessResponse(v=1, numbers=numbers, blocks=released)
+
+    def _release(self, block: Block, me: bytes, readable: list[bool]) -> ReleasedBlock:
+        """``block`` as a reader who may open the ``readable`` sections gets it: the others'
+        payloads withheld (a version-1 block, one payload, goes whole), and the reader's own
+        key-ring entry cut to the readable sections (None: nothing it may open)."""
+        keep = [i for i, ok in enumerate(readable) if ok]
+        mine = next((e for e in self.store.stanzas(block.group_id, block.leaf_index)
+                     if e.recipient == me), None)  # fmt: skip
+        if mine is not None:
+            stanzas = tuple((i, s) for i, s in mine.stanzas if i in keep)
+            mine = KeyEntry(me, stanzas) if stanzas else None
+        shown = block if block.version == 1 else block.redacted(keep)
+        return ReleasedBlock(
+            group_id=block.group_id,
+            leaf_index=block.leaf_index,
+            number=block.number,
+            block=shown.encode().hex(),
+            stanza=None if mine is None else mine.encode().hex(),
+        )
 
     def _why_not(self, patient: str, provider: str, scope: int) -> AccessError:
         consent = self.ledger.consent_of(patient, provider)
@@ -129,7 +152,7 @@ class AccessService:
             return AccessError("consent_expired", "the patient's consent has expired")
         if consent.status is ConsentStatus.GRANTED and scope & ~consent.scope:
             return AccessError(
-                "out_of_scope", "the consent does not cover every vital in these blocks"
+                "out_of_scope", "the consent covers none of the vitals in these blocks"
             )
         return AccessError("no_consent", "no valid consent from this patient for this provider")
 
@@ -140,10 +163,7 @@ _HEX = r"^[0-9a-fA-F]*$"
 # Numbers that reach SQL are BIGINT: bounded in the schema, so a larger one is a 422.
 GroupId = Annotated[int, Path(ge=1, lt=2**63)]
 # The access routes' refusals, for the OpenAPI (the alert routes': alerts/delivery.py).
-REFUSALS: dict[int | str, dict[str, Any]] = {
-    status: {"description": "refused: {error: {code, message}}"}
-    for status in (400, 401, 403, 404, 409, 422, 429, 503)
-}
+REFUSALS = openapi_refusals(400, 401, 403, 404, 409, 422, 429, 503)
 
 
 class _Strict(BaseModel):

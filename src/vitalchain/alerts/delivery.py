@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
@@ -39,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from vitalchain.alerts.escalation import Delivery, EscalationError
 from vitalchain.alerts.service import AlertService
 from vitalchain.crypto.keys import PublicKey, Signature, message_digest
+from vitalchain.edge.codes import openapi_refusals
 from vitalchain.errors import DecodeError, InvalidSignature, VitalchainError
 from vitalchain.sdk.alert import Alert, AlertError
 from vitalchain.sdk.subscriber import MAX_RECEIPTS, error_reason
@@ -70,23 +72,30 @@ _ALERT_ID = r"^[0-9a-f]{32}$"
 
 # Every refusal of the alert routes, by status; each route documents all of them (and the
 # schemathesis run checks that nothing else is answered).
-ALERT_REFUSALS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "refused: {error: {code, message}}; a malformed request line"},
-    401: {
-        "description": "refused: `invalid_signature` (not signed by the address it names), "
-        "`challenge_invalid` (unknown, used or expired challenge)"
+ALERT_REFUSALS = openapi_refusals(
+    400,
+    "invalid_signature",
+    "challenge_invalid",
+    "not_a_recipient",
+    "unknown_alert",
+    "mqtt_unavailable",
+    "invalid_request",
+    "unknown_vital",
+    "invalid_snooze",
+    "too_many_requests",
+    "chain_unavailable",
+    "store_unavailable",
+    notes={
+        400: "a malformed request line",
+        "invalid_signature": "not signed by the address it names",
+        "challenge_invalid": "unknown, used or expired challenge",
+        "not_a_recipient": "not the patient or a notified provider",
+        "unknown_alert": "no such alert",
+        "mqtt_unavailable": "this gateway runs no MQTT broker",
+        "invalid_request": "a field out of range or malformed, e.g. a negative `since`",
+        "invalid_snooze": "a duration that is not one of the choices; `error.choices_s` lists them",
     },
-    403: {"description": "refused: `not_a_recipient` (not the patient or a notified provider)"},
-    404: {"description": "refused: `unknown_alert` (no such alert)"},
-    409: {"description": "refused: `mqtt_unavailable` (this gateway runs no MQTT broker)"},
-    422: {
-        "description": "refused: `invalid_request` (a field out of range or malformed, e.g. "
-        "a negative `since`), `unknown_vital`, `invalid_snooze` (a duration that is not one "
-        "of the choices; `error.choices_s` lists them)"
-    },
-    429: {"description": "refused: `too_many_requests`"},
-    503: {"description": "refused: `chain_unavailable`, `store_unavailable`"},
-}
+)
 
 
 def _signer(action: str, nonce: bytes, signature: str, *fields: str) -> str | None:
@@ -226,25 +235,17 @@ class SnoozeRefused(AlertError):
         self.choices = choices
 
 
+@dataclass(eq=False)  # compared and hashed by identity, as one per node
 class AlertApi:
     """What the alert routes call: challenges, lists, receipts, acknowledgements, snoozes."""
 
-    def __init__(
-        self,
-        service: AlertService,
-        hub: AlertHub,
-        store: BlockStore,
-        *,
-        mqtt_credentials: Callable[[str], dict[str, Any]] | None = None,
-        clock: Callable[[], float] = time.time,
-        random: Callable[[int], bytes] = os.urandom,
-    ) -> None:
-        self.service = service
-        self.hub = hub
-        self.store = store
-        self.mqtt_credentials = mqtt_credentials
-        self.clock = clock
-        self.random = random
+    service: AlertService
+    hub: AlertHub
+    store: BlockStore
+    _: KW_ONLY
+    mqtt_credentials: Callable[[str], dict[str, Any]] | None = None
+    clock: Callable[[], float] = time.time
+    random: Callable[[int], bytes] = os.urandom
 
     def challenge(self, address: str) -> dict[str, Any]:
         nonce = self.random(32)

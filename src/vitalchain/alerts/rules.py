@@ -565,6 +565,25 @@ class RuleEngine:
     ) -> tuple[EpisodeState, Raised | Cleared | None]:
         ep = replace(ep, last_at=at)
         direction = _direction(value, low, high)
+        patient, vital = ep.patient, ep.vital  # fixed for the episode
+
+        def raised(first: float, count: int, priority: Priority, upgraded: bool = False) -> Raised:
+            """The alert of this reading, confirmed by a run of ``count`` from ``first``."""
+            return Raised(
+                patient=patient,
+                device=device,
+                vital=vital,
+                direction=direction,
+                value=value,
+                low=low,
+                high=high,
+                first_out_at=first,
+                at=at,
+                readings_out=count,
+                priority=priority,
+                upgraded=upgraded,
+            )
+
         if direction == 0:
             ep = replace(ep, pending=0, count=0, urgent_count=0)
             if ep.raised and _in_band(value, low, high, rule.hysteresis):
@@ -580,20 +599,7 @@ class RuleEngine:
             count = ep.urgent_count + 1
             if not rule.confirmed(count, first, at):
                 return replace(ep, urgent_count=count, urgent_first_at=first), None
-            upgraded = Raised(
-                patient=ep.patient,
-                device=device,
-                vital=ep.vital,
-                direction=direction,
-                value=value,
-                low=low,
-                high=high,
-                first_out_at=first,
-                at=at,
-                readings_out=count,
-                priority=Priority.HIGH,
-                upgraded=True,
-            )
+            upgraded = raised(first, count, Priority.HIGH, upgraded=True)
             return replace(
                 ep, priority=Priority.HIGH, urgent_count=0, urgent_first_at=0.0
             ), upgraded
@@ -603,21 +609,9 @@ class RuleEngine:
         if not rule.confirmed(ep.count, ep.first_out_at, at):
             return ep, None
         priority = Priority.HIGH if rule.urgent(direction, value) else rule.priority
-        raised = Raised(
-            patient=ep.patient,
-            device=device,
-            vital=ep.vital,
-            direction=direction,
-            value=value,
-            low=low,
-            high=high,
-            first_out_at=ep.first_out_at,
-            at=at,
-            readings_out=ep.count,
-            priority=priority,
-        )
+        event = raised(ep.first_out_at, ep.count, priority)
         ep = replace(ep, raised=direction, priority=priority, pending=0, count=0, first_out_at=0.0)
-        return ep, raised
+        return ep, event
 
     def check_stale(self, now: float) -> list[Stale]:
         """Devices newly past a stale level of their patient's limits; each once per silence."""

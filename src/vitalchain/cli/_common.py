@@ -48,6 +48,7 @@ __all__ = [
     "RpcOpt",
     "admin_token",
     "check_data_dir",
+    "command_group",
     "ensure_gas",
     "err",
     "fail",
@@ -100,6 +101,12 @@ _VITAL_ALIASES: dict[str, tuple[Vital, ...]] = {
     "o2": (Vital.SPO2,),
 }
 VITAL_NAMES = ", ".join([v.info.short for v in Vital] + sorted(_VITAL_ALIASES) + ["all"])
+
+
+def command_group(help: str) -> typer.Typer:
+    """A command group (``vitalchain chain``, ``vitalchain alerts`` ...) as every one is made:
+    its help without arguments, markdown in its docstrings."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="markdown")
 
 
 def stdout() -> Console:

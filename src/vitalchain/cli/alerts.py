@@ -27,6 +27,7 @@ from rich.markup import escape
 from vitalchain.cli._common import (
     DEFAULT_GATEWAY,
     BadArgument,
+    command_group,
     err,
     fail,
     gateway_client,
@@ -45,10 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["alerts_app", "describe", "parse_duration"]
 
-alerts_app = typer.Typer(
-    help="Receive, list, acknowledge and snooze alerts as a patient or a provider.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+alerts_app = command_group(
+    "Receive, list, acknowledge and snooze alerts as a patient or a provider."
 )
 
 KeyOpt = Annotated[

@@ -15,6 +15,7 @@ from vitalchain.cli._common import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_RPC,
     BadArgument,
+    command_group,
     err,
     fail,
     guard,
@@ -30,10 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["chain_app"]
 
-chain_app = typer.Typer(
-    help="Run a local development chain, or deploy the contracts to a running one.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+chain_app = command_group(
+    "Run a local development chain, or deploy the contracts to a running one."
 )
 
 DEFAULT_DEPLOYER = Path("var/chain/deployer.key")

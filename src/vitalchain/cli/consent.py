@@ -14,6 +14,7 @@ from vitalchain.cli._common import (
     VITAL_NAMES,
     DeploymentOpt,
     RpcOpt,
+    command_group,
     ensure_gas,
     guard,
     open_chain,
@@ -26,10 +27,8 @@ from vitalchain.cli._common import (
 
 __all__ = ["consent_app"]
 
-consent_app = typer.Typer(
-    help="A patient grants, revokes or inspects a provider's consent (on chain).",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+consent_app = command_group(
+    "A patient grants, revokes or inspects a provider's consent (on chain)."
 )
 
 PatientKeyOpt = Annotated[

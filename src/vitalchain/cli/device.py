@@ -28,6 +28,7 @@ from vitalchain.cli._common import (
     DeploymentOpt,
     admin_token,
     check_data_dir,
+    command_group,
     err,
     fail,
     gateway_client,
@@ -55,10 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["device_app", "simulate"]
 
-device_app = typer.Typer(
-    help="Enrol wearables, send readings as one, or simulate many streaming realistic vitals.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+device_app = command_group(
+    "Enrol wearables, send readings as one, or simulate many streaming realistic vitals."
 )
 
 FILE_TYPE = "vitalchain-device"
@@ -278,7 +277,8 @@ def send(
         str | None, typer.Option(help="Gateway base URL (default: the device file's).")
     ] = None,
 ) -> None:
-    """Send one signed, encrypted message of readings from an enrolled device."""
+    """Send readings from an enrolled device: one signed, encrypted message per vital class
+    (a blood pressure's halves together), so each reaches only the providers consented to it."""
     parsed = [_reading(text) for text in readings]
     enrolled = _load(device, None)
     url = _gateway_of([enrolled.record], gateway)
@@ -286,11 +286,12 @@ def send(
         enrolled.client.http = http
         try:
             with guard(f"the gateway at {url} refused the message"):
-                ack = enrolled.client.send(enrolled.client.prepare(parsed))
+                messages = enrolled.client.prepare_by_class(parsed)
+                accepted = sum(int(enrolled.client.send(m)["accepted"]) for m in messages)
         finally:
             enrolled.save()
     stdout().print(
-        f"[green]accepted[/green] {ack.get('accepted')} reading(s) from {enrolled.client.address}",
+        f"[green]accepted[/green] {accepted} reading(s) from {enrolled.client.address}",
     )
 
 

@@ -22,6 +22,7 @@ from vitalchain.cli._common import (
     BadArgument,
     admin_token,
     check_data_dir,
+    command_group,
     fail,
     parse_http_url,
     stdout,
@@ -36,9 +37,7 @@ __all__ = ["ENV_PREFIX", "build_settings", "gateway_app"]
 ENV_PREFIX = "VITALCHAIN_GATEWAY_"
 TOKEN_ENV = ADMIN_TOKEN_ENV
 
-gateway_app = typer.Typer(
-    help="Run and operate an edge gateway.", no_args_is_help=True, rich_markup_mode="markdown"
-)
+gateway_app = command_group("Run and operate an edge gateway.")
 
 # The option each settings field is given by, where it has one.
 _OPTION_OF = {

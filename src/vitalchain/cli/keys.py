@@ -12,6 +12,7 @@ from vitalchain.cli._common import (
     DEFAULT_RPC,
     DeploymentOpt,
     RpcOpt,
+    command_group,
     ensure_gas,
     err,
     fail,
@@ -24,11 +25,7 @@ from vitalchain.cli._common import (
 
 __all__ = ["key_app"]
 
-key_app = typer.Typer(
-    help="Create a key file, show its address, publish its public key on chain.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
+key_app = command_group("Create a key file, show its address, publish its public key on chain.")
 
 KeyFileOpt = Annotated[Path, typer.Option("--key", help="File with a hex private key.")]
 

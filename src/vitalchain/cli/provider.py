@@ -182,7 +182,8 @@ def fetch_rows(
     if keyless:
         err().print(
             f"[yellow]note:[/yellow] {len(keyless)} block(s) hold no key for {key.address} "
-            f"(sealed before the consent, or before its key was published): "
+            f"(sealed before the consent or before its key was published, or holding only "
+            f"vitals outside the consent): "
             f"{', '.join(map(str, keyless[:10]))}{' …' if len(keyless) > 10 else ''}",
         )
     return patient, group, rows

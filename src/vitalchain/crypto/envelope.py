@@ -76,19 +76,21 @@ def _stanza(data_key: bytes, recipient: PublicKey, random: Random) -> Stanza:
     return Stanza(recipient.address_bytes, eph_pub, wrapped)
 
 
+def _associated(suite: Suite, aad: bytes) -> bytes:
+    """What the payload's AEAD authenticates: the header and suite byte, then the caller's."""
+    return HEADER + bytes([suite]) + aad
+
+
 @dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(EnvelopeFrame):
+    """The wire's frame (its fields, ``encode`` and ``parse``) with a known suite and the
+    cryptography that wraps, unwraps and opens it."""
+
     suite: Suite
-    stanzas: tuple[Stanza, ...]
-    commitment: bytes
-    payload: bytes  # nonce ‖ ciphertext ‖ tag under the data key
 
     @property
     def recipients(self) -> list[bytes]:
         return [s.recipient for s in self.stanzas]
-
-    def _aad(self, aad: bytes) -> bytes:
-        return HEADER + bytes([self.suite]) + aad
 
     def unwrap_key(self, key: PrivateKey) -> bytes:
         """The data key, if ``key`` is a recipient; DecryptionError otherwise."""
@@ -115,7 +117,7 @@ class Envelope:
         if not hmac.compare_digest(key_commitment(data_key), self.commitment):
             raise DecryptionError()
         nonce, body = self.payload[:NONCE_SIZE], self.payload[NONCE_SIZE:]
-        return primitive(self.suite, data_key).decrypt(nonce, body, self._aad(aad))
+        return primitive(self.suite, data_key).decrypt(nonce, body, _associated(self.suite, aad))
 
     def with_recipient(
         self, holder: PrivateKey, recipient: PublicKey, *, random: Random = os.urandom
@@ -133,7 +135,7 @@ class Envelope:
         return replace(self, stanzas=tuple(s for s in self.stanzas if s.recipient != address))
 
     def to_bytes(self) -> bytes:
-        return EnvelopeFrame(self.suite, self.stanzas, self.commitment, self.payload).encode()
+        return self.encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -176,7 +178,7 @@ def seal_for(
     key = data_key if data_key is not None else random(KEY_SIZE)
     suite = Suite(suite)
     nonce = random(NONCE_SIZE)
-    body = primitive(suite, key).encrypt(nonce, plaintext, HEADER + bytes([suite]) + aad)
+    body = primitive(suite, key).encrypt(nonce, plaintext, _associated(suite, aad))
     unique: dict[bytes, PublicKey] = {r.address_bytes: r for r in recipients}
     stanzas = tuple(_stanza(key, r, random) for r in unique.values())
     return Envelope(suite, stanzas, key_commitment(key), nonce + body)

@@ -29,6 +29,15 @@ def checks(run: DemoRun) -> dict[str, bool]:
         "a consented provider decrypts": run.fetch.get("readings_decrypted", 0) > 0,
         "untampered blocks verify": bool(run.verify.get("ok")),
         "the tampered block is caught": bool(run.tamper.get("detected")),
+        **(
+            {
+                "a SpO2-only consent gets SpO2 only, verified": run.scoped.get("vitals_decrypted")
+                == ["spo2"]
+                and bool(run.scoped.get("verify_ok"))
+            }
+            if run.config.providers > 2
+            else {}
+        ),
     }
 
 
@@ -60,6 +69,7 @@ def print_summary(run: DemoRun, console: Console) -> None:
             f"{s['provider_fetch'].get('readings_decrypted', 0)} readings decrypted",
         ),
         ("verify", "ok" if s["verify"].get("ok") else "FAILED"),
+        ("SpO2-only consent", _scoped(s["scoped_fetch"])),
         ("tampered block", _tamper(s["tamper"])),
         ("wall time", f"{s['timings_s'].get('total', 0):.1f} s"),
     ]
@@ -70,6 +80,17 @@ def print_summary(run: DemoRun, console: Console) -> None:
         console.print(f"[yellow]note: {note}")
     for name, ok in checks(run).items():
         console.print(f"{'[green]✓' if ok else '[bold red]✗'} {name}")
+
+
+def _scoped(info: dict[str, Any]) -> str:
+    if not info:
+        return "not run (fewer than 3 providers)"
+    seen = ", ".join(info["vitals_decrypted"]) or "none"
+    return (
+        f"{info['readings_decrypted']} readings of {seen}; "
+        f"{info['sections_withheld']} other sections withheld; "
+        f"verify {'ok' if info['verify_ok'] else 'FAILED'}"
+    )
 
 
 def _revoked(info: dict[str, Any]) -> str:
@@ -125,6 +146,7 @@ def _markdown(run: DemoRun, summary: dict[str, Any], plots: list[str]) -> str:
         f"| verify against the chain | {'ok' if summary['verify'].get('ok') else 'FAILED'} "
         f"({summary['verify'].get('checks', 0)} checks) |",
         f"| a tampered block | {_tamper(summary['tamper'])} |",
+        f"| a SpO2-only consent | {_scoped(summary['scoped_fetch'])} |",
         "",
         "## Checks",
         "",

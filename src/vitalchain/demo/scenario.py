@@ -123,6 +123,7 @@ class DemoRun:
     fetch: dict[str, Any] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)
     tamper: dict[str, Any] = field(default_factory=dict)
+    scoped: dict[str, Any] = field(default_factory=dict)  # a SpO2-only consent's fetch
     series: list[dict[str, Any]] = field(default_factory=list)  # one patient's decrypted readings
     episodes: list[dict[str, Any]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -154,6 +155,7 @@ class DemoRun:
             "provider_fetch": self.fetch,
             "verify": self.verify,
             "tamper": self.tamper,
+            "scoped_fetch": self.scoped,
             "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
             "notes": self.notes,
         }
@@ -304,7 +306,8 @@ def _start_cluster(
 def _onboard(
     ledger: Ledger, clusters: list[Cluster], providers: list[PrivateKey], run: DemoRun
 ) -> list[tuple[Cluster, PrivateKey]]:
-    """Patients publish keys and consent to two providers each; devices onboard in 4 steps."""
+    """Patients publish keys and consent to two providers each (patient 0 also to a third,
+    for SpO2 only); devices onboard in 4 steps."""
     expires = ledger.timestamp() + 30 * 24 * HOUR
     patients: list[tuple[Cluster, PrivateKey]] = []
     for cluster in clusters:
@@ -314,6 +317,8 @@ def _onboard(
             n = len(patients)
             for provider in (providers[n % len(providers)], providers[(n + 1) % len(providers)]):
                 ledger.grant(patient, provider.address, ALL_VITALS, expires)
+            if n == 0 and len(providers) > 2:
+                ledger.grant(patient, providers[2].address, Vital.SPO2.bit, expires)
             patients.append((cluster, patient))
     for cluster in clusters:
         cluster.simulation.onboard()
@@ -504,6 +509,8 @@ def _care(
             opened=reader.opened,
         )
         run.verify = {"ok": report.ok, "checks": len(report.checks)}
+        if len(providers) > 2:
+            run.scoped = _scoped_fetch(ledger, http, cluster.group_id, patient, providers[2])
     # An attacker with write access to the store's disk flips one bit of a sealed block.
     victim_cluster, victim = patients[1]
     store = victim_cluster.node.gateway.store.block_store
@@ -515,7 +522,7 @@ def _care(
                 f"{target.leaf_index}-*.vcb"
             )
             data = bytearray(path.read_bytes())
-            data[-70] ^= 0x01  # inside the signed part, just before the gateway's signature
+            data[len(target.signed_part()) - 1] ^= 0x01  # the signed part's last byte
             path.write_bytes(bytes(data))
             tamper["block"] = target.number
     with httpx.Client(base_url=victim_cluster.url, timeout=30) as http:
@@ -532,3 +539,25 @@ def _care(
     tamper["detected"] = not report.ok
     tamper["failed_checks"] = sorted({c.name for c in report.failures})
     run.tamper = tamper
+
+
+def _scoped_fetch(
+    ledger: Ledger, http: httpx.Client, group_id: int, patient: PrivateKey, nurse: PrivateKey
+) -> dict[str, Any]:
+    """A provider consented to SpO2 only: what it is given, and that it still verifies."""
+    reader = ProviderClient(nurse, http)
+    fetched = reader.fetch(group_id, patient.address)
+    opened = [f for f in fetched if f.stanza is not None]  # blocks of BP alone: no key
+    vitals = sorted({r.vital.info.short for f in opened for _, r in f.readings(nurse)})
+    withheld = sum(len(f.block.withheld()) for f in fetched)
+    report = verify_patient(
+        reader.source, ledger, group_id, patient.address, reader=nurse, opened=reader.opened
+    )
+    return {
+        "provider": nurse.address,
+        "scope": ["spo2"],
+        "vitals_decrypted": vitals,
+        "readings_decrypted": sum(len(f.readings(nurse)) for f in opened),
+        "sections_withheld": withheld,
+        "verify_ok": report.ok,
+    }

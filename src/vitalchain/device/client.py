@@ -36,7 +36,7 @@ from vitalchain.edge.client import raise_for_refusal
 from vitalchain.edge.codes import Refused
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
-from vitalchain.vitals import Vital
+from vitalchain.vitals import Vital, by_class
 from vitalchain.wire.alert import alert_context
 from vitalchain.wire.onboarding import (
     AAD_ASSOCIATION,
@@ -429,6 +429,15 @@ class DeviceClient:
         context = alert_context(self._group_id, digest)
         proof = RingProof(self._ring, ring.sign(digest, self._ring, self.key, context))
         return self._seal(RING_HEADER, proof.to_bytes() + payload + signature)
+
+    def prepare_by_class(
+        self, readings: Sequence[tuple[Vital, float]], *, at_ms: int | None = None
+    ) -> list[bytes]:
+        """One data message per vital class (``vitals.class_of``: a blood pressure's halves
+        together, every other vital alone), so each lands in the block section its consent
+        scope reads (docs/spec/block.md) and a provider is given exactly what it may see."""
+        now = at_ms if at_ms is not None else int(self.clock() * 1000)
+        return [self.prepare(part, at_ms=now) for part in by_class(readings)]
 
     # -- anonymity --------------------------------------------------------------------------------
 

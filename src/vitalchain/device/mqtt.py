@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.device.client import DeviceError
+from vitalchain.services.mqtt_client import connect_and_wait
 from vitalchain.wire.onboarding import MqttGrant
 
 __all__ = ["MqttPublisher"]
@@ -76,28 +77,25 @@ class MqttPublisher:
     def connect(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
-        try:
-            self._client.connect(
-                self._creds.host,
-                self._creds.port,
-                keepalive=30,
-                clean_start=False,
-                properties=props,
-            )
-        except OSError as exc:
-            raise DeviceError(
-                f"cannot reach the MQTT broker at {self._creds.host}:{self._creds.port}: {exc}",
-                code="broker_unavailable",
-            ) from exc
-        self._client.loop_start()
-        if not self._ready.wait(self._timeout) or self._refused is not None:
-            self.close()
-            raise DeviceError(
-                f"the broker refused the credentials ({self._refused})"
-                if self._refused is not None
-                else "could not connect and subscribe to the ack topic",
-                code="broker_unavailable",
-            )
+        connect_and_wait(
+            self._client,
+            self._creds.host,
+            self._creds.port,
+            ready=self._wait_ready,
+            unreachable=f"the MQTT broker at {self._creds.host}:{self._creds.port}",
+            fail=lambda why: DeviceError(why, code="broker_unavailable"),
+            cleanup=self.close,
+            clean_start=False,
+            properties=props,
+        )
+
+    def _wait_ready(self) -> str | None:
+        """None once connected and subscribed to the ack topic, else why not."""
+        if self._ready.wait(self._timeout) and self._refused is None:
+            return None
+        if self._refused is not None:
+            return f"the broker refused the credentials ({self._refused})"
+        return "could not connect and subscribe to the ack topic"
 
     def close(self) -> None:
         self._client.disconnect()

@@ -153,14 +153,15 @@ class Simulation:
             if ahead > 0:
                 time.sleep(ahead)
             for device in [d for d in self.devices if d.next_due_s <= sim_t]:
-                message = device.client.prepare(device.generator.readings(device.kind, sim_t))
-                stats.sent_messages += 1
-                try:
-                    ack = send(device, message)
-                except DeviceError as exc:
-                    stats.refused[str(exc.code)] += 1
-                else:
-                    stats.accepted_readings += int(str(ack["accepted"]))
+                readings = device.generator.readings(device.kind, sim_t)
+                for message in device.client.prepare_by_class(readings):
+                    stats.sent_messages += 1
+                    try:
+                        ack = send(device, message)
+                    except DeviceError as exc:
+                        stats.refused[str(exc.code)] += 1
+                    else:
+                        stats.accepted_readings += int(str(ack["accepted"]))
                 device.next_due_s = sim_t + device.interval_s
             sim_t = min(d.next_due_s for d in self.devices)
             if progress:

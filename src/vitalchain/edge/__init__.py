@@ -1,7 +1,8 @@
 """The HTTP edge every app and client of vitalchain shares (docs/architecture.md).
 
 - :mod:`~vitalchain.edge.codes`: the one table from an error code to its HTTP status (and,
-  for an outage, the health component it reports to);
+  for an outage, the health component it reports to), and the refusals a route documents in
+  the OpenAPI (``openapi_refusals``), drawn from it;
 - :mod:`~vitalchain.edge.server`: the one set of exception handlers a FastAPI app installs;
 - :mod:`~vitalchain.edge.client`: the one decoder of a refusal a client receives.
 

@@ -2,12 +2,14 @@
 
 The codes are the contract with devices, providers and recipients (docs/spec/onboarding.md,
 telemetry.md, access.md and alert.md list them).  A code maps to one status everywhere: a
-service raises ``Refused(code, message)`` and never picks a status itself.
+service raises ``Refused(code, message)`` and never picks a status itself, and a route's
+OpenAPI names its refusals by code too (:func:`openapi_refusals`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +22,7 @@ __all__ = [
     "OUTAGE_MESSAGES",
     "STATUS",
     "Refused",
+    "openapi_refusals",
     "status_for",
 ]
 
@@ -122,6 +125,47 @@ def status_for(code: str) -> int | None:
     if status is None and "." in code:
         return CONTRACT_STATUS
     return status
+
+
+def openapi_refusals(
+    *refusals: str | int,
+    notes: Mapping[str | int, str] | None = None,
+    model: type | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a FastAPI route for the refusals it may answer, by status.
+
+    Each refusal is a code (its status is this table's, so the documented status can never
+    disagree with the one answered) or a bare status, documented without naming its codes (a
+    malformed request line has none of ours; a route family may answer too many to list).
+    A status's description names its codes in the order given, each with its note (``notes``,
+    keyed by code or by status); ``model`` is the error body's schema, where the app documents
+    one.  An unknown code or status raises, so a typo fails at import rather than documenting
+    nothing.
+    """
+    notes = notes or {}
+    codes: dict[int, list[str]] = {}
+    for refusal in refusals:
+        if isinstance(refusal, str):
+            if refusal not in STATUS:
+                raise ValueError(f"{refusal!r} is not a code of vitalchain.edge.codes")
+            codes.setdefault(STATUS[refusal], []).append(refusal)
+        elif refusal in BY_STATUS:
+            codes.setdefault(refusal, [])
+        else:
+            raise ValueError(f"{refusal!r} is not a status of vitalchain.edge.codes")
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(codes):
+        named = [f"`{c}` ({notes[c]})" if c in notes else f"`{c}`" for c in codes[status]]
+        if named:
+            description = f"refused: {', '.join(named)}"
+        else:  # FastAPI's own description of a status, and the body it comes with
+            description = f"{HTTPStatus(status).phrase}: refused with {{error: {{code, message}}}}"
+        if status in notes:
+            description += f"; {notes[status]}"
+        responses[status] = {"description": description}
+        if model is not None:
+            responses[status]["model"] = model
+    return responses
 
 
 class Refused(VitalchainError):

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from vitalchain.edge.codes import openapi_refusals
 from vitalchain.edge.server import install_error_handlers
 from vitalchain.gateway import schemas
 from vitalchain.gateway.errors import GatewayError
@@ -27,8 +28,12 @@ TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (tel
 
 __all__ = ["create_app"]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 409, 413, 422, 429, 503)
+# What the routes may refuse with, by status (the codes behind each are the ingest's and the
+# onboarding service's; telemetry alone checks the media type).
+_ERRORS = openapi_refusals(400, 401, 403, 409, 413, 422, 429, 503, model=schemas.ErrorResponse)
+_TELEMETRY_ERRORS = {
+    **_ERRORS,
+    **openapi_refusals("unsupported_media_type", model=schemas.ErrorResponse),
 }
 _TELEMETRY_BODY = {
     "requestBody": {
@@ -248,7 +253,7 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     @app.post(
         "/v1/telemetry",
         response_model=AckBody,
-        responses={**_ERRORS, 415: {"model": schemas.ErrorResponse}},
+        responses=_TELEMETRY_ERRORS,
         openapi_extra=_TELEMETRY_BODY,
         tags=["telemetry"],
     )

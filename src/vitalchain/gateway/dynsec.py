@@ -37,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.logs import pseudonym
 from vitalchain.services.mosquitto import DEFAULT_ACL_ACCESS, BrokerEndpoint, BrokerError
+from vitalchain.services.mqtt_client import connect_and_wait
 from vitalchain.wire.mqtt import (
     ack_pattern,
     ack_topic,
@@ -123,23 +124,24 @@ class BrokerAdmin:
         self._client.on_publish = self._on_publish
         # After a broker restart, be back within seconds (paho's default grows to 2 min).
         self._client.reconnect_delay_set(1, 10)
-        try:
-            self._client.connect(endpoint.host, endpoint.port, keepalive=30)
-        except OSError as e:
-            raise BrokerError(
-                f"cannot reach the broker at {endpoint.host}:{endpoint.port}: {e}",
-                code="broker_unavailable",
-            ) from e
-        self._client.loop_start()
+        connect_and_wait(
+            self._client,
+            endpoint.host,
+            endpoint.port,
+            ready=self._wait_ready,
+            unreachable=f"the broker at {endpoint.host}:{endpoint.port}",
+            fail=lambda why: BrokerError(why, code="broker_unavailable"),
+            cleanup=self.close,
+        )
+
+    def _wait_ready(self) -> str | None:
+        """None once connected and subscribed to the dynsec responses, else why not."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: self._ready or self._refused is not None, timeout)
+            ok = self._cond.wait_for(lambda: self._ready or self._refused is not None, self.timeout)
             refused = self._refused
-        if not ok or refused is not None:
-            self.close()
-            raise BrokerError(
-                f"dynsec admin could not connect: {refused or f'no answer within {timeout}s'}",
-                code="broker_unavailable",
-            )
+        if ok and refused is None:
+            return None
+        return f"dynsec admin could not connect: {refused or f'no answer within {self.timeout}s'}"
 
     # -- public operations --
 

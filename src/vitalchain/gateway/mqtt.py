@@ -38,6 +38,7 @@ from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.service import Gateway
 from vitalchain.logs import safe_error
 from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
+from vitalchain.services.mqtt_client import connect_and_wait
 from vitalchain.wire.mqtt import ack_topic, parse_telemetry_topic, telemetry_pattern
 from vitalchain.wire.telemetry import Ack
 
@@ -147,23 +148,21 @@ class MqttBridge:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
-        try:
-            self._client.connect(
-                self._endpoint.host,
-                self._endpoint.port,
-                keepalive=30,
-                clean_start=False,  # resume the session: what the broker queued is ours
-                properties=props,
-            )
-        except OSError as exc:
-            self.stop()
-            raise GatewayError(
-                "broker_unavailable", f"cannot reach the MQTT broker: {exc}"
-            ) from exc
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.stop()
-            raise GatewayError("broker_unavailable", "could not subscribe to the telemetry topics")
+        connect_and_wait(
+            self._client,
+            self._endpoint.host,
+            self._endpoint.port,
+            ready=lambda: (
+                None
+                if self._subscribed.wait(timeout)
+                else "could not subscribe to the telemetry topics"
+            ),
+            unreachable="the MQTT broker",
+            fail=partial(GatewayError, "broker_unavailable"),
+            cleanup=self.stop,
+            clean_start=False,  # resume the session: what the broker queued is ours
+            properties=props,
+        )
 
     def stop(self, timeout: float = 10) -> None:
         """Finish what was received, answer it, then disconnect, keeping the session.

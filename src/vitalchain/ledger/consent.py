@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from vitalchain.crypto.keys import PublicKey
 from vitalchain.ledger.errors import ChainUnavailable
@@ -117,13 +118,7 @@ class ConsentView:
         return chosen
 
     def _on_consent(self, event: Event) -> None:
-        patient = event.args.get("patient")
-        if patient is None:
-            return
-        with self._lock:
-            self._consents.pop(patient, None)
-            self._generation += 1
-        self._changed(patient)
+        self._drop(self._consents, event.args.get("patient"))
 
     # -- keys --------------------------------------------------------------------------------------
 
@@ -145,14 +140,15 @@ class ConsentView:
         return key
 
     def _on_key(self, event: Event) -> None:
-        account = event.args.get("account")
-        if account is None:
+        self._drop(self._keys, event.args.get("account"))
+
+    def _drop(self, cache: dict[str, Any], address: str | None) -> None:
+        """An event made ``cache``'s entry for ``address`` stale: the next read asks the chain
+        (a read in flight is not kept, see ``_generation``), and the listeners are told."""
+        if address is None:
             return
         with self._lock:
-            self._keys.pop(account, None)
+            cache.pop(address, None)
             self._generation += 1
-        self._changed(account)
-
-    def _changed(self, address: str) -> None:
         for listener in self._listeners:
             listener(address)

@@ -4,9 +4,7 @@ and opening it as a recipient.  Raising and recording it is the gateway's
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +18,12 @@ from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.wire.alert import (
     ALERT_VERSION,
-    BODY_VERSIONS,
     RELAY_CONTEXT,
-    V1_BODY_PRIORITY,
     AlertObject,
+    ThresholdBody,
+    ThresholdBodyV1,
     alert_context,
+    parse_body,
     signed_bytes,
 )
 from vitalchain.wire.telemetry import READING_CONTEXT
@@ -158,25 +157,24 @@ def verify_alert(alert: Alert, ledger: Ledger, *, min_ring: int = 2) -> None:
 def open_alert(alert: Alert, key: PrivateKey) -> dict[str, Any]:
     """Decrypt as a recipient, and check that the device payload inside is the signed one.
 
-    Bodies v1 (no priority: read it as ``medium``) and v2 open alike.
+    Bodies v1 (no priority: read it as ``medium``) and v2 open alike; the body is read by
+    :func:`vitalchain.wire.alert.parse_body`, so a malformed one is a ``DecodeError``.
     """
-    body: dict[str, Any] = json.loads(Envelope.from_bytes(alert.envelope).open(key, alert.alert_id))
-    if body.get("v") not in BODY_VERSIONS:
-        raise DecodeError(f"alert body: unknown version {body.get('v')!r}")
+    body = parse_body(Envelope.from_bytes(alert.envelope).open(key, alert.alert_id))
     if alert.kind == "threshold":
-        payload = base64.b64decode(body["payload"])
+        if not isinstance(body, ThresholdBody | ThresholdBodyV1):
+            raise DecodeError("alert body: a threshold alert needs a threshold body")
+        payload = body.payload_bytes
         if hashlib.sha256(payload).digest() != alert.digest:
             raise InvalidProof("alert: the payload inside is not the one ring-signed")
         device = PublicKey.recover(
-            Signature.from_rsv(bytes.fromhex(body["signature"])),
-            message_digest(payload, READING_CONTEXT),
+            Signature.from_rsv(body.signature_bytes), message_digest(payload, READING_CONTEXT)
         )
-        if device.address != body["device"]:
+        if device.address != body.device:
             raise InvalidSignature("alert: the device signature does not verify")
         if alert.ring is not None and device not in alert.ring.members:
             raise InvalidProof("alert: the device is not in the ring")
-    body.setdefault("priority", V1_BODY_PRIORITY)
-    return body
+    return body.to_json()
 
 
 def recipients_of(alert: Alert) -> list[bytes]:

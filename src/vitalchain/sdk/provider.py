@@ -22,8 +22,7 @@ from vitalchain.wire.access import (
     Challenge,
     access_message,
 )
-from vitalchain.wire.block import Block, BlockEntry
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, BlockEntry, KeyEntry
 
 __all__ = ["AccessError", "FetchedBlock", "ProviderClient"]
 
@@ -41,11 +40,11 @@ class FetchedBlock:
     through ``opened`` (the client's), so fetch-then-verify opens each block once."""
 
     block: Block
-    stanza: Stanza | None
+    stanza: KeyEntry | None  # the provider's keys to the sections it may open
     opened: Opened = field(default_factory=Opened, compare=False, repr=False)
 
     @property
-    def _ring(self) -> list[Stanza]:
+    def _ring(self) -> list[KeyEntry]:
         return [] if self.stanza is None else [self.stanza]
 
     def open(self, reader: PrivateKey) -> list[BlockEntry]:
@@ -123,7 +122,7 @@ class ProviderClient:
         fetched = []
         for item in body.blocks:
             data = bytes.fromhex(item.block)
-            stanza = Stanza.parse(bytes.fromhex(item.stanza)) if item.stanza else None
+            stanza = KeyEntry.parse(bytes.fromhex(item.stanza)) if item.stanza else None
             block = self.opened.block(data)
             self.source.remember(group_id, item.leaf_index, block, data, stanza)
             fetched.append(FetchedBlock(block, stanza, self.opened))

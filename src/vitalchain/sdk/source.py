@@ -17,8 +17,7 @@ from vitalchain.edge.client import raise_for_refusal
 from vitalchain.edge.codes import Refused
 from vitalchain.errors import VitalchainError
 from vitalchain.store.base import BlockStore
-from vitalchain.wire.block import Block
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, KeyEntry
 
 __all__ = ["HttpSource", "StoreSource"]
 
@@ -66,7 +65,7 @@ class StoreSource:
             raise VitalchainError("no such tree sizes in this log", code="unknown_block")
         return tree.consistency_proof(size1, size2)
 
-    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]:
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[KeyEntry]:
         return self.store.stanzas(group_id, leaf_index)
 
 
@@ -76,11 +75,11 @@ class HttpSource:
     def __init__(self, http: httpx.Client) -> None:
         self.http = http
         self._blocks: dict[tuple[int, str, int], bytes] = {}
-        self._stanzas: dict[tuple[int, int], Stanza] = {}
+        self._stanzas: dict[tuple[int, int], KeyEntry] = {}
         self.numbers: dict[tuple[int, str], list[int]] = {}  # from the last authorised fetch
 
     def remember(
-        self, group_id: int, leaf_index: int, block: Block, data: bytes, stanza: Stanza | None
+        self, group_id: int, leaf_index: int, block: Block, data: bytes, stanza: KeyEntry | None
     ) -> None:
         """Blocks a provider fetched (with consent) can then be verified from memory;
         ``block`` is ``data`` as the provider already parsed it (parsed once)."""
@@ -109,6 +108,6 @@ class HttpSource:
         )
         return ConsistencyProof.from_bytes(bytes.fromhex(body["proof"]))
 
-    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]:
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[KeyEntry]:
         found = self._stanzas.get((group_id, leaf_index))
         return () if found is None else (found,)

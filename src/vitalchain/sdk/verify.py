@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Protocol, TypeVar
 
-from vitalchain.crypto.block import open_payload, read_block, verify_block_signature
+from vitalchain.crypto.block import open_sections, read_block, verify_block_signature
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature, message_digest
 from vitalchain.crypto.merkle import (
     ConsistencyProof,
@@ -25,8 +25,7 @@ from vitalchain.crypto.merkle import (
 from vitalchain.errors import DecodeError, DecryptionError, InvalidProof, InvalidSignature
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
-from vitalchain.wire.block import Block, BlockEntry
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, BlockEntry, KeyEntry
 from vitalchain.wire.telemetry import READING_CONTEXT, Payload
 
 __all__ = [
@@ -42,6 +41,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_Key = tuple[bytes, str, tuple[KeyEntry, ...]]  # block bytes, reader, key ring
 
 
 class BlockSource(Protocol):
@@ -51,7 +51,7 @@ class BlockSource(Protocol):
     def patient_numbers(self, group_id: int, patient: str) -> list[int]: ...
     def inclusion_proof(self, group_id: int, leaf_index: int, tree_size: int) -> InclusionProof: ...
     def consistency_proof(self, group_id: int, size1: int, size2: int) -> ConsistencyProof: ...
-    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[Stanza]: ...
+    def stanzas(self, group_id: int, leaf_index: int) -> Sequence[KeyEntry]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,8 @@ class Opened:
 
     def __init__(self) -> None:
         self._blocks: dict[bytes, Block] = {}
-        self._entries: dict[tuple[bytes, str, tuple[Stanza, ...]], list[BlockEntry]] = {}
-        self._messages: dict[tuple[bytes, str, tuple[Stanza, ...]], list[DeviceMessage]] = {}
+        self._sections: dict[_Key, dict[int, list[BlockEntry]]] = {}
+        self._messages: dict[_Key, dict[int, list[DeviceMessage]]] = {}
 
     def block(self, data: bytes) -> Block:
         """``read_block(data)``, parsed at most once."""
@@ -96,26 +96,40 @@ class Opened:
             found = self._blocks[data] = read_block(data)
         return found
 
-    def entries(
-        self, block: Block, stanzas: Sequence[Stanza], reader: PrivateKey
-    ) -> list[BlockEntry]:
-        """``open_payload``, decrypted at most once."""
-        key = (block.encode(), reader.address, tuple(stanzas))
-        found = self._entries.get(key)
+    def sections(
+        self, block: Block, ring: Sequence[KeyEntry], reader: PrivateKey
+    ) -> dict[int, list[BlockEntry]]:
+        """``open_sections``: every section ``reader`` opens, decrypted at most once."""
+        key = (block.encode(), reader.address, tuple(ring))
+        found = self._sections.get(key)
         if found is None:
-            found = self._entries[key] = open_payload(block, stanzas, reader)
+            found = self._sections[key] = open_sections(block, ring, reader)
+        return found
+
+    def entries(
+        self, block: Block, ring: Sequence[KeyEntry], reader: PrivateKey
+    ) -> list[BlockEntry]:
+        """The messages of every section ``reader`` opens, in section order."""
+        return [e for _, part in sorted(self.sections(block, ring, reader).items()) for e in part]
+
+    def section_messages(
+        self, block: Block, ring: Sequence[KeyEntry], reader: PrivateKey
+    ) -> dict[int, list[DeviceMessage]]:
+        """Each opened section's messages, every device signature checked at most once."""
+        key = (block.encode(), reader.address, tuple(ring))
+        found = self._messages.get(key)
+        if found is None:
+            opened = self.sections(block, ring, reader)
+            found = {i: read_messages(part) for i, part in opened.items()}
+            self._messages[key] = found
         return found
 
     def messages(
-        self, block: Block, stanzas: Sequence[Stanza], reader: PrivateKey
+        self, block: Block, ring: Sequence[KeyEntry], reader: PrivateKey
     ) -> list[DeviceMessage]:
-        """The opened payload's messages, every device signature checked at most once."""
-        key = (block.encode(), reader.address, tuple(stanzas))
-        found = self._messages.get(key)
-        if found is None:
-            found = read_messages(self.entries(block, stanzas, reader))
-            self._messages[key] = found
-        return found
+        """The messages of every section ``reader`` opens, in section order."""
+        opened = self.section_messages(block, ring, reader)
+        return [m for _, part in sorted(opened.items()) for m in part]
 
 
 class Outcome(StrEnum):
@@ -283,7 +297,7 @@ def _check_block(
     if (block.group_id, block.patient, block.number) != (group_id, patient, n):
         report.add("format", Outcome.FAILED, "block names another group, patient or number", n)
         return None
-    report.add("format", Outcome.OK, f"{len(data)} bytes, v1", n)
+    report.add("format", Outcome.OK, f"{len(data)} bytes, v{block.version}", n)
     try:
         verify_block_signature(block)
         if block.gateway not in facts.masters:
@@ -324,31 +338,55 @@ def _check_payload(
     block: Block,
     reader: PrivateKey,
 ) -> None:
+    """Open every section the reader holds a key for, and check each against its signed
+    head: completeness (the store withheld none of them, and each holds the readings and
+    vitals the head says) and every device signature."""
     n = block.number
     try:
-        stanzas = source.stanzas(block.group_id, block.leaf_index)
+        ring = source.stanzas(block.group_id, block.leaf_index)
     except Exception as exc:  # the source is untrusted: its failures are findings, not crashes
         report.add("payload", Outcome.FAILED, f"the store cannot give a key ring: {exc}", n)
         return
+    me = reader.public_key.address_bytes
+    mine = next((e for e in ring if e.recipient == me), None)
+    withheld = set(block.withheld())
+    if mine is not None and withheld & set(mine.sections):
+        held = sorted(withheld & set(mine.sections))
+        report.add(
+            "payload", Outcome.FAILED, f"the store withheld section(s) {held} this key opens", n
+        )
+        return
     try:
-        opened.entries(block, stanzas, reader)
+        opened.sections(block, ring, reader)
     except (DecryptionError, DecodeError) as exc:
         outcome = Outcome.SKIPPED if isinstance(exc, DecryptionError) else Outcome.FAILED
         report.add("payload", outcome, f"cannot open with this key: {exc}", n)
         return
-    readings, vitals = 0, 0
     try:
-        messages = opened.messages(block, stanzas, reader)
-        for message in messages:
-            signer = message.entry.device
-            group = message.payload.group
-            if group != block.group_id or facts.device_group(signer) != block.group_id:
-                raise InvalidSignature(f"device {signer} is not in group {block.group_id} on chain")
-            readings += len(message.payload.readings)
-            for reading in message.payload.readings:
-                vitals |= reading.vital.bit
-        if (readings, vitals) != (block.readings, block.vitals):
-            raise InvalidSignature("the header's reading count or vitals do not match the payload")
-        report.add("payload", Outcome.OK, f"{len(messages)} device signature(s) verify", n)
+        sections = opened.section_messages(block, ring, reader)
+        count = 0
+        for index, messages in sections.items():
+            head = block.sections[index]
+            readings, vitals = 0, 0
+            for message in messages:
+                signer = message.entry.device
+                group = message.payload.group
+                if group != block.group_id or facts.device_group(signer) != block.group_id:
+                    raise InvalidSignature(
+                        f"device {signer} is not in group {block.group_id} on chain"
+                    )
+                readings += len(message.payload.readings)
+                for reading in message.payload.readings:
+                    vitals |= reading.vital.bit
+            if (readings, vitals) != (head.readings, head.scope):
+                raise InvalidSignature(
+                    "the header's reading count or vitals do not match the payload"
+                )
+            count += len(messages)
+        detail = f"{count} device signature(s) verify"
+        others = len(block.sections) - len(sections)
+        if others:
+            detail += f"; {others} section(s) outside this key's consent not opened"
+        report.add("payload", Outcome.OK, detail, n)
     except (InvalidSignature, DecodeError) as exc:
         report.add("payload", Outcome.FAILED, str(exc) or type(exc).__name__, n)

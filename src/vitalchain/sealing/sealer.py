@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vitalchain.crypto.block import seal_block
+from vitalchain.crypto.block import SectionPlan, seal_block
 from vitalchain.crypto.keys import PrivateKey, PublicKey
 from vitalchain.crypto.merkle import CompactRange
 from vitalchain.ledger import ChainWriter, Ticket
@@ -44,6 +44,7 @@ from vitalchain.ledger.ports import AnchorLogView
 from vitalchain.logs import Transitions, pseudonym, safe_error
 from vitalchain.store.base import AnchorRecord, Store
 from vitalchain.store.errors import StoreUnavailable
+from vitalchain.store.model import StoredMessage
 from vitalchain.wire.block import Block, BlockEntry
 
 __all__ = ["NO_READER_KEY", "Sealer", "SealingPolicy"]
@@ -202,11 +203,10 @@ class Sealer:
             "last_anchor_at_ms": self._last_anchor_ms,
         }
 
-    def recipients(self, patient: str, vitals: int) -> list[PublicKey]:
+    def _readers(self, patient: str, vitals: int) -> list[PublicKey]:
         """The patient, and every provider the chain says may read these vitals right now
-        (by the latest block's time, not this gateway's clock).  The chain's events are
-        applied first, so a grant or revoke applies to the next block sealed after it."""
-        self.consent.refresh()
+        (by the latest block's time, not this gateway's clock).  The caller applies the
+        chain's events first, so a grant or revoke applies to the next block sealed after."""
         readers = [patient, *self.consent.readers(patient, vitals)]
         keys = [self.consent.key_of(address) for address in readers]
         return [k for k in keys if k is not None]
@@ -228,17 +228,34 @@ class Sealer:
 
     def _seal(self, patient: str) -> Block | None:
         messages = self.store.unsealed(self.group_id, patient, self.policy.max_readings)
-        readings = sum(len(m.message.readings) for m in messages)
         if not messages:
             return None
-        vitals = 0
+        # One section per consent scope (the vitals of a message), so each provider is
+        # given the key to exactly the messages its consent covers (block.md, v2).
+        by_scope: dict[int, list[StoredMessage]] = {}
         for stored in messages:
+            scope = 0
             for reading in stored.message.readings:
-                vitals |= reading.vital.bit
-        recipients = self.recipients(patient, vitals)
-        if not recipients:
-            self._note(patient, NO_READER_KEY)
-            return None
+                scope |= reading.vital.bit
+            by_scope.setdefault(scope, []).append(stored)
+        self.consent.refresh()
+        sections = []
+        for scope, part in sorted(by_scope.items()):
+            readers = self._readers(patient, scope)
+            if not readers:
+                self._note(patient, NO_READER_KEY)
+                return None
+            sections.append(
+                SectionPlan(
+                    scope=scope,
+                    readings=sum(len(m.message.readings) for m in part),
+                    entries=[
+                        BlockEntry(m.message.device, m.message.payload, m.message.signature)
+                        for m in part
+                    ],
+                    readers=readers,
+                )
+            )
         previous = self.store.last_block(self.group_id, patient)
         block, ring = seal_block(
             self.master,
@@ -248,13 +265,7 @@ class Sealer:
             previous=bytes(32) if previous is None else previous.hash,
             leaf_index=len(self.tree),
             sealed_at_ms=int(self.clock() * 1000),
-            entries=[
-                BlockEntry(m.message.device, m.message.payload, m.message.signature)
-                for m in messages
-            ],
-            readings=readings,
-            vitals=vitals,
-            recipients=recipients,
+            sections=sections,
             random=self.random,
         )
         self.store.add_block(block, ring, [m.id for m in messages])

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vitalchain.services.ports import LOOPBACK, free_port
-from vitalchain.services.process import LocalProcess, ServiceError
+from vitalchain.services.process import LocalProcess, ServiceError, StartStop
 
 __all__ = ["AnvilError", "AnvilProcess", "find_anvil", "run_anvil"]
 
@@ -63,7 +63,7 @@ def run_anvil(
         yield f"http://{LOOPBACK}:{port}"
 
 
-class AnvilProcess:
+class AnvilProcess(StartStop):
     """anvil that can be hung, stopped and brought back on the same port with the same chain,
     for fault tests and benchmarks (``run_anvil`` is the plain fresh node).
 
@@ -99,10 +99,3 @@ class AnvilProcess:
         node, self._node = self._node, None
         if node is not None:
             node.stop()
-
-    def __enter__(self) -> AnvilProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -29,11 +29,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal
 
 from vitalchain.services.ports import LOOPBACK, free_port
-from vitalchain.services.process import LocalProcess, PortInUse, ServiceError, retry_port
+from vitalchain.services.process import (
+    LocalProcess,
+    PortInUse,
+    ServiceError,
+    StartStop,
+    retry_port,
+)
 
 __all__ = [
     "ADMIN_USERNAME",
@@ -119,7 +124,7 @@ class BrokerStatus:
         return self.state == "up"
 
 
-class Mosquitto:
+class Mosquitto(StartStop):
     """A managed, supervised mosquitto with the dynamic-security plugin, for dev, demo, tests.
 
     Loopback only, no anonymous access.  Everything lives in ``data_dir`` (0700) and survives a
@@ -263,18 +268,6 @@ class Mosquitto:
             return
         self._stopping.set()
         thread.join()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the supervisor thread: it alone spawns and stops the process, so the process's
     # -- PR_SET_PDEATHSIG is bound to a thread that lives exactly as long as the broker should.

@@ -26,15 +26,20 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
 from vitalchain.services.ports import LOOPBACK, free_port
-from vitalchain.services.process import PORT_CLASH, PortInUse, ServiceError, retry_port
+from vitalchain.services.process import (
+    PORT_CLASH,
+    PortInUse,
+    ServiceError,
+    StartStop,
+    retry_port,
+)
 
 __all__ = ["LocalPostgres", "PostgresError", "find_pg_bin"]
 
@@ -71,7 +76,7 @@ def find_pg_bin() -> Path:
     )
 
 
-class LocalPostgres:
+class LocalPostgres(StartStop):
     """A PostgreSQL cluster of our own; ``.dsn`` names its ``vitalchain`` database.
 
     ``root`` holds ``data/``, ``sock/`` and ``postgres.log``; by default a fresh temp directory
@@ -167,18 +172,6 @@ class LocalPostgres:
         finally:
             self._fixed_port = fixed
         self._running = True
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ------------------------------------------------------------------------------
 

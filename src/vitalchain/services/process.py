@@ -40,6 +40,7 @@ __all__ = [
     "LocalProcess",
     "PortInUse",
     "ServiceError",
+    "StartStop",
     "die_with_parent",
     "retry_port",
 ]
@@ -60,6 +61,28 @@ class PortInUse(ServiceError):
     """Another process holds the port a service was to listen on."""
 
     code = "port_in_use"
+
+
+class StartStop:
+    """``with service:`` starts it and stops it however the block ends: the context-manager
+    half of the supervisors whose ``start`` and ``stop`` are their own (mosquitto's supervisor
+    thread, ``pg_ctl``, anvil brought back on its port), written once here.
+
+    :class:`LocalProcess` needs none: mirakuru's executor is already a context manager.
+    """
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def die_with_parent(death_signal: int) -> Callable[[], None] | None:

@@ -9,7 +9,7 @@ The store is split in two, because the two halves have different readers and dif
   it is sealed *and* anchored.  What replay protection needs after that (the sequence numbers
   stored per device, no health data) stays.
 - :class:`BlockStore`: what providers read, locally (SQLite + files) or shared (PostgreSQL):
-  ciphertext blocks, their key stanzas, anchors and challenge nonces only.
+  ciphertext blocks, their key rings (one entry per reader), anchors and challenge nonces only.
 
 :class:`Store` is both at once, as the gateway sees them (``vitalchain.store.composite``):
 sealing writes a block to the block store and marks its messages in the journal, recording an
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vitalchain.store.model import Message, StoredMessage
-from vitalchain.wire.block import Block
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, KeyEntry
 
 __all__ = ["AnchorRecord", "BlockStore", "Journal", "PendingPatient", "SealedLeaf", "Store"]
 
@@ -122,7 +121,7 @@ class BlockStore(Protocol):
     def last_block(self, group_id: int, patient: str) -> Block | None: ...
     def next_leaf_index(self, group_id: int) -> int: ...
     def add_block(
-        self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
+        self, block: Block, stanzas: tuple[KeyEntry, ...], message_ids: Sequence[int] = ()
     ) -> None:
         """Atomically keep the block and its key ring (``message_ids`` is for a :class:`Store`,
         which also marks them sealed in its journal; a bare block store refuses any)."""
@@ -139,8 +138,8 @@ class BlockStore(Protocol):
         ...
 
     def leaf_hashes(self, group_id: int) -> list[bytes]: ...
-    def stanzas(self, group_id: int, leaf_index: int) -> tuple[Stanza, ...]: ...
-    def add_stanza(self, group_id: int, leaf_index: int, stanza: Stanza) -> None: ...
+    def stanzas(self, group_id: int, leaf_index: int) -> tuple[KeyEntry, ...]: ...
+    def add_stanza(self, group_id: int, leaf_index: int, stanza: KeyEntry) -> None: ...
 
     # -- anchors ----------------------------------------------------------------------------------
     def record_anchor(self, record: AnchorRecord) -> None: ...

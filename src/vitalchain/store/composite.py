@@ -38,8 +38,7 @@ from vitalchain.store.journal import SqliteJournal
 from vitalchain.store.model import Message, StoredMessage
 from vitalchain.store.sql import SqlBlockStore
 from vitalchain.store.sqlite import SqliteStore
-from vitalchain.wire.block import Block
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, KeyEntry
 
 __all__ = ["JOURNAL_FILE", "STORE_FILE", "GatewayStore", "open_store"]
 
@@ -91,7 +90,7 @@ class GatewayStore:
     # -- both -------------------------------------------------------------------------------------
 
     def add_block(
-        self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
+        self, block: Block, stanzas: tuple[KeyEntry, ...], message_ids: Sequence[int] = ()
     ) -> None:
         """Mark ``message_ids`` sealed into ``block`` and keep the block; all or nothing."""
         if message_ids:
@@ -201,10 +200,10 @@ class GatewayStore:
     def leaf_hashes(self, group_id: int) -> list[bytes]:
         return self._blocks.leaf_hashes(group_id)
 
-    def stanzas(self, group_id: int, leaf_index: int) -> tuple[Stanza, ...]:
+    def stanzas(self, group_id: int, leaf_index: int) -> tuple[KeyEntry, ...]:
         return self._blocks.stanzas(group_id, leaf_index)
 
-    def add_stanza(self, group_id: int, leaf_index: int, stanza: Stanza) -> None:
+    def add_stanza(self, group_id: int, leaf_index: int, stanza: KeyEntry) -> None:
         self._blocks.add_stanza(group_id, leaf_index, stanza)
 
     def anchors(self, group_id: int) -> list[AnchorRecord]:

@@ -61,8 +61,7 @@ from vitalchain.store.base import AnchorRecord
 from vitalchain.store.errors import StoreError, StoreUnavailable
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
-from vitalchain.wire.block import Block
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, KeyEntry
 
 __all__ = [
     "BlockSchema",
@@ -590,7 +589,7 @@ class SqlBlockStore:
             return int(cur.fetchone()[0])
 
     def add_block(
-        self, block: Block, stanzas: tuple[Stanza, ...], message_ids: Sequence[int] = ()
+        self, block: Block, stanzas: tuple[KeyEntry, ...], message_ids: Sequence[int] = ()
     ) -> None:
         if message_ids:
             raise StoreError(
@@ -660,16 +659,17 @@ class SqlBlockStore:
             leaves = conn.execute(self._q.leaf_hashes, {"group_id": group_id}).scalars()
             return [bytes(leaf) for leaf in leaves]
 
-    def stanzas(self, group_id: int, leaf_index: int) -> tuple[Stanza, ...]:
+    def stanzas(self, group_id: int, leaf_index: int) -> tuple[KeyEntry, ...]:
         if not _fits(group_id, leaf_index):
             return ()
         params = {"group_id": group_id, "leaf_index": leaf_index}
         with self._db.reading() as conn:
             found = conn.execute(self._q.stanzas, params).scalars()
-            return tuple(Stanza.parse(bytes(s)) for s in found)
+            return tuple(KeyEntry.parse(bytes(s)) for s in found)
 
-    def add_stanza(self, group_id: int, leaf_index: int, stanza: Stanza) -> None:
-        """Add (or replace) one reader's stanza; one statement, so no block can vanish between."""
+    def add_stanza(self, group_id: int, leaf_index: int, stanza: KeyEntry) -> None:
+        """Add (or replace) one reader's key-ring entry; one statement, so no block can vanish
+        between."""
         params = {"group_id": group_id, "leaf_index": leaf_index,
                   "recipient": stanza.recipient, "stanza": stanza.encode()}  # fmt: skip
         with self._db.writing() as conn:

@@ -24,6 +24,7 @@ class Kind(bytes, Enum):
     INCLUSION_PROOF = b"i"
     CONSISTENCY_PROOF = b"c"
     BLOCK = b"b"
+    KEYS = b"k"  # a reader's key-ring entry for one block
     MESSAGE = b"m"
 
 

@@ -10,6 +10,7 @@ from tests.gateway_fixtures import ADMIN_TOKEN, Harness
 from vitalchain.cli import app
 from vitalchain.device.physiology import DeviceKind
 from vitalchain.device.simulator import Simulation
+from vitalchain.vitals import Vital
 
 
 def test_simulation_streams_accepted_readings(harness: Harness) -> None:
@@ -19,17 +20,26 @@ def test_simulation_streams_accepted_readings(harness: Harness) -> None:
         patients=2,
         kinds=(DeviceKind.PULSE_OXIMETER, DeviceKind.BP_CUFF),
         seed=7,
-        # Oximeters report every 4 s of patient time: at 160x that is 40 messages/s per
-        # device, under the gateway's 50/s rate limit (a faster clock is refused, rightly).
-        speedup=160,
+        # Oximeters report every 4 s of patient time, SpO2 and heart rate as a message each
+        # (one per vital class): at 80x that is 40 messages/s per device, under the gateway's
+        # 50/s rate limit (a faster clock is refused, rightly).
+        speedup=80,
     )
     sim.onboard()
     before = harness.gateway.store.count_readings()
     stats = sim.run(8 * 60)
     assert stats.refused == {}
     assert stats.sent_messages > 10
-    # oximeters report SpO2 + heart rate, cuffs systolic + diastolic: two readings a message
-    assert stats.accepted_readings == 2 * stats.sent_messages
+    # oximeters send SpO2 and heart rate apart, cuffs systolic + diastolic together:
+    # two readings a tick either way, but one message per vital class
+    cuffs = [
+        m for m in harness.gateway.store.messages(limit=10_000) if len(m.message.readings) == 2
+    ]
+    assert stats.accepted_readings == stats.sent_messages + len(cuffs)
+    assert all(
+        {r.vital for r in m.message.readings} == {Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP}
+        for m in cuffs
+    )
     assert harness.gateway.store.count_readings() == before + stats.accepted_readings
     patients = {m.message.patient for m in harness.gateway.store.messages(limit=10_000)}
     assert set(sim.patients) <= patients

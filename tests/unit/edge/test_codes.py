@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from vitalchain.edge.codes import BY_STATUS, COMPONENTS, OUTAGE_MESSAGES, STATUS, status_for
+from vitalchain.edge.codes import (
+    BY_STATUS,
+    COMPONENTS,
+    OUTAGE_MESSAGES,
+    STATUS,
+    openapi_refusals,
+    status_for,
+)
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "vitalchain"
 # What a route reaches: the gateway, sealing, access and alert services (and the sdk, whose
@@ -84,3 +91,32 @@ def test_outages_report_to_a_component_and_are_503() -> None:
 )
 def test_status_for(code: str, status: int | None) -> None:
     assert status_for(code) == status
+
+
+def test_openapi_refusals_documents_each_code_under_its_status() -> None:
+    """A route's ``responses=`` come from the table: a code's status is never restated."""
+    model = type("Body", (), {})
+    responses = openapi_refusals(
+        400,
+        "invalid_signature",
+        "challenge_invalid",
+        "unknown_alert",
+        notes={400: "a malformed request line", "challenge_invalid": "spent"},
+        model=model,
+    )
+    assert list(responses) == [400, 401, 404]
+    assert responses[401] == {
+        "description": "refused: `invalid_signature`, `challenge_invalid` (spent)",
+        "model": model,
+    }
+    assert responses[404]["description"] == "refused: `unknown_alert`"
+    assert responses[400]["description"] == (
+        "Bad Request: refused with {error: {code, message}}; a malformed request line"
+    )
+    assert "model" not in openapi_refusals("no_consent")[403]
+
+
+@pytest.mark.parametrize("refusal", ["no_such_code", 418])
+def test_openapi_refusals_refuses_what_the_table_does_not_hold(refusal: str | int) -> None:
+    with pytest.raises(ValueError, match=r"is not a (code|status) of"):
+        openapi_refusals(refusal)

@@ -6,24 +6,22 @@ from collections.abc import Sequence
 
 import pytest
 
-from vitalchain.crypto.block import open_payload, seal_block
+from vitalchain.crypto.block import SectionPlan, open_sections, seal_block
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.sdk.provider import FetchedBlock
 from vitalchain.sdk.verify import Opened
 from vitalchain.vitals import Vital
-from vitalchain.wire.block import Block, BlockEntry
-from vitalchain.wire.envelope import Stanza
+from vitalchain.wire.block import Block, BlockEntry, KeyEntry
 from vitalchain.wire.telemetry import READING_CONTEXT, Payload, ReadingItem
 
 
-def _sealed(reader: PrivateKey) -> tuple[Block, tuple[Stanza, ...]]:
+def _sealed(reader: PrivateKey) -> tuple[Block, tuple[KeyEntry, ...]]:
     device = PrivateKey.generate()
     payload = Payload(1, device.address, 5, (ReadingItem(1, Vital.SPO2, 97, "%", 5),)).encode()
     entry = BlockEntry(device.address, payload, device.sign(payload, READING_CONTEXT).to_rsv())
     return seal_block(
         PrivateKey.generate(), group_id=1, patient=reader.address, number=1,
-        previous=bytes(32), leaf_index=0, sealed_at_ms=5, entries=[entry], readings=1,
-        vitals=Vital.SPO2.bit, recipients=[reader.public_key],
+        previous=bytes(32), leaf_index=0, sealed_at_ms=5, sections=[SectionPlan(Vital.SPO2.bit, 1, [entry], [reader.public_key])],
     )  # fmt: skip
 
 
@@ -32,11 +30,13 @@ def test_fetch_and_verify_share_one_decryption(monkeypatch: pytest.MonkeyPatch) 
     block, ring = _sealed(reader)
     calls: list[int] = []
 
-    def counting(b: Block, stanzas: Sequence[Stanza], key: PrivateKey) -> list[BlockEntry]:
+    def counting(
+        b: Block, ring: Sequence[KeyEntry], key: PrivateKey
+    ) -> dict[int, list[BlockEntry]]:
         calls.append(b.number)
-        return open_payload(b, stanzas, key)
+        return open_sections(b, ring, key)
 
-    monkeypatch.setattr("vitalchain.sdk.verify.open_payload", counting)
+    monkeypatch.setattr("vitalchain.sdk.verify.open_sections", counting)
     opened = Opened()
     data = block.encode()
     assert opened.block(data) is opened.block(bytes(data))  # parsed once

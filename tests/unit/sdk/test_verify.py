@@ -10,7 +10,7 @@ import pytest
 
 from tests.node_fixtures import World
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.block import read_block, seal_block
+from vitalchain.crypto.block import SectionPlan, read_block, seal_block
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof
 from vitalchain.ledger import Ledger
 from vitalchain.ledger.ledger import history_hash
@@ -189,7 +189,7 @@ def test_a_block_forged_by_someone_else_or_moved_is_caught(world: World) -> None
     forged, _ = seal_block(
         PrivateKey.generate(), group_id=genuine.group_id, patient=genuine.patient, number=2,
         previous=genuine.previous, leaf_index=genuine.leaf_index, sealed_at_ms=genuine.sealed_at_ms,
-        entries=[], readings=0, vitals=0, recipients=[patient.public_key],
+        sections=[SectionPlan(Vital.SPO2.bit, 0, [], [patient.public_key])],
     )  # fmt: skip
     liar = Tampered(source)
     liar.block_override = {2: forged.encode()}

@@ -19,7 +19,13 @@ from collections.abc import Iterator
 import pytest
 
 from vitalchain.services.ports import LOOPBACK, accepts, free_port, port_free
-from vitalchain.services.process import LocalProcess, PortInUse, ServiceError, retry_port
+from vitalchain.services.process import (
+    LocalProcess,
+    PortInUse,
+    ServiceError,
+    StartStop,
+    retry_port,
+)
 
 
 def _server(port: int, **kwargs: object) -> LocalProcess:
@@ -174,3 +180,21 @@ def test_retry_port_moves_a_picked_port_but_not_a_fixed_one() -> None:
         retry_port(always_taken, 7, fixed=True, grace_s=0.3)
     assert len(fixed) >= 2
     assert set(fixed) == {7}
+
+
+def test_start_stop_stops_however_the_block_ends() -> None:
+    """The supervisors' ``with``: started on entry, stopped on a clean exit and on an error."""
+    calls: list[str] = []
+
+    class Service(StartStop):
+        def start(self) -> None:
+            calls.append("start")
+
+        def stop(self) -> None:
+            calls.append("stop")
+
+    with Service() as service:
+        assert isinstance(service, Service)
+    with pytest.raises(RuntimeError), Service():
+        raise RuntimeError("inside")
+    assert calls == ["start", "stop", "start", "stop"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.store_suite import GATEWAY, JOURNAL_V0, STORE_V0
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.block import seal_block
+from vitalchain.crypto.block import SectionPlan, seal_block
 from vitalchain.store import Message, Reading, migrations, open_store
 from vitalchain.vitals import Vital
 from vitalchain.wire.block import BlockEntry
@@ -29,8 +29,7 @@ def test_a_version_0_data_directory_is_upgraded_with_its_rows(tmp_path: Path) ->
     patient = PrivateKey.generate()
     blk, ring = seal_block(
         GATEWAY, group_id=1, patient=patient.address, number=1, previous=bytes(32),
-        leaf_index=0, sealed_at_ms=1_000, entries=[BlockEntry("0xD", b"payload", b"\x02" * 65)],
-        readings=1, vitals=Vital.SPO2.bit, recipients=[patient.public_key],
+        leaf_index=0, sealed_at_ms=1_000, sections=[SectionPlan(Vital.SPO2.bit, 1, [BlockEntry("0xD", b"payload", b"\x02" * 65)], [patient.public_key])],
     )  # fmt: skip
     data = tmp_path / "data"
     (data / "blocks" / "1").mkdir(parents=True)

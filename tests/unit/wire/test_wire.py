@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +20,14 @@ from vitalchain.wire.alert import (
     alert_context,
     read_notification,
 )
-from vitalchain.wire.block import Block, BlockEntry, encode_payload, parse_payload
+from vitalchain.wire.block import (
+    Block,
+    BlockEntry,
+    KeyEntry,
+    Section,
+    encode_payload,
+    parse_payload,
+)
 from vitalchain.wire.envelope import STANZA_SIZE, EnvelopeFrame, Stanza
 from vitalchain.wire.framing import Kind, Reader, header
 from vitalchain.wire.onboarding import AssociationReply, MqttGrant, TicketRequest
@@ -112,21 +121,71 @@ def test_envelope_frame_round_trip_and_limits() -> None:
     assert err.value.code == "unknown_version"
 
 
+def _section(scope: int, payload: bytes | None) -> Section:
+    digest = hashlib.sha256(payload or b"").digest()
+    return Section(scope, 1, 1, bytes(32), digest, payload)
+
+
 def _block() -> Block:
-    return Block(1, ADDRESS, 1, bytes(32), 0, 5, 1, Vital.SPO2.bit, 1, bytes(32), b"p" * 40,
-                 ADDRESS, b"s" * 65)  # fmt: skip
+    sections = (_section(Vital.SPO2.bit, b"p" * 40), _section(Vital.HEART_RATE.bit, b"q" * 30))
+    return Block(2, 1, ADDRESS, 1, bytes(32), 0, 5, 2, Vital.SPO2.bit | Vital.HEART_RATE.bit,
+                 sections, ADDRESS, b"s" * 65)  # fmt: skip
 
 
 def test_block_round_trip_and_hashes() -> None:
     block = _block()
     data = block.encode()
-    assert data[:4] == b"VCb\x01"
+    assert data[:4] == b"VCb\x02"
     assert Block.parse(data) == block
-    assert data.startswith(block.header_bytes())
-    assert block.signed_part() + block.signature == data
+    assert data.startswith(block.signed_part() + block.signature)
     with pytest.raises(DecodeError) as err:
         Block.parse(data + b"\0")
     assert err.value.code == "trailing_bytes"
+
+
+def test_a_withheld_section_keeps_the_block_hash_leaf_and_signed_part() -> None:
+    block = _block()
+    shown = block.redacted([0])
+    assert shown.withheld() == [1]
+    assert b"q" * 30 not in shown.encode()
+    again = Block.parse(shown.encode())
+    assert again.sections[1].payload is None
+    assert (again.hash, again.leaf, again.signed_part()) == (
+        block.hash,
+        block.leaf,
+        block.signed_part(),
+    )
+
+
+def test_block_sections_must_add_up() -> None:
+    block = _block()
+    for bad in (
+        replace(block, readings=3),  # the sections hold 2
+        replace(block, vitals=Vital.SPO2.bit),  # the sections' union is wider
+        replace(block, sections=(block.sections[0], block.sections[0]), vitals=Vital.SPO2.bit),
+        replace(block, sections=()),
+    ):
+        with pytest.raises(DecodeError):
+            Block.parse(bad.encode())
+
+
+def test_key_entry_round_trip_and_a_v1_ring_stanza_reads_as_section_0() -> None:
+    stanza = Stanza(b"\x01" * 20, b"\x02" * 33, b"\x03" * 48)
+    entry = KeyEntry(b"\x01" * 20, ((0, stanza), (3, stanza)))
+    data = entry.encode()
+    assert data[:4] == b"VCk\x01"
+    assert KeyEntry.parse(data) == entry
+    assert KeyEntry.parse(stanza.encode()) == KeyEntry(stanza.recipient, ((0, stanza),))
+    assert entry.stanza(3) == stanza
+    assert entry.stanza(1) is None
+    for bad in (
+        data[:-1],
+        data + b"\0",
+        KeyEntry(b"\x01" * 20, ((3, stanza), (0, stanza))).encode(),  # not ascending
+        KeyEntry(b"\x01" * 20, ()).encode(),
+    ):
+        with pytest.raises(DecodeError):
+            KeyEntry.parse(bad)
 
 
 def test_block_payload() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -41,46 +41,42 @@ class AeadPrimitive(Protocol):
     def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes: ...
 
 
-class ChaCha20Poly1305Primitive:
+class _PycaPrimitive:
+    """A pyca AEAD behind this module's interface: a key pyca refuses is ``InvalidKey``, and
+    every failure to decrypt (a bad tag, a nonce of the wrong size) the one DecryptionError."""
+
+    tag_size = 16
+    _algorithm: ClassVar[type[ChaCha20Poly1305] | type[AESGCM]]
+    _key_sizes: ClassVar[str]  # for the InvalidKey message
+
+    def __init__(self, key: bytes) -> None:
+        try:
+            self._impl = self._algorithm(key)
+        except ValueError as exc:
+            raise InvalidKey(self._key_sizes) from exc
+
+    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return self._impl.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        try:
+            return self._impl.decrypt(nonce, ciphertext, aad)
+        except (InvalidTag, ValueError):
+            raise DecryptionError() from None
+
+
+class ChaCha20Poly1305Primitive(_PycaPrimitive):
     """RFC 8439 via pyca; 12-byte nonces only (pyca documents no other size)."""
 
-    tag_size = 16
-
-    def __init__(self, key: bytes) -> None:
-        try:
-            self._impl = ChaCha20Poly1305(key)
-        except ValueError as exc:
-            raise InvalidKey("ChaCha20-Poly1305 needs a 32-byte key") from exc
-
-    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        return self._impl.encrypt(nonce, plaintext, aad)
-
-    def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        try:
-            return self._impl.decrypt(nonce, ciphertext, aad)
-        except (InvalidTag, ValueError):
-            raise DecryptionError() from None
+    _algorithm = ChaCha20Poly1305
+    _key_sizes = "ChaCha20-Poly1305 needs a 32-byte key"
 
 
-class AesGcmPrimitive:
+class AesGcmPrimitive(_PycaPrimitive):
     """AES-GCM via pyca; any AES key size here, the AES-256-GCM suite pins 32 bytes."""
 
-    tag_size = 16
-
-    def __init__(self, key: bytes) -> None:
-        try:
-            self._impl = AESGCM(key)
-        except ValueError as exc:
-            raise InvalidKey("AES-GCM needs a 16, 24 or 32-byte key") from exc
-
-    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        return self._impl.encrypt(nonce, plaintext, aad)
-
-    def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        try:
-            return self._impl.decrypt(nonce, ciphertext, aad)
-        except (InvalidTag, ValueError):
-            raise DecryptionError() from None
+    _algorithm = AESGCM
+    _key_sizes = "AES-GCM needs a 16, 24 or 32-byte key"
 
 
 SPECK_KEYS_INFO = b"vitalchain/v1 speck128-256-ctr hmac-sha256 keys"
