@@ -548,7 +548,8 @@ def _scoped_fetch(
     reader = ProviderClient(nurse, http)
     fetched = reader.fetch(group_id, patient.address)
     opened = [f for f in fetched if f.stanza is not None]  # blocks of BP alone: no key
-    vitals = sorted({r.vital.info.short for f in opened for _, r in f.readings(nurse)})
+    readings = [r for f in opened for _, r in f.readings(nurse)]
+    vitals = sorted({r.vital.info.short for r in readings})
     withheld = sum(len(f.block.withheld()) for f in fetched)
     report = verify_patient(
         reader.source, ledger, group_id, patient.address, reader=nurse, opened=reader.opened
@@ -557,7 +558,7 @@ def _scoped_fetch(
         "provider": nurse.address,
         "scope": ["spo2"],
         "vitals_decrypted": vitals,
-        "readings_decrypted": sum(len(f.readings(nurse)) for f in opened),
+        "readings_decrypted": len(readings),
         "sections_withheld": withheld,
         "verify_ok": report.ok,
     }
