@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -36,6 +37,7 @@ from vitalchain.device.simulator import enrol
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ChainOutbox, EmbeddedBackend, Ledger
 from vitalchain.ledger.eip712 import Domain, request_digest
+from vitalchain.node import settle_heap
 from vitalchain.services.ports import free_port
 from vitalchain.store.files import private_database
 from vitalchain.vitals import Vital
@@ -277,6 +279,7 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
             for m in batch:
                 gateway.ingest(m)
 
+        settle_heap()  # as node.serve does before serving
         workers = [threading.Thread(target=run, args=(b,)) for b in batches]
         start = time.perf_counter()
         for w in workers:
@@ -284,6 +287,7 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
         for w in workers:
             w.join()
         rate = count / (time.perf_counter() - start)
+        gc.unfreeze()  # the load generators that follow run as before
         gateway.close()
         watcher.stop()
         outbox.close()

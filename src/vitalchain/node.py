@@ -454,6 +454,18 @@ def served(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def settle_heap() -> None:
+    """Leave what the node built so far out of every later garbage collection.
+
+    Why: the modules and the node live as long as the process (~200k objects the collector
+    tracks, a quarter of them SQLAlchemy's and Alembic's).  A full collection scanned them all,
+    about every 1,500 messages, 10-15 % of the gateway's time under load (docs/benchmarks.md,
+    issue 14).  Call it once the node is built, before it serves.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(
     settings: GatewaySettings,
     *,
@@ -496,10 +508,5 @@ def serve(
         if on_started is not None:
             announce = functools.partial(on_started, running, url)
         config = uvicorn.Config(running.app(), host=settings.host, port=port, log_level="warning")
-        # The modules and the node built so far live as long as the process (~200k objects the
-        # collector tracks, a quarter of them SQLAlchemy's and Alembic's).  Frozen, they are
-        # left out of every later collection: a full one scanned them all, about every 1,500
-        # messages, 10-15 % of the gateway's time under load (docs/benchmarks.md, issue 14).
-        gc.collect()
-        gc.freeze()
+        settle_heap()
         Server(config).run(sockets=[sock])

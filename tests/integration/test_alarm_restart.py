@@ -29,7 +29,7 @@ import pytest
 from benchmarks.faults import TOKEN, GatewayProcess, leftovers
 from websockets.sync.client import ClientConnection, connect
 
-from tests.alert_suite import wait_for
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol

@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.alert_suite import RING_K, low_spo2, signed_post, ward
-from tests.integration.test_broker import NOT_AUTHORIZED, Probe
-from tests.node_fixtures import World, make_world
+from tests.support.alerts import alert_world, low_spo2, signed_post, ward
+from tests.support.broker import NOT_AUTHORIZED, Probe
+from tests.support.node import World
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.sdk.subscriber import AlertClient
-from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.mosquitto import BrokerEndpoint
 
 
@@ -24,10 +23,7 @@ from vitalchain.services.mosquitto import BrokerEndpoint
 def world(tmp_path: Path) -> Iterator[World]:
     admin = PrivateKey.generate()
     ledger = Ledger.deploy(EmbeddedBackend(), admin)
-    yield from make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=1000, max_age_s=3600),
-        alert_ring_k=RING_K, mqtt=True,
-    )  # fmt: skip
+    yield from alert_world((ledger, admin), tmp_path / "node", escalating=False, mqtt=True)
 
 
 def subscriber(world: World, key: PrivateKey) -> tuple[Probe, dict[str, Any]]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.artifacts import ROOT, assert_script_passes, assert_sources_unchanged
+
 ARTIFACTS = ROOT / "src" / "vitalchain" / "ledger" / "artifacts"
 
 
@@ -18,20 +14,8 @@ def test_manifest_hashes_match_the_sources() -> None:
     manifest = json.loads((ARTIFACTS / "manifest.json").read_text())
     sources = manifest["sources"]
     assert sources, "manifest lists no sources"
-    for rel, digest in sources.items():
-        actual = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
-        assert actual == digest, f"{rel} changed: run `make contracts-artifacts`"
+    assert_sources_unchanged(sources, "`make contracts-artifacts`")
 
 
 def test_recompiling_reproduces_the_shipped_artifacts() -> None:
-    env = os.environ | {"FORGE": str(ROOT / "node_modules" / ".bin" / "forge")}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "export_artifacts.py"), "--check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_script_passes("scripts/export_artifacts.py", "--check", timeout=1200)

@@ -9,23 +9,28 @@ first.
 
 from __future__ import annotations
 
-import itertools
 import os
-import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.support.broker import (
+    ADMINISTRATIVE_ACTION,
+    GROUPS,
+    NOT_AUTHORIZED,
+    PACKET_TOO_LARGE,
+    RETAIN_NOT_SUPPORTED,
+    SUCCESS,
+    WAIT,
+    Connect,
+    Probe,
+    new_device,
+)
 from vitalchain.gateway.dynsec import BrokerAdmin, DeviceCredentials
 from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
-from vitalchain.wire.address import to_checksum_address
 from vitalchain.wire.mqtt import (
     MAX_PACKET_SIZE,
     TOPIC_PREFIX,
@@ -34,103 +39,6 @@ from vitalchain.wire.mqtt import (
     telemetry_topic,
 )
 from vitalchain.wire.telemetry import MAX_MESSAGE_BYTES
-
-WAIT = 5.0
-SUCCESS = 0x00
-NOT_AUTHORIZED = 0x87
-ADMINISTRATIVE_ACTION = 0x98
-PACKET_TOO_LARGE = 0x95
-RETAIN_NOT_SUPPORTED = 0x9A
-
-_groups = itertools.count(100)
-
-
-def new_device() -> str:
-    return to_checksum_address(os.urandom(20))
-
-
-class Probe:
-    """A paho MQTT v5 client whose every call waits for the broker's answer and returns it."""
-
-    def __init__(
-        self, endpoint: BrokerEndpoint, username: str | None, password: str | None, client_id: str
-    ) -> None:
-        self.endpoint = endpoint
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.disconnect_reason: ReasonCode | None = None
-        self.disconnected = threading.Event()
-        self._cond = threading.Condition()
-        self._connack: ReasonCode | None = None
-        self._answers: dict[int, ReasonCode] = {}
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
-
-    def connect(self) -> ReasonCode:
-        self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
-        with self._cond:
-            assert self._cond.wait_for(lambda: self._connack is not None, WAIT), "no CONNACK"
-            assert self._connack is not None
-            return self._connack
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> ReasonCode:
-        return self._await(self.client.publish(topic, payload, qos=qos, retain=retain).mid)
-
-    def subscribe(self, topic: str) -> ReasonCode:
-        result, mid = self.client.subscribe(topic, qos=1)
-        assert result == mqtt.MQTT_ERR_SUCCESS
-        assert mid is not None
-        return self._await(mid)
-
-    def expect(self, topic: str) -> bytes:
-        """The payload of the next message, which must be on ``topic``."""
-        message = self.messages.get(timeout=WAIT)
-        assert message.topic == topic
-        return bytes(message.payload)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def _await(self, mid: int) -> ReasonCode:
-        with self._cond:
-            assert self._cond.wait_for(lambda: mid in self._answers, WAIT), "no answer"
-            return self._answers.pop(mid)
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        with self._cond:
-            self._connack = reason
-            self._cond.notify_all()
-
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        self.disconnect_reason = reason
-        self.disconnected.set()
-
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
-        with self._cond:
-            self._answers[mid] = reason
-            self._cond.notify_all()
-
-    def _on_subscribe(
-        self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Properties | None
-    ) -> None:
-        with self._cond:
-            self._answers[mid] = reasons[0]
-            self._cond.notify_all()
-
-
-Connect = Callable[..., Probe]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +77,7 @@ class Group:
     """A fresh group with its gateway connected and subscribed to the group's telemetry."""
 
     def __init__(self, admin: BrokerAdmin, connect: Connect) -> None:
-        self.id = next(_groups)
+        self.id = next(GROUPS)
         self.admin = admin
         self.connect = connect
         username, password = f"gateway-test-{self.id}", f"pw-{os.urandom(8).hex()}"
@@ -406,7 +314,7 @@ def test_gateway_cannot_read_another_group(group: Group, admin: BrokerAdmin, top
 
 
 def test_wrong_password_cannot_connect(admin: BrokerAdmin, probe: Callable[..., Probe]) -> None:
-    creds = admin.add_device(next(_groups), new_device())
+    creds = admin.add_device(next(GROUPS), new_device())
     assert probe(creds.username, creds.password + "x").connect() == NOT_AUTHORIZED
     assert probe(creds.username, "").connect() == NOT_AUTHORIZED
     assert probe("nobody-" + creds.username, creds.password).connect() == NOT_AUTHORIZED
@@ -457,7 +365,7 @@ def test_add_device_again_rotates_the_password(group: Group, probe: Callable[...
 def test_ensure_gateway_is_idempotent_and_updates_the_password(
     admin: BrokerAdmin, probe: Callable[..., Probe], connect: Connect
 ) -> None:
-    gid = next(_groups)
+    gid = next(GROUPS)
     admin.ensure_gateway(gid, f"gw-{gid}", "first")
     admin.ensure_gateway(gid, f"gw-{gid}", "first")
     gateway = connect(f"gw-{gid}", "first")
@@ -481,7 +389,7 @@ def test_admin_with_wrong_password_is_refused(mosquitto: Mosquitto) -> None:
 
 
 def test_device_credentials_cannot_administer(mosquitto: Mosquitto, admin: BrokerAdmin) -> None:
-    creds = admin.add_device(next(_groups), new_device())
+    creds = admin.add_device(next(GROUPS), new_device())
     with pytest.raises(BrokerError, match="Not authorized"):
         BrokerAdmin(mosquitto.endpoint, creds.username, creds.password, timeout=WAIT)
 
@@ -491,7 +399,7 @@ def test_admins_sharing_the_response_topic_get_their_own_answers(
 ) -> None:
     """dynsec broadcasts every response to every admin; correlation data sorts them out."""
     results: dict[str, list[DeviceCredentials]] = {"first": [], "second": []}
-    gid = next(_groups)
+    gid = next(GROUPS)
     with BrokerAdmin(mosquitto.endpoint, *mosquitto.admin) as second:
 
         def work(name: str, who: BrokerAdmin) -> None:
@@ -514,7 +422,7 @@ def test_admins_sharing_the_response_topic_get_their_own_answers(
 
 def test_gateway_cannot_take_the_admins_name(mosquitto: Mosquitto, admin: BrokerAdmin) -> None:
     with pytest.raises(ValueError, match="admin"):
-        admin.ensure_gateway(next(_groups), mosquitto.admin[0], "x")
+        admin.ensure_gateway(next(GROUPS), mosquitto.admin[0], "x")
 
 
 def test_dynsec_error_becomes_broker_error(admin: BrokerAdmin) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 
-from tests.gateway_fixtures import ADMIN_TOKEN
-from tests.integration.test_broker_lifecycle import brokers_of, wait_for
+from tests.support.broker import brokers_of
+from tests.support.gateway import ADMIN_TOKEN
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.mqtt import MqttPublisher

@@ -17,15 +17,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, next_id
-from tests.integration.test_broker import SUCCESS, Probe
+from tests.support.broker import SUCCESS, Probe, brokers_of
+from tests.support.gateway import ADMIN_TOKEN, next_id
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.mqtt import MqttPublisher
@@ -41,35 +42,6 @@ from vitalchain.vitals import Vital
 from vitalchain.wire.onboarding import MqttGrant
 
 WAIT = 20.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def brokers_of(data_dir: Path) -> list[int]:
-    """Live mosquitto processes started on ``data_dir`` (found by their config path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if (
-            state != "Z"
-            and argv
-            and argv[0].endswith(b"mosquitto")
-            and any(str(data_dir).encode() in arg for arg in argv)
-        ):
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture

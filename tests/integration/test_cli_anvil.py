@@ -23,7 +23,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
-from tests.alert_suite import wait_for
+from tests.support.waiting import wait_for
 from vitalchain.cli import app
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.settings import GatewaySettings
@@ -299,7 +299,7 @@ def test_chain_start_deploys_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             stdout=sink, stderr=subprocess.STDOUT, env=os.environ | {"COLUMNS": "200"},
         )  # fmt: skip
     try:
-        wait_for(lambda: "chain running" in log.read_text() or proc.poll() is not None, 60)
+        wait_for(lambda: "chain running" in log.read_text() or proc.poll() is not None, timeout=60)
         assert proc.poll() is None, log.read_text()
         url = f"http://127.0.0.1:{port}"
         ledger = Ledger(rpc_backend(url), Deployment.load(out))

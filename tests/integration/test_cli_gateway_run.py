@@ -23,7 +23,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.alert_suite import wait_for
+from tests.support.waiting import wait_for
 from vitalchain.cli import app
 from vitalchain.gateway.startup import CHAIN_RECORD, DataDirLock
 from vitalchain.services.anvil import run_anvil
@@ -58,7 +58,9 @@ def start(log: Path, *args: str, token: str | None = None) -> Gateway:
             env=env,
         )
     gateway = Gateway(proc, log)
-    wait_for(lambda: "(store: " in gateway.output or proc.poll() is not None, 90)  # the last line
+    wait_for(
+        lambda: "(store: " in gateway.output or proc.poll() is not None, timeout=90
+    )  # the last line
     return gateway
 
 

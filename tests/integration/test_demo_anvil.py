@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.demo_checks import assert_promises_kept, run_reduced
+from tests.support.demo import assert_promises_kept, run_reduced
 
 
 def test_the_reduced_demo_runs_on_anvil(anvil_url: str, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_fixtures import ADMIN_TOKEN
+from tests.support.gateway import ADMIN_TOKEN
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.simulator import enrol

@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code, make_harness, next_id
+from tests.support.gateway import (
+    ADMIN_TOKEN,
+    Harness,
+    error_code,
+    make_harness,
+    next_id,
+    settings_for,
+)
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ANVIL_DEV_KEY, DeviceStatus, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.services.ports import free_port
@@ -26,11 +31,8 @@ from vitalchain.vitals import Vital
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, TestClient]]:
-    settings = GatewaySettings(
-        data_dir=tmp_path_factory.mktemp("live"),
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
+    settings = settings_for(
+        tmp_path_factory.mktemp("live"),
         mqtt=True,
     )
     ledger = Ledger.deploy(EmbeddedBackend(), PrivateKey.generate())
@@ -133,11 +135,8 @@ def test_chain_refusal_on_anvil(anvil_harness: Harness, tmp_path: Path) -> None:
 
 
 def test_device_mqtt_credentials_survive_a_gateway_restart(tmp_path: Path) -> None:
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gw",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
+    settings = settings_for(
+        tmp_path / "gw",
         mqtt=True,
         mqtt_port=free_port(),  # deployments pin the broker's port
     )

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, next_id
+from tests.support.gateway import next_id, settings_for
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.node import running_gateway, served
@@ -29,25 +29,13 @@ from vitalchain.services.postgres import LocalPostgres
 
 
 def _settings(data_dir: Path, **overrides: object) -> GatewaySettings:
-    return GatewaySettings(
-        data_dir=data_dir,
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
+    return settings_for(
+        data_dir,
         health_interval_s=0.2,
         health_timeout_s=0.5,
         rpc_timeout_s=1.0,
         **overrides,  # type: ignore[arg-type]
     )
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _health(http: httpx.Client) -> dict[str, object]:
@@ -69,7 +57,7 @@ def _component(http: httpx.Client, name: str) -> dict[str, object]:
 
 
 def _assert_down_during_outage(http: httpx.Client, name: str) -> None:
-    _wait_for(lambda: _component(http, name)["status"] == "down")
+    wait_for(lambda: _component(http, name)["status"] == "down")
     time.sleep(0.5)  # let its last success age
     component = _component(http, name)
     assert component["status"] == "down"
@@ -123,7 +111,7 @@ def test_chain_outage_is_visible_and_well_mannered(
     anvil.start()
     try:
         with _gateway_on(anvil, tmp_path / "gateway") as http:
-            _wait_for(lambda: http.get("/v1/ready").status_code == 200)
+            wait_for(lambda: http.get("/v1/ready").status_code == 200)
             sealing = _health(http)["sealing"]
             assert isinstance(sealing, dict)
             assert sealing["failing"] == {}
@@ -145,7 +133,7 @@ def test_chain_outage_is_visible_and_well_mannered(
                         anvil.signal(signal.SIGCONT)
                     else:
                         anvil.start()
-                _wait_for(lambda: http.get("/v1/ready").status_code == 200)
+                wait_for(lambda: http.get("/v1/ready").status_code == 200)
                 assert _component(http, "chain")["status"] == "up"
                 r = http.post("/v1/sessions", json=_session_body())
                 assert r.status_code == 201, r.text
@@ -164,7 +152,7 @@ def test_postgres_outage_is_visible_and_well_mannered(
         served(running.app()) as url,
         httpx.Client(base_url=url, timeout=10) as http,
     ):
-        _wait_for(lambda: http.get("/v1/ready").status_code == 200)
+        wait_for(lambda: http.get("/v1/ready").status_code == 200)
         provider = {"v": 1, "provider": PrivateKey.generate().address}
         proof = f"/v1/store/groups/{running.gateway.group_id}/proofs/inclusion"
         assert http.post("/v1/store/challenges", json=provider).status_code == 201
@@ -184,6 +172,6 @@ def test_postgres_outage_is_visible_and_well_mannered(
                 time.sleep(1.0)
             finally:
                 pg.resume()
-            _wait_for(lambda: http.get("/v1/ready").status_code == 200)
+            wait_for(lambda: http.get("/v1/ready").status_code == 200)
             assert http.post("/v1/store/challenges", json=provider).status_code == 201
     _assert_one_outage_logged(caplog, capfd, "store")

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.alert_suite import RING_K, low_spo2, raised_since, wait_for, ward
-from tests.ledger_suite import fresh_id
-from tests.node_fixtures import World, make_world
+from tests.support.alerts import alert_world, low_spo2, raised_since, ward
+from tests.support.ledger import fresh_id
+from tests.support.node import World
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import ANVIL_DEV_KEY, AnchorError, ChainOutbox, Ledger, RpcBackend
 from vitalchain.sdk.alert import verify_alert
 from vitalchain.sdk.subscriber import sign_action
-from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.anvil import AnvilProcess
 from vitalchain.vitals import Vital
 
@@ -104,14 +104,7 @@ def test_writes_submitted_while_the_node_is_down_go_out_in_order_when_it_returns
 
 @pytest.fixture
 def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = chain
-    yield from make_world(
-        ledger,
-        admin,
-        tmp_path / "node",
-        SealingPolicy(max_readings=1000, max_age_s=3600),
-        alert_ring_k=RING_K,
-    )
+    yield from alert_world(chain, tmp_path / "node", escalating=False)
 
 
 def _next_notice(ws: Any, alert_id: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -1,9 +1,7 @@
-"""The backend-neutral store suite with PostgreSQL as the block store (a real server: the
-``postgres`` fixture) and the gateway's local SQLite journal beside it.
-
-Each test gets a fresh, empty database of its own (CREATE DATABASE, dropped afterwards), so the
-store's idempotent schema creation runs every time.
-"""
+"""What only PostgreSQL as the block store can show (a real server: the ``postgres`` fixture):
+blocks as rows, no plaintext table, upgrades of its old schemas.  Each test gets a fresh, empty
+database of its own.  The backend-neutral suite, PostgreSQL included, is
+tests/unit/store/test_store.py."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.store_suite import GATEWAY, POSTGRES_V0, StoreSuite, block, message
+from tests.support.store import GATEWAY, POSTGRES_V0, block, message, postgres_store
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.block import SectionPlan, seal_block
 from vitalchain.services.postgres import LocalPostgres
@@ -30,17 +28,8 @@ _VERSIONS = {"alembic_version"}  # the schema's revision (store/migrations): no 
 
 @pytest.fixture
 def store(postgres: LocalPostgres, tmp_path: Path) -> Iterator[GatewayStore]:
-    name = f"store_test_{next(_names)}"
-    with psycopg.connect(postgres.admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        s = GatewayStore(
-            SqliteJournal(tmp_path / "journal.db"), PostgresStore(postgres.dsn_for(name))
-        )
-        try:
-            yield s
-        finally:
-            s.close()
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with postgres_store(postgres, tmp_path) as s:
+        yield s
 
 
 def _dsn(store: GatewayStore) -> str:
@@ -57,7 +46,7 @@ def _tables(dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-class TestPostgresStore(StoreSuite):
+class TestPostgresStore:
     def test_blocks_are_rows(self, store: GatewayStore) -> None:
         p = PrivateKey.generate()
         blk, ring = block(store, p.address, [p])
@@ -147,7 +136,7 @@ class TestPostgresStore(StoreSuite):
 
 
 def test_a_version_0_database_is_upgraded_with_its_rows(postgres: LocalPostgres) -> None:
-    """A database made before schema versions (tests/store_suite.py keeps its exact DDL) keeps
+    """A database made before schema versions (tests/support/store.py keeps its exact DDL) keeps
     its rows, is stamped with the first revision and reaches the head."""
     name = "store_v0"
     p = PrivateKey.generate()

@@ -4,7 +4,7 @@ First the scanner proves it can fail (leaks planted on chain are found, each whe
 then a demo-sized run (one node, six patients with a device each, three providers; consent,
 thresholds, telemetry, sealing, anchoring) is collected from the deployment's first block to
 the last and must show no vital value, unit, patient identifier or plaintext anywhere.  What is
-searched and why is in ``tests/privacy_audit.py``.
+searched and why is in ``tests/support/privacy_audit.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN
-from tests.privacy_audit import (
+from tests.support.gateway import ADMIN_TOKEN
+from tests.support.privacy_audit import (
     PRESTATE,
     STRUCT_LOGGER,
     AuditError,
@@ -41,6 +41,7 @@ from tests.privacy_audit import (
     sqlite_tables,
     store_needles,
 )
+from tests.support.vitals import DIA, GLU, HR, SPO2, SYS, TEMP
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.keys import keccak256
 from vitalchain.device.client import DeviceClient
@@ -56,14 +57,6 @@ from vitalchain.store import StoredMessage
 from vitalchain.vitals import Vital, scope_of, to_fixed
 
 HOUR = 3600
-SYS, DIA, HR, SPO2, TEMP, GLU = (
-    Vital.SYSTOLIC_BP,
-    Vital.DIASTOLIC_BP,
-    Vital.HEART_RATE,
-    Vital.SPO2,
-    Vital.BODY_TEMPERATURE,
-    Vital.GLUCOSE,
-)
 
 
 def deploy(url: str) -> tuple[Ledger, PrivateKey]:

@@ -7,14 +7,10 @@ chain and on a real anvil node.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +19,13 @@ from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
 
+from tests.support.artifacts import ROOT, assert_script_passes, assert_sources_unchanged
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.device.client import DeviceClient
 from vitalchain.ledger import ANVIL_DEV_KEY, EmbeddedBackend, Ledger, RpcBackend
 from vitalchain.ledger._artifacts import CONTRACTS
 from vitalchain.vitals import Vital
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "benchmarks" / "artifacts" / "BubblesBaseline.json"
 NOT_MEMBER = keccak256(b"BubblesBaseline__NotMember(uint64,uint64,address)")[:4]
 EMPTY = keccak256(b"BubblesBaseline__EmptyMessage()")[:4]
@@ -187,19 +183,9 @@ def test_the_artifact_matches_its_sources() -> None:
     """Fast guard: the contract edited without `benchmarks/baseline.py --export-artifact`."""
     sources = load_artifact()["sources"]
     assert "contracts/src/baseline/BubblesBaseline.sol" in sources
-    for rel, digest in sources.items():
-        actual = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
-        assert actual == digest, f"{rel} changed: run benchmarks/baseline.py --export-artifact"
+    assert_sources_unchanged(sources, "benchmarks/baseline.py --export-artifact")
 
 
 def test_recompiling_reproduces_the_artifact() -> None:
     """The shipped JSON is what forge builds from the source (a few seconds of solcjs)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "baseline.py"), "--check-artifact"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_script_passes("benchmarks/baseline.py", "--check-artifact", timeout=600)

@@ -22,20 +22,13 @@ from fhir.resources.R4B import __fhir_version__
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
+from tests.support.vitals import DIA, GLU, HR, SPO2, SYS, TEMP
 from vitalchain import fhir
 from vitalchain.device.physiology import DeviceKind, PatientProfile, VitalsGenerator
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
 from vitalchain.wire.address import to_checksum_address
 
-SYS, DIA, HR, SPO2, TEMP, GLU = (
-    Vital.SYSTOLIC_BP,
-    Vital.DIASTOLIC_BP,
-    Vital.HEART_RATE,
-    Vital.SPO2,
-    Vital.BODY_TEMPERATURE,
-    Vital.GLUCOSE,
-)
 PATIENT = to_checksum_address(bytes.fromhex("5a" * 20))
 OTHER_PATIENT = to_checksum_address(bytes.fromhex("6b" * 20))
 CUFF = to_checksum_address(bytes.fromhex("c1" * 20))

@@ -4,7 +4,7 @@
 process), but a consumer's constructor names only the protocol it uses: the threshold policy
 needs :class:`AlertRegistryView`, the device registry :class:`TrustGroupsView`, and so on.
 That says at the signature what a component can do to the chain (a read-only view cannot
-send), and lets a unit test hand in a small in-memory fake (tests/unit/ledger/fakes.py)
+send), and lets a unit test hand in a small in-memory fake (tests/support/fakes.py)
 instead of an EVM.
 
 Each contract has a ``…View`` (its calls that send nothing) and a full protocol that adds the

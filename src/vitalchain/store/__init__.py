@@ -1,7 +1,7 @@
 """The store: the gateway's plaintext journal, and the block store providers read.
 
 - :mod:`.base`: the ports, ``Journal`` and ``BlockStore``, and ``Store`` (both, as the gateway
-  sees them); tests/store_suite.py checks them.
+  sees them); tests/unit/store/test_store.py checks them.
 - :mod:`.sql`: the one SQL core (SQLAlchemy Core): every table, every block store query, the
   translation of driver errors; :mod:`.migrations`: the schema versions (Alembic, run on open).
 - :class:`SqliteJournal`: verified messages in clear, local to the gateway (SQLite WAL, the one

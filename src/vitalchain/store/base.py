@@ -13,8 +13,9 @@ The store is split in two, because the two halves have different readers and dif
 
 :class:`Store` is both at once, as the gateway sees them (``vitalchain.store.composite``):
 sealing writes a block to the block store and marks its messages in the journal, recording an
-anchor prunes the journal.  The backend-neutral suite (tests/store_suite.py) runs against each
-block store backend; code above the store depends on these protocols, never on a backend.
+anchor prunes the journal.  The backend-neutral suite (tests/unit/store/test_store.py) runs
+against each block store backend; code above the store depends on these protocols, never on a
+backend.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The alert suite on the embedded chain, and the alarm service's durability (issue 13):
+"""The alarm service's durability (issue 13):
 restarts on the same data directory, replay of the journal, receipts and listing, technical
 alarms, and the alert formats of earlier versions."""
 
@@ -16,49 +16,33 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.alert_suite import (
-    ACK_TIMEOUT_S,
+from tests.support.alerts import (
     RING_K,
-    AlertSuite,
+    SEALING,
+    alert_world,
     escalating_after,
     raised_since,
-    wait_for,
 )
-from tests.gateway_fixtures import ADMIN_TOKEN
-from tests.node_fixtures import World, make_world
+from tests.support.gateway import settings_for
+from tests.support.node import World
+from tests.support.waiting import wait_for
 from vitalchain.alerts.escalation import EscalationError
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.envelope import seal_for
 from vitalchain.errors import DecodeError
-from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.node import load_or_create_key, running_gateway
 from vitalchain.sdk.alert import Alert, AlertError, open_alert, verify_alert
-from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 from vitalchain.wire.alert import RELAY_CONTEXT
 
-SEALING = SealingPolicy(max_readings=1000, max_age_s=3600)
 _ids = itertools.count(9_100_000)
 
 
 @pytest.fixture
 def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = chain
-    yield from make_world(
-        ledger,
-        admin,
-        tmp_path / "node",
-        SEALING,
-        alert_ring_k=RING_K,
-        **escalating_after(ACK_TIMEOUT_S),
-    )
-
-
-class TestAlertsEmbedded(AlertSuite):
-    pass
+    yield from alert_world(chain, tmp_path / "node")
 
 
 # -- restarts on one data directory -------------------------------------------------------------
@@ -70,12 +54,8 @@ class Node:
 
     def __init__(self, chain: tuple[Ledger, PrivateKey], data_dir: Path, **overrides: Any) -> None:
         self.ledger, self.admin = chain
-        self.settings = GatewaySettings(
-            data_dir=data_dir,
-            group_id=next(_ids),
-            master_object_id=next(_ids),
-            admin_token=SecretStr(ADMIN_TOKEN),
-            mqtt=False,
+        self.settings = settings_for(
+            data_dir,
             alert_ring_k=RING_K,
             **overrides,
         )

@@ -1,5 +1,5 @@
 """Alert delivery: the SDK's backoff, de-duplication and receipts, and the suite on the
-embedded chain (tests/delivery_suite.py; the same suite runs on anvil).
+embedded chain (tests/support/delivery.py; the same suite runs on anvil).
 
 The subscriber unit tests drive :class:`AlertSubscriber` through a scripted connection (the
 gateway's side of one WebSocket) with an injected clock and sleep, so reconnection delays
@@ -13,6 +13,7 @@ import json
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,32 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
-from tests.delivery_suite import DeliverySuite
-from tests.node_fixtures import World, make_world
+from tests.support.alerts import SEALING, signed_post
+from tests.support.delivery import (
+    _error,
+    _list,
+    _ws_hello,
+    care_team,
+    edge_of,
+    raise_low,
+    subscribe,
+)
+from tests.support.node import World, make_world
+from tests.support.waiting import wait_for
 from vitalchain.alerts import delivery
 from vitalchain.alerts.delivery import ALERT_REFUSALS
 from vitalchain.crypto import PrivateKey
 from vitalchain.errors import DecodeError
 from vitalchain.ledger import Ledger
 from vitalchain.sdk.alert import AlertError
-from vitalchain.sdk.subscriber import AlertSubscriber, Backoff, SubscriptionClosed
-from vitalchain.sealing.sealer import SealingPolicy
+from vitalchain.sdk.subscriber import (
+    AlertClient,
+    AlertSubscriber,
+    Backoff,
+    GatewayRefusal,
+    SubscriptionClosed,
+)
+from vitalchain.vitals import Vital
 from vitalchain.wire.alert import read_notification
 
 _CLOSED = object()
@@ -254,16 +271,153 @@ def test_every_refusal_of_the_alert_routes_is_documented() -> None:
         assert f"`{code}`" in ALERT_REFUSALS[int(status)]["description"], (status, code)
 
 
-# -- the suite on the embedded chain ------------------------------------------------------------
+# -- the suite, on each chain -------------------------------------------------------------------
 
 
 @pytest.fixture
-def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = chain
-    yield from make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=1000, max_age_s=3600)
-    )
+def world(any_chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
+    yield from make_world(any_chain, tmp_path / "node", SEALING)
 
 
-class TestDeliveryEmbedded(DeliverySuite):
-    pass
+class TestDeliveryService:
+    def test_a_subscriber_offline_during_three_alerts_gets_each_once_on_reconnect(
+        self, world: World
+    ) -> None:
+        """Issue 13's test: three alerts raised while the subscriber cannot connect (the
+        gateway's HTTP edge is down) all arrive when it is back, each exactly once."""
+        team = care_team(world, patients=3)
+        doctor, devices = team.doctor, team.devices
+        with edge_of(world) as edge, subscribe(edge, doctor) as subscriber:
+            edge.stop()  # the subscriber is offline from here
+            raised = {raise_low(world, d).alert_id.hex() for d in devices}
+            assert len(raised) == 3
+            edge.start()
+            got = [subscriber.receive(timeout=30) for _ in range(3)]
+            assert sorted(n["alert_id"] for n in got) == sorted(raised)
+            with pytest.raises(TimeoutError):
+                subscriber.receive(timeout=0.5)  # nothing more: no duplicate returned
+            # Listed (the catch-up) and re-sent (no receipt yet): each came twice.
+            assert subscriber.duplicates >= 3
+            assert subscriber.reconnects >= 1
+            # Receipts went back over the stream: nothing is left to re-send.
+            service = world.running.alerts
+            wait_for(lambda: not service.pending_for(doctor.address) or None)
+
+    def test_notification_v2_carries_id_priority_and_repeat(self, world: World) -> None:
+        team = care_team(world)
+        doctor, (device,) = team.doctor, team.devices
+        with world.client.websocket_connect("/v1/alerts/ws") as ws:
+            _ws_hello(ws, doctor)
+            alert = raise_low(world, device)
+            notice = ws.receive_json()
+        assert (notice["v"], notice["type"]) == (2, "alert")
+        assert notice["alert_id"] == alert.alert_id.hex() == notice["alert"]["alert_id"]
+        assert notice["priority"] in ("high", "medium", "low")
+        assert notice["repeat"] == 0
+        assert notice["recipient"] == doctor.address
+        assert notice["notified_at"] >= notice["received_at"] > 0
+
+    def test_unreceipted_alerts_are_sent_again_on_every_subscribe_until_receipted(
+        self, world: World
+    ) -> None:
+        team = care_team(world, patients=2)
+        doctor, devices = team.doctor, team.devices
+        first, second = (raise_low(world, d).alert_id.hex() for d in devices)
+        for _ in range(2):  # no receipt: the same two, oldest first, on each subscribe
+            with world.client.websocket_connect("/v1/alerts/ws") as ws:
+                _ws_hello(ws, doctor)
+                assert [ws.receive_json()["alert_id"] for _ in range(2)] == [first, second]
+        with world.client.websocket_connect("/v1/alerts/ws") as ws:
+            _ws_hello(ws, doctor)
+            assert ws.receive_json()["alert_id"] == first
+            ws.send_json({"v": 1, "type": "receipt", "alert_id": first})
+            assert ws.receive_json()["alert_id"] == second
+            answer = ws.receive_json()
+            assert answer == {"v": 1, "type": "receipted", "alert_id": first, "first": True}
+            ws.send_json({"v": 1, "type": "receipt", "alert_id": first})
+            assert ws.receive_json()["first"] is False  # idempotent
+            ws.send_json({"v": 1, "type": "receipt", "alert_id": "zz"})
+            assert ws.receive_json()["error"]["code"] == "invalid_request"
+            ws.send_json({"v": 1, "type": "receipt", "alert_id": "00" * 16})
+            assert ws.receive_json()["error"]["code"] == "unknown_alert"
+        with world.client.websocket_connect("/v1/alerts/ws") as ws:
+            _ws_hello(ws, doctor)
+            assert ws.receive_json()["alert_id"] == second  # only the unreceipted one
+        # The receipt is not the clinician's acknowledgement.
+        assert world.running.alerts.escalator.state(first).acknowledged_by is None
+
+    def test_list_since_returns_what_was_delivered_and_refuses_clearly(self, world: World) -> None:
+        team = care_team(world)
+        doctor, (device,) = team.doctor, team.devices
+        start_ms = int(time.time() * 1000) - 1
+        alert = raise_low(world, device)
+        r, _ = _list(world, doctor, start_ms)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["v"] == 1
+        assert [n["alert_id"] for n in body["alerts"]] == [alert.alert_id.hex()]
+        assert body["alerts"][0]["v"] == 2
+        r, _ = _list(world, doctor, int(time.time() * 1000) + 60_000)
+        assert r.json()["alerts"] == []  # nothing delivered after that
+        # refusals: another's signature, a reused challenge, a bad since (each stores nothing)
+        r, _ = _list(world, doctor, start_ms, signer=PrivateKey.generate())
+        assert _error(r) == (401, "invalid_signature")
+        r, nonce = _list(world, doctor, start_ms)
+        r, _ = _list(world, doctor, start_ms, nonce=nonce)
+        assert _error(r) == (401, "challenge_invalid")
+        for since in (-1, "yesterday", 2**63):
+            r, _ = _list(world, doctor, since)
+            assert _error(r) == (422, "invalid_request"), since
+        stranger = world.provider()
+        r, _ = _list(world, stranger, start_ms)
+        assert r.json()["alerts"] == []  # not a recipient: nothing of anyone else's
+
+    def test_receipts_over_http_for_mqtt_and_list_users(self, world: World) -> None:
+        team = care_team(world)
+        doctor, (device,) = team.doctor, team.devices
+        alert_id = raise_low(world, device).alert_id.hex()
+        client = AlertClient(doctor, world.client)
+        unknown = "00" * 16
+        results = client.receipts([alert_id, unknown])
+        assert results[0] == {"alert_id": alert_id, "first": True}
+        assert results[1]["error"]["code"] == "unknown_alert"
+        assert client.receipts([alert_id]) == [{"alert_id": alert_id, "first": False}]
+        stranger = AlertClient(world.provider(), world.client)
+        assert stranger.receipts([alert_id])[0]["error"]["code"] == "not_a_recipient"
+        assert not world.running.alerts.pending_for(doctor.address)
+        body = {"alert_ids": [alert_id]}
+        r = signed_post(world, doctor, "/v1/alerts/receipts", "receipt", alert_id, body=body,
+                        signer=PrivateKey.generate())  # fmt: skip
+        assert _error(r) == (401, "invalid_signature")
+        r = signed_post(world, doctor, "/v1/alerts/receipts", "receipt", body={"alert_ids": []})
+        assert _error(r) == (422, "invalid_request")
+
+    def test_a_snooze_takes_only_the_offered_durations(self, world: World) -> None:
+        team = care_team(world)
+        doctor, body_patient = team.doctor, team.patients[0].address
+        choices = world.running.alerts.snooze_choices(body_patient, Vital.SPO2)
+        assert choices
+        body = {"patient": body_patient, "vital": "spo2"}
+        for odd in (max(choices) + 1.0, 7.0 * 86400):  # a high alarm: never past its maximum
+            fields = (body_patient, "spo2", repr(odd))
+            r = signed_post(world, doctor, "/v1/alerts/snoozes", "snooze", *fields,
+                            body={**body, "duration_s": odd})  # fmt: skip
+            assert _error(r) == (422, "invalid_snooze")
+            assert r.json()["error"]["choices_s"] == list(choices)
+        for junk in (0.0, -300.0, "300"):
+            r = signed_post(world, doctor, "/v1/alerts/snoozes", "snooze", body_patient, "spo2",
+                            repr(junk), body={**body, "duration_s": junk})  # fmt: skip
+            assert _error(r) == (422, "invalid_request"), junk
+        assert not world.running.alerts.escalator.is_snoozed(doctor.address, body_patient,
+                                                             Vital.SPO2)  # fmt: skip
+        odd = max(choices) + 1.0
+        ok = choices[0]
+        fields = (body_patient, "spo2", repr(ok))
+        r = signed_post(world, doctor, "/v1/alerts/snoozes", "snooze", *fields,
+                        body={**body, "duration_s": ok})  # fmt: skip
+        assert r.status_code == 200, r.text
+        # The SDK's refusal carries the choices too.
+        client = AlertClient(doctor, world.client)
+        with pytest.raises(GatewayRefusal) as refused:
+            client.snooze(body_patient, Vital.SPO2, odd)
+        assert (refused.value.code, refused.value.choices) == ("invalid_snooze", tuple(choices))

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.threads import run_together
 from vitalchain.alerts.escalation import (
     AlertRecord,
     AlertState,
@@ -397,11 +398,7 @@ def test_concurrent_acknowledgements_have_one_winner(esc: Escalator) -> None:
         start.wait()
         results.append(esc.acknowledge("a1", by))
 
-    threads = [threading.Thread(target=ack, args=(who,)) for who in [PATIENT, DR_A] * 4]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(ack, [(who,) for who in [PATIENT, DR_A] * 4])
     assert sorted(results) == [False] * 7 + [True]
 
 

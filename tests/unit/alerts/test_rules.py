@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.threads import run_together
 from vitalchain.alerts.rules import (
     DEFAULT_POLICIES,
     DEFAULT_RULES,
@@ -49,6 +50,23 @@ def engine(**spo2: Any) -> tuple[RuleBook, RuleEngine]:
 
 def spo2(e: RuleEngine, value: float, at: float, patient: str = ALICE) -> Raised | Cleared | None:
     return e.observe(patient, RING, Vital.SPO2, value, SPO2_LOW, SPO2_HIGH, at)
+
+
+def low_spo2(value: float, first_out_at: float, at: float, **more: Any) -> Raised:
+    """The alert Alice's ring raises for a low SpO2: three readings out, unless ``more`` says."""
+    fields: dict[str, Any] = {"readings_out": 3, **more}
+    return Raised(
+        patient=ALICE,
+        device=RING,
+        vital=Vital.SPO2,
+        direction=-1,
+        value=value,
+        low=SPO2_LOW,
+        high=SPO2_HIGH,
+        first_out_at=first_out_at,
+        at=at,
+        **fields,
+    )
 
 
 def hr(e: RuleEngine, value: float, at: float, patient: str = ALICE) -> Raised | Cleared | None:
@@ -116,18 +134,7 @@ def test_count_path_raises_on_the_mth_consecutive_reading() -> None:
     assert spo2(e, 88, 0) is None
     assert spo2(e, 87, 1) is None
     raised = spo2(e, 86, 2)
-    assert raised == Raised(
-        patient=ALICE,
-        device=RING,
-        vital=Vital.SPO2,
-        direction=-1,
-        value=86,
-        low=SPO2_LOW,
-        high=SPO2_HIGH,
-        first_out_at=0,
-        at=2,
-        readings_out=3,
-    )
+    assert raised == low_spo2(86, first_out_at=0, at=2)
 
 
 def test_one_alert_per_episode() -> None:
@@ -625,20 +632,7 @@ def test_an_alerting_episode_that_goes_urgent_is_upgraded_once() -> None:
     assert spo2(e, 84, 3) is None
     assert spo2(e, 84, 4) is None
     upgraded = spo2(e, 83, 5)
-    assert upgraded == Raised(
-        patient=ALICE,
-        device=RING,
-        vital=Vital.SPO2,
-        direction=-1,
-        value=83,
-        low=SPO2_LOW,
-        high=SPO2_HIGH,
-        first_out_at=3,
-        at=5,
-        readings_out=3,
-        priority=Priority.HIGH,
-        upgraded=True,
-    )
+    assert upgraded == low_spo2(83, first_out_at=3, at=5, priority=Priority.HIGH, upgraded=True)
     assert [spo2(e, 80, t) for t in range(6, 12)] == [None] * 6  # one upgrade per episode
     assert [spo2(e, 88, t) for t in range(12, 20)] == [None] * 8  # and no downgrade
     assert spo2(e, 97, 20) == Cleared(ALICE, Vital.SPO2, 20, 97)
@@ -960,11 +954,7 @@ def test_concurrent_observers_raise_exactly_once() -> None:
         mine = [spo2(e, 85, 1.0) for _ in range(500)]
         events.extend(mine)
 
-    threads = [threading.Thread(target=feed) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(feed, [()] * 4)
     assert len(events) == 2000
     assert sum(isinstance(ev, Raised) for ev in events) == 1
 

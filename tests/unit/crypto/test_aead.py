@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import load_vectors
+from tests.support.threads import run_together
+from tests.support.vectors import load_vectors
 from vitalchain.crypto.aead import (
     USAGE_LIMITS,
     Aead,
@@ -245,11 +245,7 @@ def test_the_limit_holds_under_threads() -> None:
             except KeyExhausted:
                 outcomes.append(False)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(worker, [()] * 8)
     assert outcomes.count(True) == 500
     assert box.used.messages == 500
 

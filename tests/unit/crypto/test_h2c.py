@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_vectors
+from tests.support.vectors import load_vectors
 from vitalchain.crypto.primitives.h2c import (
     expand_message_xmd,
     hash_to_curve,

@@ -12,7 +12,7 @@ from eth_account.messages import encode_defunct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load_vectors
+from tests.support.vectors import load_vectors
 from vitalchain.crypto.keys import (
     CURVE_ORDER,
     PrivateKey,

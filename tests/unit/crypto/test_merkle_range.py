@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import load_vectors
+from tests.support.vectors import load_vectors
 from vitalchain.crypto.merkle import EMPTY_ROOT, CompactRange, MerkleTree, leaf_hash
 
 REF = load_vectors("rfc9162_merkle.json")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load_vectors
+from tests.support.vectors import load_vectors
 from vitalchain.crypto.primitives import _speck
 from vitalchain.crypto.primitives.speck import (
     SPECK64_128,

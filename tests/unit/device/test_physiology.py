@@ -9,6 +9,7 @@ from random import Random
 
 import pytest
 
+from tests.support.vitals import DIA, GLU, HR, SPO2, SYS, TEMP
 from vitalchain.device.physiology import (
     DEFAULT_INTERVAL_S,
     DEVICE_VITALS,
@@ -22,14 +23,6 @@ from vitalchain.device.physiology import (
 )
 from vitalchain.vitals import Vital
 
-SYS, DIA, HR, SPO2, TEMP, GLU = (
-    Vital.SYSTOLIC_BP,
-    Vital.DIASTOLIC_BP,
-    Vital.HEART_RATE,
-    Vital.SPO2,
-    Vital.BODY_TEMPERATURE,
-    Vital.GLUCOSE,
-)
 HOUR = 3600.0
 DAY = 24 * HOUR
 TYPICAL = PatientProfile.typical()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness
+from tests.support.gateway import ADMIN_TOKEN, Harness
 from vitalchain.cli import app
 from vitalchain.device.physiology import DeviceKind
 from vitalchain.device.simulator import Simulation

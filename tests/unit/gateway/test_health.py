@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.gateway_fixtures import Harness, error_code, make_harness, next_id
+from tests.support.gateway import Harness, error_code, make_harness, next_id
+from tests.support.waiting import wait_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.health import (
@@ -143,13 +144,13 @@ def test_background_probe_follows_a_component_down_and_up(
     monitor.start()
     try:
         with caplog.at_level(logging.INFO):
-            _wait(lambda: monitor.components()["chain"].up)
+            wait_for(lambda: monitor.components()["chain"].up)
             chain.down = ChainUnavailable("gone")
-            _wait(lambda: not monitor.components()["chain"].up)
+            wait_for(lambda: not monitor.components()["chain"].up)
             calls = chain.calls
-            _wait(lambda: chain.calls > calls + 5)  # keeps probing while down
+            wait_for(lambda: chain.calls > calls + 5)  # keeps probing while down
             chain.down = None
-            _wait(lambda: monitor.components()["chain"].up)
+            wait_for(lambda: monitor.components()["chain"].up)
     finally:
         monitor.stop()
     assert _outage_lines(caplog, "chain") == (1, 1)
@@ -157,9 +158,9 @@ def test_background_probe_follows_a_component_down_and_up(
 
 
 @pytest.fixture
-def probed(chain: Ledger, tmp_path: Path) -> Iterator[tuple[Harness, Switch, Switch]]:
+def probed(ledger: Ledger, tmp_path: Path) -> Iterator[tuple[Harness, Switch, Switch]]:
     """A real gateway whose monitor's chain and store probes can be switched off."""
-    for harness in make_harness(chain, tmp_path / "gw", next_id()):
+    for harness in make_harness(ledger, tmp_path / "gw", next_id()):
         chain_probe, store_probe = Switch(), Switch()
         monitor = HealthMonitor({"chain": chain_probe, "store": store_probe}, interval_s=60)
         monitor.probe_once()
@@ -290,18 +291,10 @@ def test_probes_of_the_real_parts(harness: Harness) -> None:
     assert err.value.code == "broker_unavailable"
 
 
-def _wait(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
-
-
-def test_health_reports_the_sealers_failures(chain: Ledger, tmp_path: Path) -> None:
+def test_health_reports_the_sealers_failures(ledger: Ledger, tmp_path: Path) -> None:
     """Issue 12 item 12: a patient whose readings do not seal is visible in health."""
     sealing = {"failing": {}, "errors": {}, "last_seal_at_ms": None, "last_anchor_at_ms": None}
-    for harness in make_harness(chain, tmp_path / "gw", next_id()):
+    for harness in make_harness(ledger, tmp_path / "gw", next_id()):
         monitor = HealthMonitor({"chain": Switch()}, sealing=lambda: sealing)
         monitor.probe_once()
         with TestClient(create_app(harness.gateway, monitor)) as client:

@@ -7,14 +7,20 @@ import time
 
 import pytest
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code, next_id
-from vitalchain.crypto import Aead, PrivateKey, Suite
+from tests.support.gateway import (
+    ADMIN_TOKEN,
+    Harness,
+    error_code,
+    next_id,
+    post_signed,
+    signed_request,
+)
+from vitalchain.crypto import PrivateKey, Suite
 from vitalchain.crypto.keys import message_digest
 from vitalchain.device.client import DeviceError
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.wire.onboarding import (
     AAD_ASSOCIATION_REQUEST,
-    AAD_SESSION_KEY,
     AAD_TICKET,
     AAD_TICKET_REQUEST,
     ENROLMENT_CONTEXT,
@@ -35,14 +41,7 @@ def test_onboarding_end_to_end(harness: Harness, suite: Suite) -> None:
 
 
 def test_patient_can_enrol_with_own_signature(harness: Harness) -> None:
-    patient = PrivateKey.generate()
-    body = json.dumps({"v": 1, "patient": patient.address, "issued_at": int(time.time())}).encode()
-    sig = patient.sign_digest(message_digest(body, ENROLMENT_CONTEXT)).to_rsv().hex()
-    r = harness.client.post(
-        "/v1/enrolments",
-        content=body,
-        headers={"x-vitalchain-signature": sig, "content-type": "application/json"},
-    )
+    r = post_signed(harness.client, *signed_request(PrivateKey.generate()))
     assert r.status_code == 201, r.text
     harness.device().onboard(r.json()["pairing_code"])
 
@@ -110,46 +109,14 @@ def test_expired_pairing_code(fresh_harness: Harness) -> None:
 
 
 def test_too_many_bad_codes_burn_the_session(harness: Harness) -> None:
-    device = harness.device()
-    session = harness.client.post(
-        "/v1/sessions",
-        json={
-            "v": 1,
-            "device_key": device.key.public_key.compressed.hex(),
-            "object_id": device.object_id,
-        },
-    ).json()
-    from vitalchain.crypto.envelope import Envelope
-
-    sid = bytes.fromhex(session["session_id"])
-    key = Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-        device.key, AAD_SESSION_KEY + sid
-    )
-    aead = Aead(key)
+    session = harness.raw_session(harness.device())
     codes = []
     for _ in range(5):
-        body = {
-            "v": 1,
-            "object_id": device.object_id,
-            "device_key": device.key.public_key.compressed.hex(),
-            "pairing_code": "WRONG",
-        }
-        ct = aead.seal(json.dumps(body).encode(), AAD_TICKET_REQUEST + sid)
-        r = harness.client.post(
-            "/v1/tickets", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
-        )
+        r = session.post("/v1/tickets", session.ticket_request("WRONG"), AAD_TICKET_REQUEST)
         codes.append(error_code(r))
     assert codes == ["pairing_code_invalid"] * 4 + ["too_many_attempts"]
-    good = {
-        "v": 1,
-        "object_id": device.object_id,
-        "device_key": device.key.public_key.compressed.hex(),
-        "pairing_code": harness.enrol(),
-    }
-    ct = aead.seal(json.dumps(good).encode(), AAD_TICKET_REQUEST + sid)
-    r = harness.client.post(
-        "/v1/tickets", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
-    )
+    good = session.ticket_request(harness.enrol())
+    r = session.post("/v1/tickets", good, AAD_TICKET_REQUEST)
     assert error_code(r) == "unknown_session"
 
 
@@ -176,16 +143,7 @@ def test_session_refusals(harness: Harness) -> None:
 
 
 def test_sealed_request_refusals(harness: Harness) -> None:
-    device = harness.device()
-    session = harness.client.post(
-        "/v1/sessions",
-        json={
-            "v": 1,
-            "device_key": device.key.public_key.compressed.hex(),
-            "object_id": device.object_id,
-        },
-    ).json()
-    sid = session["session_id"]
+    sid = harness.offer(harness.device())["session_id"]
     cases = [
         ({"v": 1, "session_id": "00" * 16, "ciphertext": "00"}, "/v1/tickets", "unknown_session"),
         ({"v": 1, "session_id": sid, "ciphertext": "00" * 40}, "/v1/tickets", "decryption_failed"),
@@ -202,106 +160,37 @@ def test_sealed_request_refusals(harness: Harness) -> None:
 
 
 def test_association_before_ticket_and_with_another_token(harness: Harness) -> None:
-    from vitalchain.crypto.envelope import Envelope
-
-    device = harness.device()
-    session = harness.client.post(
-        "/v1/sessions",
-        json={
-            "v": 1,
-            "device_key": device.key.public_key.compressed.hex(),
-            "object_id": device.object_id,
-        },
-    ).json()
-    sid = bytes.fromhex(session["session_id"])
-    aead = Aead(
-        Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-            device.key, AAD_SESSION_KEY + sid
-        )
-    )
+    session = harness.raw_session(harness.device())
     fake = PrivateKey.generate().sign_digest(bytes(32)).to_rsv().hex()
-    body = {"v": 1, "object_id": device.object_id, "token": fake, "request": fake}
-    ct = aead.seal(json.dumps(body).encode(), AAD_ASSOCIATION_REQUEST + sid)
-    r = harness.client.post(
-        "/v1/associations", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
-    )
+    body = {"v": 1, "object_id": session.device.object_id, "token": fake, "request": fake}
+    r = session.post("/v1/associations", body, AAD_ASSOCIATION_REQUEST)
     assert error_code(r) == "no_ticket"
     # after the ticket, another token is still refused
-    ticket_body = {
-        "v": 1,
-        "object_id": device.object_id,
-        "device_key": device.key.public_key.compressed.hex(),
-        "pairing_code": harness.enrol(),
-    }
-    harness.client.post(
-        "/v1/tickets",
-        json={
-            "v": 1,
-            "session_id": sid.hex(),
-            "ciphertext": aead.seal(
-                json.dumps(ticket_body).encode(), AAD_TICKET_REQUEST + sid
-            ).hex(),
-        },
-    )
-    ct = aead.seal(json.dumps(body).encode(), AAD_ASSOCIATION_REQUEST + sid)
-    r = harness.client.post(
-        "/v1/associations", json={"v": 1, "session_id": sid.hex(), "ciphertext": ct.hex()}
-    )
+    session.post("/v1/tickets", session.ticket_request(harness.enrol()), AAD_TICKET_REQUEST)
+    r = session.post("/v1/associations", body, AAD_ASSOCIATION_REQUEST)
     assert error_code(r) == "no_ticket"
 
 
 def test_chain_refusal_is_passed_through(harness: Harness) -> None:
     """A request signature by the wrong key reaches the contract, which refuses it."""
-    device, impostor = harness.device(), PrivateKey.generate()
-    from vitalchain.crypto.envelope import Envelope
     from vitalchain.ledger.eip712 import Domain, request_digest
 
-    session = harness.client.post(
-        "/v1/sessions",
-        json={
-            "v": 1,
-            "device_key": device.key.public_key.compressed.hex(),
-            "object_id": device.object_id,
-        },
-    ).json()
-    sid = bytes.fromhex(session["session_id"])
-    aead = Aead(
-        Envelope.from_bytes(bytes.fromhex(session["session_key"])).open(
-            device.key, AAD_SESSION_KEY + sid
-        )
-    )
-    tb = {
-        "v": 1,
-        "object_id": device.object_id,
-        "device_key": device.key.public_key.compressed.hex(),
-        "pairing_code": harness.enrol(),
-    }
-    r = harness.client.post(
-        "/v1/tickets",
-        json={
-            "v": 1,
-            "session_id": sid.hex(),
-            "ciphertext": aead.seal(json.dumps(tb).encode(), AAD_TICKET_REQUEST + sid).hex(),
-        },
-    )
-    token = json.loads(aead.open(bytes.fromhex(r.json()["ciphertext"]), AAD_TICKET + sid))["token"]
+    device, impostor = harness.device(), PrivateKey.generate()
+    session = harness.raw_session(device)
+    offer, sid = session.offer, session.sid
+    r = session.post("/v1/tickets", session.ticket_request(harness.enrol()), AAD_TICKET_REQUEST)
+    ticket = session.aead.open(bytes.fromhex(r.json()["ciphertext"]), AAD_TICKET + sid)
+    token = json.loads(ticket)["token"]
     digest = request_digest(
-        Domain(session["chain_id"], session["trust_groups"]),
-        session["group_id"],
+        Domain(offer["chain_id"], offer["trust_groups"]),
+        offer["group_id"],
         device.object_id,
         device.address,
         bytes.fromhex(token),
     )
     wrong = impostor.sign_digest(digest).to_rsv().hex()
     ab = {"v": 1, "object_id": device.object_id, "token": token, "request": wrong}
-    r = harness.client.post(
-        "/v1/associations",
-        json={
-            "v": 1,
-            "session_id": sid.hex(),
-            "ciphertext": aead.seal(json.dumps(ab).encode(), AAD_ASSOCIATION_REQUEST + sid).hex(),
-        },
-    )
+    r = session.post("/v1/associations", ab, AAD_ASSOCIATION_REQUEST)
     assert r.status_code == 409
     assert error_code(r) == "trust_groups.invalid_device_signature"
     assert harness.ledger.device(device.address).status is DeviceStatus.NONE

@@ -8,27 +8,18 @@ were answered 500, and a one-letter admin token was accepted.
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tests.access_suite import raw_access, sealed_patient
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code
-from tests.node_fixtures import World, make_world
+from tests.support.access import raw_access, sealed_patient
+from tests.support.gateway import ADMIN_TOKEN, Harness, error_code, post_signed, signed_request
+from tests.support.node import World
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.keys import message_digest
 from vitalchain.gateway.service import _code_hash
 from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.ledger.ledger import DeviceStatus
-from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 from vitalchain.wire.access import ACCESS_CONTEXT, access_message
-from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -75,15 +66,7 @@ def test_enrolment_refuses_a_bad_checksum_and_stores_nothing(harness: Harness) -
 
 def test_a_patient_may_sign_with_a_lowercase_address(harness: Harness) -> None:
     patient = PrivateKey.generate()
-    body = json.dumps(
-        {"v": 1, "patient": patient.address.lower(), "issued_at": int(time.time())}
-    ).encode()
-    sig = patient.sign_digest(message_digest(body, ENROLMENT_CONTEXT)).to_rsv().hex()
-    r = harness.client.post(
-        "/v1/enrolments",
-        content=body,
-        headers={"x-vitalchain-signature": sig, "content-type": "application/json"},
-    )
+    r = post_signed(harness.client, *signed_request(patient, address=patient.address.lower()))
     assert r.status_code == 201, r.text
     assert r.json()["patient"] == patient.address
 
@@ -163,20 +146,6 @@ def test_the_admin_token_is_an_openapi_security_scheme(harness: Harness) -> None
 
 
 # -- the access API (access/service.py) ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def access_chain() -> tuple[Ledger, PrivateKey]:
-    admin = PrivateKey.generate()
-    return Ledger.deploy(EmbeddedBackend(), admin), admin
-
-
-@pytest.fixture
-def world(access_chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = access_chain
-    yield from make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=4, max_age_s=3600)
-    )
 
 
 @pytest.mark.parametrize(

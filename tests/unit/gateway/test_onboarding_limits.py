@@ -17,8 +17,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from tests.gateway_fixtures import ADMIN_TOKEN, Harness, error_code, make_harness, next_id
-from tests.node_fixtures import make_world
+from tests.support.gateway import ADMIN_TOKEN, Harness, error_code, make_harness, next_id
+from tests.support.node import make_world
 from vitalchain.crypto import PrivateKey
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway.app import create_app
@@ -88,8 +88,8 @@ def test_creating_state_purges_amortised(fresh_harness: Harness) -> None:
 
 
 @pytest.fixture
-def fast_purge(chain: Ledger, tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(chain, tmp_path / "gw", next_id(), purge_every_s=0.05)
+def fast_purge(ledger: Ledger, tmp_path: Path) -> Iterator[Harness]:
+    yield from make_harness(ledger, tmp_path / "gw", next_id(), purge_every_s=0.05)
 
 
 def test_the_timer_purges_without_any_request(fast_purge: Harness) -> None:
@@ -105,9 +105,9 @@ def test_the_timer_purges_without_any_request(fast_purge: Harness) -> None:
 
 
 @pytest.fixture
-def limited(chain: Ledger, tmp_path: Path) -> Iterator[Harness]:
+def limited(ledger: Ledger, tmp_path: Path) -> Iterator[Harness]:
     yield from make_harness(
-        chain, tmp_path / "gw", next_id(), preauth_burst=5, preauth_rate_per_s=1.0
+        ledger, tmp_path / "gw", next_id(), preauth_burst=5, preauth_rate_per_s=1.0
     )
 
 
@@ -216,7 +216,7 @@ def test_unanswered_challenges_are_purged(
     node_chain: tuple[Ledger, PrivateKey], tmp_path: Path
 ) -> None:
     ledger, admin = node_chain
-    for world in make_world(ledger, admin, tmp_path / "node", SealingPolicy()):
+    for world in make_world((ledger, admin), tmp_path / "node", SealingPolicy()):
         gateway = world.running.gateway
         for route in ("/v1/store/challenges", "/v1/alerts/challenges"):
             body = {"v": 1, "provider" if "store" in route else "address": admin.address}
@@ -233,7 +233,11 @@ def test_challenge_creation_is_limited_per_client_and_route(
 ) -> None:
     ledger, admin = node_chain
     for world in make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(), preauth_burst=3, preauth_rate_per_s=0.01
+        (ledger, admin),
+        tmp_path / "node",
+        SealingPolicy(),
+        preauth_burst=3,
+        preauth_rate_per_s=0.01,
     ):
         for route, field in (
             ("/v1/store/challenges", "provider"),

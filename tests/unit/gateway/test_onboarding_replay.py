@@ -6,50 +6,30 @@ three pairing codes, and a rogue device onboarded with one of them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import (
+from tests.support.gateway import (
     ADMIN_TOKEN,
     Harness,
     chain_outbox,
     error_code,
-    next_id,
+    post_signed,
+    settings_for,
+    signed_request,
     started_gateway,
 )
 from vitalchain.crypto import PrivateKey
-from vitalchain.crypto.keys import Signature, message_digest
+from vitalchain.crypto.keys import Signature
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
-from vitalchain.wire.onboarding import ENROLMENT_CONTEXT
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-
-
-def signed_request(patient: PrivateKey, issued_at: int | None = None) -> tuple[bytes, Signature]:
-    body = json.dumps(
-        {"v": 1, "patient": patient.address, "issued_at": issued_at or int(time.time())}
-    ).encode()
-    return body, patient.sign_digest(message_digest(body, ENROLMENT_CONTEXT))
-
-
-def post_signed(client: TestClient, body: bytes, signature: Signature) -> httpx.Response:
-    return client.post(
-        "/v1/enrolments",
-        content=body,
-        headers={
-            "x-vitalchain-signature": signature.to_rsv().hex(),
-            "content-type": "application/json",
-        },
-    )
 
 
 def malleated(signature: Signature) -> Signature:
@@ -102,19 +82,13 @@ def served(settings: GatewaySettings, master: PrivateKey, ledger: Ledger) -> Ite
         yield client
 
 
-def test_a_replay_is_refused_after_a_restart(chain: Ledger, tmp_path: Path) -> None:
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gw",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
-    )
+def test_a_replay_is_refused_after_a_restart(ledger: Ledger, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "gw")
     master = PrivateKey.generate()
     body, signature = signed_request(PrivateKey.generate())
-    with served(settings, master, chain) as client:
+    with served(settings, master, ledger) as client:
         assert post_signed(client, body, signature).status_code == 201
-    with served(settings, master, chain) as client:
+    with served(settings, master, ledger) as client:
         r = post_signed(client, body, signature)
         assert r.status_code == 409, r.text
         assert error_code(r) == "enrolment_replayed"

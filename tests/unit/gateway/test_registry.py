@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.ledger.fakes import FakeChain
+from tests.support.fakes import FakeChain
 from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.ledger import DeviceStatus

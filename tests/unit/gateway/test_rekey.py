@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import (
+from tests.support.gateway import (
     ADMIN_TOKEN,
     Harness,
     error_code,
     make_harness,
     next_id,
     restartable_gateway,
+    settings_for,
 )
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.aead import Suite, Usage, UsageLimit
@@ -36,7 +36,6 @@ from vitalchain.device.simulator import enrol
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import KeyBudget
-from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, SessionState
 from vitalchain.ledger import Ledger
 from vitalchain.node import running_gateway
@@ -48,8 +47,8 @@ OCTETS = {"content-type": "application/octet-stream"}
 
 
 @pytest.fixture
-def limited(chain: Ledger, tmp_path: Path) -> Iterator[Harness]:
-    yield from make_harness(chain, tmp_path / "gw", next_id(), session_message_limit=LIMIT)
+def limited(ledger: Ledger, tmp_path: Path) -> Iterator[Harness]:
+    yield from make_harness(ledger, tmp_path / "gw", next_id(), session_message_limit=LIMIT)
 
 
 def counting_device(h: Harness) -> DeviceClient:
@@ -211,14 +210,7 @@ def test_rekey_refusals_are_coded_and_create_nothing(limited: Harness) -> None:
         assert (r.status_code, error_code(r)) == (status, code), body
     # a session that is not active (never associated) cannot be re-keyed
     other = h.device()
-    offer = h.client.post(
-        "/v1/sessions",
-        json={
-            "v": 1,
-            "device_key": other.key.public_key.compressed.hex(),
-            "object_id": other.object_id,
-        },
-    ).json()
+    offer = h.offer(other)
     other._header = b"VCm\x01" + bytes.fromhex(offer["session_id"])
     r = h.client.post("/v1/sessions/rekey", json=rekey_request(other))
     assert (r.status_code, error_code(r)) == (409, "session_used")
@@ -248,9 +240,9 @@ def test_the_sdk_refuses_an_answer_not_signed_by_its_gateway(limited: Harness) -
 
 
 @pytest.fixture
-def restartable(chain: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
+def restartable(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
     """Starts the gateway, or restarts it (a clean stop) on the same data directory and key."""
-    with restartable_gateway(chain, tmp_path / "gateway", session_message_limit=LIMIT) as start:
+    with restartable_gateway(ledger, tmp_path / "gateway", session_message_limit=LIMIT) as start:
         yield start
 
 
@@ -329,9 +321,11 @@ def test_an_old_gateway_db_gains_the_new_columns(tmp_path: Path) -> None:
 # -- the telemetry pre-authentication limit is a setting ---------------------------------------
 
 
-def test_the_telemetry_preauth_limit_comes_from_the_settings(chain: Ledger, tmp_path: Path) -> None:
+def test_the_telemetry_preauth_limit_comes_from_the_settings(
+    ledger: Ledger, tmp_path: Path
+) -> None:
     for h in make_harness(
-        chain,
+        ledger,
         tmp_path / "gw",
         next_id(),
         telemetry_preauth_burst=3,
@@ -341,10 +335,10 @@ def test_the_telemetry_preauth_limit_comes_from_the_settings(chain: Ledger, tmp_
         assert [post(h, junk) for _ in range(4)] == ["unknown_session"] * 3 + ["too_many_requests"]
 
 
-def test_the_count_is_durable_before_the_acknowledgement(chain: Ledger, tmp_path: Path) -> None:
+def test_the_count_is_durable_before_the_acknowledgement(ledger: Ledger, tmp_path: Path) -> None:
     """What a kill -9 right after an ack would leave: the session's row, read by another
     connection, already covers every acknowledged message (reserved ahead, in chunks)."""
-    for h in make_harness(chain, tmp_path / "gw", next_id(), session_message_limit=640):
+    for h in make_harness(ledger, tmp_path / "gw", next_id(), session_message_limit=640):
         device = h.onboarded()
         for _ in range(3):
             device.send(reading(device))
@@ -392,22 +386,19 @@ def test_a_device_that_cannot_check_its_gateway_does_not_rekey(limited: Harness)
 
 
 def test_over_mqtt_a_rekeyed_device_keeps_its_topic_and_its_in_flight_messages(
-    chain: Ledger, tmp_path: Path
+    ledger: Ledger, tmp_path: Path
 ) -> None:
     """Through a real mosquitto: MQTT credentials are per device, not per session, so after a
     re-key the device publishes under the new session on the same topic, and a message
     sealed under the old one (a QoS 1 redelivery) is stored within the grace period; a
     message past the limit is answered key_exhausted on the ack topic."""
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gateway",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
+    settings = settings_for(
+        tmp_path / "gateway",
         mqtt=True,
         session_message_limit=LIMIT,
     )
     with (
-        running_gateway(settings, ledger=chain) as running,
+        running_gateway(settings, ledger=ledger) as running,
         TestClient(create_app(running.gateway)) as client,
     ):
         assert running.bridge is not None, "mosquitto must be installed (make setup installs it)"

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.gateway_fixtures import ADMIN_TOKEN, make_harness, next_id
-from tests.node_fixtures import make_world
+from tests.support.gateway import ADMIN_TOKEN, make_harness, next_id
+from tests.support.node import make_world
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.sealing.sealer import SealingPolicy
@@ -89,7 +89,7 @@ def test_no_server_errors_and_documented_responses(tmp_path: Path) -> None:
     admin = PrivateKey.generate()
     ledger = Ledger.deploy(EmbeddedBackend(), admin)
     for world in make_world(
-        ledger, admin, tmp_path / "fuzz", SealingPolicy(),
+        (ledger, admin), tmp_path / "fuzz", SealingPolicy(),
         preauth_rate_per_s=1e6, preauth_burst=10**6,  # one client: not the limit under test
         telemetry_preauth_rate_per_s=1e6, telemetry_preauth_burst=10**6,
     ):  # fmt: skip

@@ -73,6 +73,12 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
 # -- the lock -----------------------------------------------------------------------------------------
 
 
+def run_once(data_dir: Path, ledger: Ledger) -> None:
+    """Start a gateway on ``data_dir`` and stop it: the directory now names ``ledger``'s chain."""
+    with running_gateway(settings(data_dir), ledger=ledger, background=False):
+        pass
+
+
 def test_a_second_lock_on_one_directory_is_refused_until_the_first_is_released(
     tmp_path: Path,
 ) -> None:
@@ -142,8 +148,7 @@ def test_the_first_start_records_the_chain_and_a_restart_on_it_is_accepted(
     tmp_path: Path, chains: tuple[Ledger, Ledger]
 ) -> None:
     ledger, _ = chains
-    with running_gateway(settings(tmp_path), ledger=ledger, background=False):
-        pass
+    run_once(tmp_path, ledger)
     path = tmp_path / CHAIN_RECORD
     record = json.loads(path.read_text())
     assert path.stat().st_mode & 0o777 == 0o600
@@ -151,8 +156,7 @@ def test_the_first_start_records_the_chain_and_a_restart_on_it_is_accepted(
     assert record["addresses"] == ledger.deployment.addresses
     assert record["genesis_hash"] == "0x" + bytes(ledger.w3.eth.get_block(0)["hash"]).hex()
     assert record["embedded"] is True
-    with running_gateway(settings(tmp_path), ledger=ledger, background=False):
-        pass  # same chain: no complaint
+    run_once(tmp_path, ledger)  # same chain: no complaint
     assert json.loads(path.read_text()) == record
 
 
@@ -160,8 +164,7 @@ def test_another_chain_is_refused_before_any_store_is_opened(
     tmp_path: Path, chains: tuple[Ledger, Ledger]
 ) -> None:
     ledger, other = chains
-    with running_gateway(settings(tmp_path), ledger=ledger, background=False):
-        pass
+    run_once(tmp_path, ledger)
     before = listing(tmp_path)
     with (
         pytest.raises(StartupError) as refused,
@@ -206,8 +209,7 @@ def test_reset_data_moves_the_old_data_aside_and_starts_afresh(
     tmp_path: Path, chains: tuple[Ledger, Ledger]
 ) -> None:
     ledger, other = chains
-    with running_gateway(settings(tmp_path), ledger=ledger, background=False):
-        pass
+    run_once(tmp_path, ledger)
     old = listing(tmp_path)
     master = (tmp_path / "master.key").read_text()
     with running_gateway(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_fixtures import Harness, error_code
+from tests.support.gateway import Harness, error_code
 from vitalchain.crypto import Aead, PrivateKey, Suite
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.vitals import Vital
@@ -210,7 +210,7 @@ def test_revocation_through_the_admin_api(harness: Harness) -> None:
     device = harness.onboarded()
     r = harness.client.post(f"/v1/devices/{device.address}/revocation")
     assert error_code(r) == "unauthorized"
-    from tests.gateway_fixtures import ADMIN_TOKEN
+    from tests.support.gateway import ADMIN_TOKEN
 
     r = harness.client.post(
         f"/v1/devices/{device.address}/revocation",

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_fixtures import Harness, error_code
+from tests.support.gateway import Harness, error_code
 from vitalchain.vitals import Vital
 
 MIB = 1 << 20

@@ -8,31 +8,26 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN, next_id
+from tests.support.gateway import ADMIN_TOKEN, next_id, settings_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.simulator import enrol
 from vitalchain.gateway.app import create_app
-from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Ledger
 from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.vitals import Vital
 
 
 @pytest.fixture
-def live(chain: Ledger, tmp_path: Path) -> Iterator[tuple[RunningGateway, TestClient]]:
-    settings = GatewaySettings(
-        data_dir=tmp_path / "gateway",
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
+def live(ledger: Ledger, tmp_path: Path) -> Iterator[tuple[RunningGateway, TestClient]]:
+    settings = settings_for(
+        tmp_path / "gateway",
         mqtt=True,
     )
     with (
-        running_gateway(settings, ledger=chain) as running,
+        running_gateway(settings, ledger=ledger) as running,
         TestClient(create_app(running.gateway)) as client,
     ):
         assert running.bridge is not None, "mosquitto must be installed (make setup installs it)"

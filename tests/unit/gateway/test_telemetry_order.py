@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_fixtures import Harness, error_code, restartable_gateway
+from tests.support.gateway import Harness, error_code, restartable_gateway
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import SeqBook
@@ -128,9 +128,9 @@ def test_a_copy_of_a_message_the_store_failed_is_not_replayed(harness: Harness) 
 
 
 @pytest.fixture
-def restartable(chain: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
+def restartable(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[[], Harness]]:
     """Starts the gateway, or restarts it on the same data directory and key."""
-    with restartable_gateway(chain, tmp_path / "gateway") as start:
+    with restartable_gateway(ledger, tmp_path / "gateway") as start:
         yield start
 
 

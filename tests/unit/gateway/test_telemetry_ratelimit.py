@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.gateway_fixtures import Harness, error_code
+from tests.support.gateway import Harness, error_code
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.ingest import IngestCore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.ledger.fakes import FakeChain
+from tests.support.fakes import FakeChain
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import ChainUnavailable, Consent, ConsentStatus
 from vitalchain.ledger.consent import EXPIRY_MARGIN_S, ConsentView, may_read

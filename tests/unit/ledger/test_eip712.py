@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_account.messages import encode_typed_data
 
-from tests.conftest import load_vectors
+from tests.support.vectors import load_vectors
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.ledger.eip712 import Domain, request_digest, rotation_digest, token_digest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.unit.ledger.fakes import FakeChain
+from tests.support.fakes import FakeChain
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import events
 from vitalchain.ledger._artifacts import artifact

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node_fixtures import World
+from tests.support.node import World
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.block import SectionPlan, read_block, seal_block
 from vitalchain.crypto.merkle import ConsistencyProof, InclusionProof

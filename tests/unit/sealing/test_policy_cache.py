@@ -1,9 +1,9 @@
 """The threshold policy's cache on the in-memory ledger fake; the contract agreement is
-tests/policy_suite.py's (test_policy.py, test_policy_anvil.py)."""
+tests/unit/sealing/test_policy.py's, on the embedded EVM and on anvil."""
 
 from __future__ import annotations
 
-from tests.unit.ledger.fakes import FakeChain
+from tests.support.fakes import FakeChain
 from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.sealing.policy import HIGH, NORMAL, ThresholdPolicy
 from vitalchain.vitals import Vital, to_fixed

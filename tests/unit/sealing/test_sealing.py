@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.node_fixtures import World
+from tests.support.node import World
 from vitalchain.crypto.block import open_payload
 from vitalchain.crypto.merkle import CompactRange, MerkleTree, verify_inclusion
 from vitalchain.errors import DecryptionError

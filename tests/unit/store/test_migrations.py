@@ -1,6 +1,6 @@
 """Schema versions (store/migrations): a data directory made before them is upgraded in place.
 
-Version 0 is the schema as the code before Alembic made it (tests/store_suite.py keeps its
+Version 0 is the schema as the code before Alembic made it (tests/support/store.py keeps its
 exact DDL); its databases have no ``alembic_version``.  Opening one must keep every row, stamp
 the first revision and reach the head, never recreate a table.
 """
@@ -11,7 +11,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from tests.store_suite import GATEWAY, JOURNAL_V0, STORE_V0
+from tests.support.store import GATEWAY, JOURNAL_V0, STORE_V0
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto.block import SectionPlan, seal_block
 from vitalchain.store import Message, Reading, migrations, open_store

@@ -1,5 +1,5 @@
-"""The backend-neutral store suite on the embedded backend (SQLite + block files), and what
-only a local backend can show: file modes, and that pruned plaintext leaves the files."""
+"""What only the embedded store backend (SQLite + block files) can show: file modes, and that
+pruned plaintext leaves the files.  The backend-neutral suite is test_store.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.store_suite import StoreSuite, block, message
+from tests.support.store import block, message, sqlite_store
 from vitalchain.crypto import PrivateKey
 from vitalchain.store import GatewayStore, SqliteStore, open_store
 from vitalchain.store.base import AnchorRecord
@@ -18,10 +18,8 @@ from vitalchain.store.files import private_dir, private_file, write_private
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[GatewayStore]:
-    s = open_store(tmp_path / "data")
-    assert isinstance(s, GatewayStore)
-    yield s
-    s.close()
+    with sqlite_store(tmp_path) as s:
+        yield s
 
 
 def _block_dir(store: GatewayStore) -> Path:
@@ -36,7 +34,7 @@ def _modes(root: Path) -> dict[str, int]:
     }
 
 
-class TestSqliteStore(StoreSuite):
+class TestSqliteStore:
     def test_blocks_are_files_beside_the_database(self, store: GatewayStore) -> None:
         p = PrivateKey.generate()
         blk, ring = block(store, p.address, [p])

@@ -5,7 +5,7 @@ the chain watcher) needs what the chain answers and which events it emits, not a
 :class:`FakeChain` keeps trust groups, keys, consents and thresholds in dictionaries, and each
 change appends the event the contract would emit to :class:`FakeEvents`.  It follows the
 contracts' rules only as far as these consumers rely on them; the contracts themselves are
-tested by tests/ledger_suite.py and tests/policy_suite.py on the embedded chain and anvil.
+tested by tests/support/ledger.py and tests/support/policy.py on the embedded chain and anvil.
 
 ``calls`` counts every read a consumer makes (to assert a cache answered), and ``down = True``
 makes every read raise :class:`ChainUnavailable`, as a node that went away does.

@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from vitalchain.crypto import PrivateKey
+from vitalchain.crypto import Aead, PrivateKey
+from vitalchain.crypto.envelope import Envelope
+from vitalchain.crypto.keys import Signature, message_digest
 from vitalchain.device.client import DeviceClient
 from vitalchain.gateway.app import create_app
 from vitalchain.gateway.service import Gateway
@@ -21,13 +25,28 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ChainOutbox, Ledger
 from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.store.files import private_database
+from vitalchain.wire.onboarding import AAD_SESSION_KEY, ENROLMENT_CONTEXT
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 _ids = itertools.count(5_000_000)
 
 
 def next_id() -> int:
+    """A group or object id no other test uses (one counter for the whole run)."""
     return next(_ids)
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> GatewaySettings:
+    """A test gateway's settings: fresh group and master ids, the test admin token, no MQTT
+    unless ``overrides`` say otherwise."""
+    fields: dict[str, Any] = {
+        "group_id": next_id(),
+        "master_object_id": next_id(),
+        "admin_token": SecretStr(ADMIN_TOKEN),
+        "mqtt": False,
+        **overrides,
+    }
+    return GatewaySettings(data_dir=data_dir, **fields)
 
 
 @dataclass
@@ -53,6 +72,54 @@ class Harness:
         device = self.device(**kwargs)
         device.onboard(self.enrol(patient))
         return device
+
+    def offer(self, device: DeviceClient) -> dict[str, Any]:
+        """``POST /v1/sessions`` for ``device``: the gateway's session offer, as JSON."""
+        r = self.client.post(
+            "/v1/sessions",
+            json={
+                "v": 1,
+                "device_key": device.key.public_key.compressed.hex(),
+                "object_id": device.object_id,
+            },
+        )
+        return dict(r.json())
+
+    def raw_session(self, device: DeviceClient) -> RawSession:
+        """A session ``device`` opened by hand, for requests the SDK would never send."""
+        offer = self.offer(device)
+        sid = bytes.fromhex(offer["session_id"])
+        envelope = Envelope.from_bytes(bytes.fromhex(offer["session_key"]))
+        return RawSession(
+            self, device, offer, sid, Aead(envelope.open(device.key, AAD_SESSION_KEY + sid))
+        )
+
+
+@dataclass
+class RawSession:
+    """An open onboarding session: its offer, id and AEAD (docs/spec/onboarding.md)."""
+
+    harness: Harness
+    device: DeviceClient
+    offer: dict[str, Any]
+    sid: bytes
+    aead: Aead
+
+    def sealed(self, body: dict[str, Any], aad: bytes) -> dict[str, Any]:
+        """``body`` as a sealed request of this session, ``aad`` being its context."""
+        ciphertext = self.aead.seal(json.dumps(body).encode(), aad + self.sid)
+        return {"v": 1, "session_id": self.sid.hex(), "ciphertext": ciphertext.hex()}
+
+    def post(self, path: str, body: dict[str, Any], aad: bytes) -> Any:
+        return self.harness.client.post(path, json=self.sealed(body, aad))
+
+    def ticket_request(self, pairing_code: str) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "object_id": self.device.object_id,
+            "device_key": self.device.key.public_key.compressed.hex(),
+            "pairing_code": pairing_code,
+        }
 
 
 @contextlib.contextmanager
@@ -90,16 +157,9 @@ def started_gateway(
 
 
 def make_harness(
-    ledger: Ledger, data_dir: Path, group_id: int, **overrides: object
+    ledger: Ledger, data_dir: Path, group_id: int, **overrides: Any
 ) -> Iterator[Harness]:
-    settings = GatewaySettings(
-        data_dir=data_dir,
-        group_id=group_id,
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
-        **overrides,  # type: ignore[arg-type]
-    )
+    settings = settings_for(data_dir, group_id=group_id, **overrides)
     master = PrivateKey.generate()
     with (
         chain_outbox(ledger, master, data_dir / "outbox.db") as outbox,
@@ -107,6 +167,32 @@ def make_harness(
         TestClient(create_app(gateway)) as client,
     ):
         yield Harness(gateway, client, ledger)
+
+
+def signed_request(
+    patient: PrivateKey, issued_at: int | None = None, *, address: str | None = None
+) -> tuple[bytes, Signature]:
+    """A patient's own enrolment request (docs/spec/onboarding.md), for ``address`` as written
+    (the patient's checksummed address unless given), and its signature."""
+    body = {
+        "v": 1,
+        "patient": address or patient.address,
+        "issued_at": issued_at or int(time.time()),
+    }
+    raw = json.dumps(body).encode()
+    return raw, patient.sign_digest(message_digest(raw, ENROLMENT_CONTEXT))
+
+
+def post_signed(client: TestClient, body: bytes, signature: Signature) -> httpx.Response:
+    """``POST /v1/enrolments`` with a patient's signature instead of the admin token."""
+    return client.post(
+        "/v1/enrolments",
+        content=body,
+        headers={
+            "x-vitalchain-signature": signature.to_rsv().hex(),
+            "content-type": "application/json",
+        },
+    )
 
 
 def error_code(response: object) -> str:
@@ -120,14 +206,7 @@ def restartable_gateway(
 ) -> Iterator[Callable[[], Harness]]:
     """Yields ``start``: it starts the gateway, or restarts it (a clean stop first) on the same
     data directory and master key, so a test can check what survives a restart."""
-    settings = GatewaySettings(
-        data_dir=data_dir,
-        group_id=next_id(),
-        master_object_id=next_id(),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        mqtt=False,
-        **overrides,
-    )
+    settings = settings_for(data_dir, **overrides)
     master = PrivateKey.generate()
     running: list[tuple[Harness, contextlib.ExitStack]] = []
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 import typer
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
+from tests.support.cli import NOWHERE, exited, invoke, text
 from vitalchain.cli import app
 from vitalchain.crypto import PrivateKey
 from vitalchain.services.ports import free_port
 
-NOWHERE = "http://127.0.0.1:9"
 ADDRESS = "0x" + "11" * 20
 
 # Every command and group, with words its --help must contain (what it is for).
@@ -64,35 +64,14 @@ PURPOSES: dict[tuple[str, ...], list[str]] = {
 }
 
 
-def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    return CliRunner().invoke(
-        app, list(args), env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": None, **(env or {})}
-    )
-
-
-def text(result: Result) -> str:
-    """The output with Rich's panel borders and line wrapping taken out."""
-    return " ".join(result.output.replace("│", " ").split())
-
-
 def refused(result: Result, *words: str) -> None:
     """Exit 2 (a usage error), the given words in the message, and no traceback."""
-    out = text(result)
-    assert result.exit_code == 2, out
-    assert isinstance(result.exception, SystemExit), result.exception
-    for word in words:
-        assert word in out, (word, out)
-    assert "Traceback" not in out
+    exited(result, 2, *words)
 
 
 def failed(result: Result, *words: str) -> None:
     """Exit 1 (the operation failed), with a one-line reason and no traceback."""
-    out = text(result)
-    assert result.exit_code == 1, out
-    assert isinstance(result.exception, SystemExit), result.exception
-    for word in words:
-        assert word in out, (word, out)
-    assert "Traceback" not in out
+    exited(result, 1, *words)
 
 
 def tree() -> set[tuple[str, ...]]:

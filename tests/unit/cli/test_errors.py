@@ -16,35 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from vitalchain.cli import app
+from tests.support.cli import ADDRESS, NOWHERE, invoke, one_line
 from vitalchain.crypto import PrivateKey
 from vitalchain.services.ports import port_free
 
-NOWHERE = "http://127.0.0.1:9"
-ADDRESS = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55
 TYPO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"  # the last d in upper case
 TOKEN = {"VITALCHAIN_GATEWAY_ADMIN_TOKEN": "a-client-side-token-0123456789"}
-
-
-def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    return CliRunner().invoke(
-        app, list(args), env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": None, **(env or {})}
-    )
-
-
-def one_line(result: Result, code: str, *words: str, exit_code: int = 2) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == exit_code, result.output
-    assert len(lines) == 1, result.output
-    (line,) = lines
-    assert line.startswith("error: "), line
-    assert line.endswith(f"({code})"), line
-    for word in words:
-        assert word in line, (word, line)
-    assert "Traceback" not in result.output
-    return line
 
 
 @pytest.fixture

@@ -14,32 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from vitalchain.cli import app
+from tests.support.cli import NOWHERE, invoke, one_line
 from vitalchain.cli.gateway import build_settings
 from vitalchain.gateway.startup import CHAIN_RECORD, DataDirLock
 
-NOWHERE = "http://127.0.0.1:9"
-CLEAN_ENV: dict[str, str | None] = {"VITALCHAIN_GATEWAY_ADMIN_TOKEN": None}
-
 
 def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    return CliRunner().invoke(app, ["gateway", "run", *args], env={**CLEAN_ENV, **(env or {})})
-
-
-def refused(result: Result, code: str, *words: str) -> str:
-    """Exit 2, one line ``error: … (code)``, the words in it, no traceback."""
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1, result.output
-    (line,) = lines
-    assert line.startswith("error: "), line
-    assert line.endswith(f"({code})"), line
-    for word in words:
-        assert word in line, (word, line)
-    assert "Traceback" not in result.output
-    return line
+    return invoke("gateway", "run", *args, env=env)
 
 
 @pytest.fixture
@@ -71,7 +54,7 @@ def test_the_environment_reaches_gateway_run(tmp_path: Path, busy_port: int) -> 
         str(tmp_path / "gw"),
         env={"VITALCHAIN_GATEWAY_PORT": str(busy_port)},
     )
-    refused(result, "port_in_use", f"127.0.0.1:{busy_port}")
+    one_line(result, "port_in_use", f"127.0.0.1:{busy_port}")
 
 
 @pytest.mark.parametrize(
@@ -88,22 +71,22 @@ def test_the_environment_reaches_gateway_run(tmp_path: Path, busy_port: int) -> 
 def test_a_bad_environment_value_is_one_line_naming_the_variable(
     tmp_path: Path, variable: str, value: str
 ) -> None:
-    refused(run("--data-dir", str(tmp_path), env={variable: value}), "invalid_setting", variable)
+    one_line(run("--data-dir", str(tmp_path), env={variable: value}), "invalid_setting", variable)
 
 
 def test_a_json_setting_that_is_not_json_is_one_line(tmp_path: Path) -> None:
     result = run("--data-dir", str(tmp_path), env={"VITALCHAIN_GATEWAY_SUITES": "{nope"})
-    refused(result, "invalid_setting", "suites")
+    one_line(result, "invalid_setting", "suites")
 
 
 def test_an_unknown_gateway_variable_is_refused_not_ignored(tmp_path: Path) -> None:
     result = run("--data-dir", str(tmp_path), env={"VITALCHAIN_GATEWAY_PROT": "8800"})
-    refused(result, "unknown_setting", "VITALCHAIN_GATEWAY_PROT")
+    one_line(result, "unknown_setting", "VITALCHAIN_GATEWAY_PROT")
 
 
 def test_a_bad_rpc_url_in_the_environment_is_refused(tmp_path: Path) -> None:
     result = run("--data-dir", str(tmp_path), env={"VITALCHAIN_GATEWAY_RPC_URL": "localhost"})
-    refused(result, "invalid_url", "VITALCHAIN_GATEWAY_RPC_URL")
+    one_line(result, "invalid_url", "VITALCHAIN_GATEWAY_RPC_URL")
 
 
 # -- the admin token ---------------------------------------------------------------------------------
@@ -111,23 +94,25 @@ def test_a_bad_rpc_url_in_the_environment_is_refused(tmp_path: Path) -> None:
 
 def test_the_admin_token_flag_is_gone(tmp_path: Path) -> None:
     token = "a-token-in-the-process-list-01234"
-    line = refused(run("--admin-token", token), "admin_token_on_command_line", "--admin-token-file")
+    line = one_line(
+        run("--admin-token", token), "admin_token_on_command_line", "--admin-token-file"
+    )
     assert token not in line
 
 
 def test_admin_token_file_problems(tmp_path: Path) -> None:
-    refused(
+    one_line(
         run("--admin-token-file", str(tmp_path / "none")), "unreadable_file", "--admin-token-file"
     )
-    refused(run("--admin-token-file", str(tmp_path)), "unreadable_file", "--admin-token-file")
+    one_line(run("--admin-token-file", str(tmp_path)), "unreadable_file", "--admin-token-file")
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    refused(run("--admin-token-file", str(empty)), "empty_admin_token")
+    one_line(run("--admin-token-file", str(empty)), "empty_admin_token")
     short = tmp_path / "short"
     short.write_text("hunter2\n")
-    line = refused(run("--admin-token-file", str(short)), "invalid_setting", "16 bytes")
+    line = one_line(run("--admin-token-file", str(short)), "invalid_setting", "16 bytes")
     assert "hunter2" not in line
-    line = refused(
+    line = one_line(
         run("--data-dir", str(tmp_path), env={"VITALCHAIN_GATEWAY_ADMIN_TOKEN": "hunter2"}),
         "invalid_setting",
         "VITALCHAIN_GATEWAY_ADMIN_TOKEN",
@@ -141,7 +126,7 @@ def test_admin_token_file_problems(tmp_path: Path) -> None:
 def test_an_unreachable_node_is_one_line_and_nothing_is_deployed(tmp_path: Path) -> None:
     data = tmp_path / "gw"
     result = run("--rpc-url", NOWHERE, "--data-dir", str(data), "--port", "0", "--no-mqtt")
-    refused(result, "chain_unavailable", NOWHERE, "cannot start the gateway")
+    one_line(result, "chain_unavailable", NOWHERE, "cannot start the gateway")
     assert not (data / "deployment.json").exists()
     assert not (data / CHAIN_RECORD).exists()
 
@@ -149,7 +134,7 @@ def test_an_unreachable_node_is_one_line_and_nothing_is_deployed(tmp_path: Path)
 def test_a_busy_port_is_found_before_the_chain_is_touched(tmp_path: Path, busy_port: int) -> None:
     data = tmp_path / "gw"
     result = run("--port", str(busy_port), "--data-dir", str(data), "--rpc-url", NOWHERE)
-    refused(result, "port_in_use", str(busy_port))  # not chain_unavailable: the port came first
+    one_line(result, "port_in_use", str(busy_port))  # not chain_unavailable: the port came first
     assert not data.exists()
 
 
@@ -157,7 +142,7 @@ def test_a_second_gateway_on_a_data_directory_is_refused(tmp_path: Path) -> None
     data = tmp_path / "gw"
     with DataDirLock.acquire(data):
         result = run("--data-dir", str(data), "--port", "0", "--rpc-url", NOWHERE)
-    refused(result, "data_dir_locked", str(data))
+    one_line(result, "data_dir_locked", str(data))
 
 
 def test_a_data_directory_of_another_chain_is_refused(tmp_path: Path) -> None:
@@ -173,7 +158,7 @@ def test_a_data_directory_of_another_chain_is_refused(tmp_path: Path) -> None:
     }
     (data / CHAIN_RECORD).write_text(json.dumps(record))
     result = run("--data-dir", str(data), "--port", "0", "--no-mqtt")
-    refused(result, "chain_mismatch", "--reset-data", "chain ID 31337")
+    one_line(result, "chain_mismatch", "--reset-data", "chain ID 31337")
     assert json.loads((data / CHAIN_RECORD).read_text()) == record  # untouched
 
 
@@ -181,11 +166,11 @@ def test_a_data_directory_of_another_chain_is_refused(tmp_path: Path) -> None:
 
 
 def test_data_directory_paths(tmp_path: Path) -> None:
-    refused(run("--data-dir", str(tmp_path / "no" / "gw")), "parent_missing", "--data-dir")
+    one_line(run("--data-dir", str(tmp_path / "no" / "gw")), "parent_missing", "--data-dir")
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    refused(run("--data-dir", str(a_file)), "not_a_directory", "--data-dir")
-    refused(
+    one_line(run("--data-dir", str(a_file)), "not_a_directory", "--data-dir")
+    one_line(
         run(env={"VITALCHAIN_GATEWAY_DATA_DIR": str(tmp_path / "no" / "gw")}),
         "parent_missing",
         "VITALCHAIN_GATEWAY_DATA_DIR",
@@ -199,7 +184,7 @@ def test_every_setting_is_documented() -> None:
 
     from vitalchain.gateway.settings import GatewaySettings
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text()
     table = doc[doc.index("#### Settings") :]
     missing = [f for f in GatewaySettings.model_fields if f"`{f.upper()}`" not in table]
     assert not missing, f"document these settings in docs/cli.md: {missing}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.demo_checks import (
+from tests.support.demo import (
     PATIENTS,
     addresses_in,
     assert_data_dir_kept_private,

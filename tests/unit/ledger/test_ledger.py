@@ -1,18 +1,11 @@
-"""Backend-neutral ledger tests (web3.py's module_testing pattern).
-
-``LedgerSuite`` holds every test; a subclass per backend provides the ``ledger`` fixture:
-tests/unit/ledger/test_embedded_ledger.py (in-process EVM) and
-tests/integration/test_anvil_ledger.py (a real anvil node).  Contracts are deployed once per
-module; each test uses fresh keys and IDs so tests stay independent.
-"""
+"""The backend-neutral ledger suite, on the in-process EVM (eth-tester + py-evm) and on a real
+anvil node over JSON-RPC: ``ledger`` and ``admin`` are parametrised over the chains."""
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import pytest
 
+from tests.support.ledger import GroupFixture, associate, fresh_id, funded, new_group, refused
 from vitalchain.crypto import PrivateKey, keccak256
 from vitalchain.ledger import (
     AlertError,
@@ -34,61 +27,18 @@ from vitalchain.ledger.ledger import history_hash
 from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.vitals import Vital, scope_of
 
-_ids = itertools.count(1_000_000)
+
+@pytest.fixture
+def ledger(any_chain: tuple[Ledger, PrivateKey]) -> Ledger:
+    return any_chain[0]
 
 
-def fresh_id() -> int:
-    return next(_ids)
+@pytest.fixture
+def admin(any_chain: tuple[Ledger, PrivateKey]) -> PrivateKey:
+    return any_chain[1]
 
 
-@dataclass
-class GroupFixture:
-    gid: int
-    master: PrivateKey
-
-
-def funded(ledger: Ledger) -> PrivateKey:
-    key = PrivateKey.generate()
-    ledger.fund(key.address)
-    return key
-
-
-def new_group(ledger: Ledger) -> GroupFixture:
-    master = funded(ledger)
-    gid = fresh_id()
-    ledger.create_group(master, gid, fresh_id())
-    return GroupFixture(gid, master)
-
-
-def associate(
-    ledger: Ledger, g: GroupFixture, device: PrivateKey | None = None, oid: int | None = None
-):
-    device = device or PrivateKey.generate()
-    oid = oid if oid is not None else fresh_id()
-    token = ledger.issue_token(g.master, g.gid, oid, device.address)
-    request = ledger.sign_association(device, g.gid, oid, token)
-    ledger.associate(g.master, g.gid, oid, device.public_key, token, request)
-    return device, oid
-
-
-class refused:  # noqa: N801 - reads as a context manager, like pytest.raises
-    """``with refused(TrustGroupsError, "trust_groups.object_id_taken"):`` checks type and code."""
-
-    def __init__(self, exc_type: type[Exception], code: str) -> None:
-        self._raises = pytest.raises(exc_type)
-        self._code = code
-
-    def __enter__(self) -> None:
-        self._info = self._raises.__enter__()
-
-    def __exit__(self, *exc: object) -> bool:
-        handled = self._raises.__exit__(*exc)  # type: ignore[arg-type]
-        assert self._info.value.code == self._code, str(self._info.value)  # type: ignore[attr-defined]
-        assert str(self._info.value)
-        return bool(handled)
-
-
-class LedgerSuite:
+class TestLedger:
     # -- trust groups -----------------------------------------------------------------------------
 
     def test_onboarding_end_to_end(self, ledger: Ledger) -> None:

@@ -1,104 +1,47 @@
-"""Alerts, backend-neutral: ring-signed, encrypted for the consented, recorded once on chain.
-
-``AlertSuite`` runs on the embedded chain (tests/unit/alerts/test_alerts.py) and on a real anvil
-node (tests/integration/test_alerts_anvil.py); each subclass provides ``world``, a node whose
-alert ring needs ``RING_K`` other devices and whose alerts of every priority escalate after
-``ACK_TIMEOUT_S`` (settings: ``escalating_after``).
-"""
+"""The backend-neutral alert suite (rules, ring-signed alerts, recipients, acknowledgement,
+escalation, the chain's alert log), on the embedded EVM and on anvil: ``world`` is
+parametrised over the chains."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.node_fixtures import World
+from tests.support.alerts import (
+    ACK_TIMEOUT_S,
+    RING_K,
+    _recipients,
+    alert_world,
+    low_spo2,
+    signed_post,
+    ward,
+)
+from tests.support.node import World
+from tests.support.waiting import wait_for
 from vitalchain.alerts.rules import Raised
 from vitalchain.crypto import PrivateKey
 from vitalchain.crypto import ring as blsag
 from vitalchain.crypto.ring import RingProof
-from vitalchain.device.client import DeviceClient, DeviceError
+from vitalchain.device.client import DeviceError
 from vitalchain.errors import DecryptionError, InvalidProof, InvalidSignature, VitalchainError
+from vitalchain.ledger import Ledger
 from vitalchain.sdk.alert import Alert, AlertError, open_alert, verify_alert
 from vitalchain.sdk.subscriber import sign_action
-from vitalchain.store import Message
 from vitalchain.vitals import Vital
 from vitalchain.wire.alert import RELAY_CONTEXT, alert_context
 
-RING_K = 2
-ACK_TIMEOUT_S = 0.5
+
+@pytest.fixture
+def world(any_chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
+    yield from alert_world(any_chain, tmp_path / "node")
 
 
-def escalating_after(seconds: float) -> dict[str, float]:
-    """Node settings under which an alert of any priority escalates after ``seconds``."""
-    return {f"alert_escalate_{p}_s": seconds for p in ("high", "medium", "low")}
-
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
-@dataclasses.dataclass
-class Ward:
-    patient: PrivateKey
-    doctor: PrivateKey  # consented for SpO2
-    stranger: PrivateKey  # a registered provider without consent
-    device: DeviceClient
-    stored: list[Message]
-
-
-def ward(world: World, *, others: int = RING_K, ring: bool = True) -> Ward:
-    patient, doctor, stranger = world.patient(), world.provider(), world.provider()
-    world.consent(patient, doctor, Vital.SPO2)
-    device = world.device(patient)
-    for _ in range(others):
-        world.device(world.patient())
-    stored: list[Message] = []
-    world.running.gateway.ingest_core.on_stored(stored.append)
-    if ring:
-        device.use_ring(device.fetch_ring(others))
-    return Ward(patient, doctor, stranger, device, stored)
-
-
-def raised_since(world: World, before: int) -> list[Alert]:
-    """The alerts raised after the service's counter said ``before`` (oldest first)."""
-    alerts = world.running.alerts
-    new = alerts.raised_total - before
-    return list(alerts.raised)[-new:] if new > 0 else []
-
-
-def low_spo2(world: World, w: Ward, count: int = 3, value: float = 85.0) -> Alert:
-    before = world.running.alerts.raised_total
-    w.device.send(w.device.prepare([(Vital.SPO2, value)] * count))
-    return wait_for(lambda: raised_since(world, before))[0]
-
-
-def signed_post(world: World, key: PrivateKey, path: str, action: str, *fields: str,
-                body: dict[str, Any], signer: PrivateKey | None = None) -> Any:  # fmt: skip
-    nonce = bytes.fromhex(
-        world.client.post("/v1/alerts/challenges", json={"v": 1, "address": key.address}).json()[
-            "nonce"
-        ]
-    )
-    signature = sign_action(signer or key, action, nonce, *fields)
-    payload = {"v": 1, "by": key.address, "nonce": nonce.hex(), "signature": signature, **body}
-    return world.client.post(path, json=payload)
-
-
-class AlertSuite:
+class TestAlertService:
     def test_sustained_low_spo2_raises_one_ring_signed_alert_recorded_on_chain(
         self, world: World
     ) -> None:
@@ -343,9 +286,3 @@ class AlertSuite:
         assert _recipients(second) == [w.patient.public_key.address_bytes]
         with pytest.raises(DecryptionError):
             open_alert(second, w.doctor)
-
-
-def _recipients(alert: Alert) -> list[bytes]:
-    from vitalchain.sdk.alert import recipients_of
-
-    return recipients_of(alert)

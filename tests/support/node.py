@@ -1,32 +1,27 @@
 """A whole node on a chain for the access, alerts, sdk and sealing tests: patients, providers,
-devices.  ``chain`` and ``world`` are fixtures; a test package's conftest imports them, so each
-package gets its own chain."""
+devices.  The ``world`` fixture (tests/support/plugin.py) is one on the package's chain."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.gateway_fixtures import ADMIN_TOKEN
+from tests.support.gateway import ADMIN_TOKEN, next_id, settings_for
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
-from vitalchain.gateway.settings import GatewaySettings
-from vitalchain.ledger import EmbeddedBackend, Ledger
+from vitalchain.ledger import Ledger
 from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.sdk.provider import ProviderClient
 from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.vitals import Vital
 
-_ids = itertools.count(8_000_000)
 HOUR = 3600
+SEALING = SealingPolicy(max_readings=4, max_age_s=3600)  # a block every 4 messages
 
 
 @dataclass
@@ -63,7 +58,7 @@ class World:
         self.ledger.grant(patient, provider.address, scope, self.ledger.timestamp() + hours * HOUR)
 
     def device(self, patient: PrivateKey) -> DeviceClient:
-        device = DeviceClient(PrivateKey.generate(), next(_ids), http=self.client)
+        device = DeviceClient(PrivateKey.generate(), next_id(), http=self.client)
         device.onboard(enrol(self.client, ADMIN_TOKEN, patient.address))
         return device
 
@@ -72,37 +67,17 @@ class World:
 
 
 def make_world(
-    ledger: Ledger,
-    admin: PrivateKey,
+    chain: tuple[Ledger, PrivateKey],
     data_dir: Path,
-    sealing: SealingPolicy,
+    sealing: SealingPolicy = SEALING,
     background: bool = False,
     **overrides: Any,
 ) -> Iterator[World]:
-    fields: dict[str, Any] = {"mqtt": False, **overrides}
-    settings = GatewaySettings(
-        data_dir=data_dir,
-        group_id=next(_ids),
-        master_object_id=next(_ids),
-        admin_token=SecretStr(ADMIN_TOKEN),
-        **fields,
-    )
+    """A node on ``chain`` (the ledger and its consent admin) with its data in ``data_dir``."""
+    ledger, admin = chain
+    settings = settings_for(data_dir, **overrides)
     with (
         running_gateway(settings, ledger=ledger, sealing=sealing, background=background) as running,
         TestClient(running.app()) as client,
     ):
         yield World(running, client, ledger, admin)
-
-
-@pytest.fixture(scope="package")
-def chain() -> tuple[Ledger, PrivateKey]:
-    admin = PrivateKey.generate()
-    return Ledger.deploy(EmbeddedBackend(), admin), admin
-
-
-@pytest.fixture
-def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = chain
-    yield from make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=4, max_age_s=3600)
-    )

@@ -21,14 +21,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import Result
 
-from tests.alert_suite import wait_for
-from tests.delivery_suite import Edge, care_team, raise_low
-from tests.node_fixtures import World, make_world
-from tests.unit.test_cli_errors import ADDRESS, NOWHERE, invoke, one_line
+from tests.support.alerts import SEALING
+from tests.support.cli import ADDRESS, NOWHERE, invoke, one_line
+from tests.support.delivery import Edge, care_team, raise_low
+from tests.support.node import World, make_world
+from tests.support.waiting import wait_for
 from vitalchain.cli.alerts import describe
 from vitalchain.crypto import PrivateKey
-from vitalchain.ledger import EmbeddedBackend, Ledger
-from vitalchain.sealing.sealer import SealingPolicy
+from vitalchain.ledger import Ledger
 from vitalchain.vitals import Vital
 
 ALERT_ID = "ab" * 16
@@ -154,18 +154,9 @@ def test_an_alert_reads_in_the_patients_terms() -> None:
 # -- against a real gateway --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chain() -> tuple[Ledger, PrivateKey]:
-    admin = PrivateKey.generate()
-    return Ledger.deploy(EmbeddedBackend(), admin), admin
-
-
 @pytest.fixture
 def world(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
-    ledger, admin = chain
-    yield from make_world(
-        ledger, admin, tmp_path / "node", SealingPolicy(max_readings=1000, max_age_s=3600)
-    )
+    yield from make_world(chain, tmp_path / "node", SEALING)
 
 
 @pytest.fixture

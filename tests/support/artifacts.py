@@ -1,0 +1,34 @@
+"""Checks that a compiled artifact is what its sources give: the recorded source hashes, and a
+recompile by the script that exported it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_sources_unchanged(sources: dict[str, str], remedy: str) -> None:
+    """Each source file still has the SHA-256 recorded at export; else say how to re-export."""
+    for rel, digest in sources.items():
+        actual = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
+        assert actual == digest, f"{rel} changed: run {remedy}"
+
+
+def assert_script_passes(script: str, *args: str, timeout: float) -> None:
+    """``python ROOT/script ARGS`` exits 0 (forge is npm's, in node_modules)."""
+    env = os.environ | {"FORGE": str(ROOT / "node_modules" / ".bin" / "forge")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
