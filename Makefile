@@ -35,8 +35,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# One worker per core; a file's tests stay on one worker, so module-scoped chains are deployed
+# once.  Every worker starts its own services (anvil, mosquitto, PostgreSQL) on free ports.
 pytest: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The pytest suite includes the anvil integration tests and the artifact recompile check.
 test: lint typecheck contracts-test pytest

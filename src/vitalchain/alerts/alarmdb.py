@@ -335,15 +335,23 @@ class AlarmDb:
             (str(len(rows)),),
         )
 
+    def _read_one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """The first row of a query on the reading connection (None if none), under its lock."""
+        with self._read:
+            return self._rd.execute(sql, params).fetchone()
+
+    def _read_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a query on the reading connection, under its lock."""
+        with self._read:
+            return self._rd.execute(sql, params).fetchall()
+
     @property
     def schema_version(self) -> int:
-        with self._read:
-            row = self._rd.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        row = self._read_one("SELECT value FROM meta WHERE key = 'schema'")
         return int(row[0])
 
     def meta(self, key: str) -> str | None:
-        with self._read:
-            row = self._rd.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._read_one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     # -- staging ---------------------------------------------------------------------------
@@ -485,10 +493,7 @@ class AlarmDb:
                     return False
                 if key_image in writing:
                     return False
-                with self._read:
-                    taken = self._rd.execute(
-                        "SELECT 1 FROM alerts WHERE key_image = ?", (key_image,)
-                    ).fetchone()
+                taken = self._read_one("SELECT 1 FROM alerts WHERE key_image = ?", (key_image,))
                 if taken is not None:
                     return False
                 target.key_images.add(key_image)
@@ -590,10 +595,9 @@ class AlarmDb:
     # -- reading (what is flushed; callers flush first when they need the latest) ----------
 
     def load(self, kind: str, cls: Callable[..., R]) -> list[R]:
-        with self._read:
-            rows = self._rd.execute(
-                "SELECT data FROM state WHERE kind = ? AND data IS NOT NULL ORDER BY seq", (kind,)
-            ).fetchall()
+        rows = self._read_all(
+            "SELECT data FROM state WHERE kind = ? AND data IS NOT NULL ORDER BY seq", (kind,)
+        )
         records = [decode_record(cls, data) for (data,) in rows]
         with self._lock:
             if kind == EPISODE:
@@ -610,12 +614,11 @@ class AlarmDb:
             )
 
     def alert(self, alert_id: bytes) -> StoredAlert | None:
-        with self._read:
-            row = self._rd.execute(
-                "SELECT body, patient, kind, priority, vital, condition, recorded_tx, chain,"
-                " raised_at FROM alerts WHERE alert_id = ?",
-                (alert_id,),
-            ).fetchone()
+        row = self._read_one(
+            "SELECT body, patient, kind, priority, vital, condition, recorded_tx, chain,"
+            " raised_at FROM alerts WHERE alert_id = ?",
+            (alert_id,),
+        )
         if row is None:
             return None
         body, patient, kind, priority, vital, condition, tx, chain, raised_at = row
@@ -624,46 +627,33 @@ class AlarmDb:
         )
 
     def has_alert(self, alert_id: bytes) -> bool:
-        with self._read:
-            found = self._rd.execute(
-                "SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)
-            ).fetchone()
-        return found is not None
+        return self._read_one("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)) is not None
 
     def unrecorded(self) -> list[str]:
         """Public objects (JSON) of threshold alerts still to be recorded on chain."""
-        with self._read:
-            rows = self._rd.execute(
-                "SELECT body FROM alerts WHERE chain IS NULL AND kind = 'threshold'"
-                " ORDER BY raised_at"
-            ).fetchall()
+        rows = self._read_all(
+            "SELECT body FROM alerts WHERE chain IS NULL AND kind = 'threshold' ORDER BY raised_at"
+        )
         return [body for (body,) in rows]
 
     def pending_for(self, recipient: str) -> list[NoticeRow]:
-        with self._read:
-            rows = self._rd.execute(
-                "SELECT alert_id, recipient, tier, repeat, priority, first_at, at, receipted_at"
-                " FROM notices WHERE recipient = ? AND receipted_at IS NULL ORDER BY first_at",
-                (recipient,),
-            ).fetchall()
+        rows = self._read_all(
+            _NOTICES + " WHERE recipient = ? AND receipted_at IS NULL ORDER BY first_at",
+            (recipient,),
+        )
         return [_notice(row) for row in rows]
 
     def since(self, recipient: str, since: float, limit: int) -> list[NoticeRow]:
-        with self._read:
-            rows = self._rd.execute(
-                "SELECT alert_id, recipient, tier, repeat, priority, first_at, at, receipted_at"
-                " FROM notices WHERE recipient = ? AND at >= ? ORDER BY at LIMIT ?",
-                (recipient, since, limit),
-            ).fetchall()
+        rows = self._read_all(
+            _NOTICES + " WHERE recipient = ? AND at >= ? ORDER BY at LIMIT ?",
+            (recipient, since, limit),
+        )
         return [_notice(row) for row in rows]
 
     def notice(self, alert_id: bytes, recipient: str) -> NoticeRow | None:
-        with self._read:
-            row = self._rd.execute(
-                "SELECT alert_id, recipient, tier, repeat, priority, first_at, at, receipted_at"
-                " FROM notices WHERE alert_id = ? AND recipient = ?",
-                (alert_id, recipient),
-            ).fetchone()
+        row = self._read_one(
+            _NOTICES + " WHERE alert_id = ? AND recipient = ?", (alert_id, recipient)
+        )
         return None if row is None else _notice(row)
 
     def close(self) -> None:
@@ -681,6 +671,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+_NOTICES = (
+    "SELECT alert_id, recipient, tier, repeat, priority, first_at, at, receipted_at FROM notices"
+)
+"""A query of notice rows, in :func:`_notice`'s column order (its WHERE clause follows)."""
 
 
 def _notice(row: tuple[Any, ...]) -> NoticeRow:

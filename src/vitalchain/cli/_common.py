@@ -45,6 +45,7 @@ __all__ = [
     "CliGroup",
     "DeploymentOpt",
     "GatewayOpt",
+    "PatientOpt",
     "RpcOpt",
     "admin_token",
     "check_data_dir",
@@ -57,6 +58,7 @@ __all__ = [
     "guard",
     "new_file",
     "open_chain",
+    "os_refusal",
     "parse_address",
     "parse_http_url",
     "parse_scope",
@@ -89,6 +91,7 @@ DeploymentOpt = Annotated[
 GatewayOpt = Annotated[
     str, typer.Option("--gateway", help="Gateway (and store) base URL.", show_default=True)
 ]
+PatientOpt = Annotated[str, typer.Option("--patient", help="The patient's address (0x…).")]
 
 # Short names people type, on top of Vital.parse's (systolic, heart_rate, spo2, ...).
 _VITAL_ALIASES: dict[str, tuple[Vital, ...]] = {
@@ -135,6 +138,12 @@ class BadArgument(typer.BadParameter):
     def __init__(self, message: str, hint: str | None = None, code: str = "invalid_argument"):
         super().__init__(message, param_hint=hint)
         self.code = code
+
+
+def os_refusal(exc: OSError, doing: str, hint: str, code: str = "unreadable_file") -> BadArgument:
+    """The refusal of a file the system would not read or create: what was being done, then
+    the system's reason (its strerror, else the error's type), so every such line reads alike."""
+    return BadArgument(f"{doing}: {exc.strerror or type(exc).__name__}", hint, code=code)
 
 
 def _usage_code(exc: click.ClickException) -> str:
@@ -225,11 +234,7 @@ def read_key(path: Path, hint: str = "--key") -> PrivateKey:
     try:
         text = path.read_text().strip()
     except OSError as exc:
-        raise BadArgument(
-            f"cannot read a private key from {path}: {exc.strerror or type(exc).__name__}",
-            hint,
-            code="unreadable_file",
-        ) from None
+        raise os_refusal(exc, f"cannot read a private key from {path}", hint) from None
     except UnicodeDecodeError:
         text = ""
     try:
@@ -505,11 +510,7 @@ def read_secret_json(path: Path, hint: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
-        raise BadArgument(
-            f"cannot read {path}: {exc.strerror or type(exc).__name__}",
-            hint,
-            code="unreadable_file",
-        ) from None
+        raise os_refusal(exc, f"cannot read {path}", hint) from None
     except ValueError:
         raise BadArgument(f"{path} is not JSON", hint, code="not_json") from None
     if not isinstance(data, dict):

@@ -20,6 +20,7 @@ from vitalchain.cli._common import (
     fail,
     guard,
     new_file,
+    os_refusal,
     parse_http_url,
     read_key,
     stdout,
@@ -64,10 +65,8 @@ def _deployer(path: Path) -> tuple[PrivateKey, bool]:
     try:
         return load_or_create_key(path), True
     except OSError as exc:
-        raise BadArgument(
-            f"cannot create a key file at {path}: {exc.strerror or type(exc).__name__}",
-            "--key",
-            code="not_writable",
+        raise os_refusal(
+            exc, f"cannot create a key file at {path}", "--key", "not_writable"
         ) from None
 
 

@@ -13,6 +13,7 @@ from vitalchain.cli._common import (
     DEFAULT_RPC,
     VITAL_NAMES,
     DeploymentOpt,
+    PatientOpt,
     RpcOpt,
     command_group,
     ensure_gas,
@@ -110,7 +111,7 @@ def revoke(
 
 @consent_app.command("show")
 def show(
-    patient: Annotated[str, typer.Option("--patient", help="The patient's address (0x…).")],
+    patient: PatientOpt,
     provider: ProviderOpt,
     rpc_url: RpcOpt = DEFAULT_RPC,
     deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,

@@ -23,7 +23,9 @@ from vitalchain.cli._common import (
     DEFAULT_RPC,
     DeploymentOpt,
     GatewayOpt,
+    PatientOpt,
     RpcOpt,
+    command_group,
     ensure_gas,
     err,
     fail,
@@ -43,19 +45,14 @@ if TYPE_CHECKING:
 
 __all__ = ["fhir_app", "provider_app"]
 
-provider_app = typer.Typer(
-    help="Register providers; fetch and decrypt a patient's readings under consent.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+provider_app = command_group(
+    "Register providers; fetch and decrypt a patient's readings under consent."
 )
-fhir_app = typer.Typer(
-    help="Export decrypted readings as FHIR R4.", no_args_is_help=True, rich_markup_mode="markdown"
-)
+fhir_app = command_group("Export decrypted readings as FHIR R4.")
 
 ReaderKeyOpt = Annotated[
     Path, typer.Option("--key", help="Your key file (a consented provider, or the patient).")
 ]
-PatientOpt = Annotated[str, typer.Option("--patient", help="The patient's address (0x…).")]
 GroupOpt = Annotated[
     int | None,
     typer.Option(

@@ -12,34 +12,38 @@ from typing import Annotated
 
 import typer
 
+from vitalchain.demo.config import DemoConfig
+
 
 def demo(
     gateways: Annotated[
         int, typer.Option(min=1, max=8, help="Gateways (clusters), each its own trust group.")
-    ] = 2,
+    ] = DemoConfig.gateways,
     providers: Annotated[
         int, typer.Option(min=2, max=50, help="Providers (one has its consent revoked).")
-    ] = 3,
+    ] = DemoConfig.providers,
     patients: Annotated[
         int, typer.Option(min=2, max=500, help="Patients, each with a BP cuff and an oximeter.")
-    ] = 20,
+    ] = DemoConfig.patients,
     minutes: Annotated[
         float, typer.Option(min=0.5, max=1440, help="Patient time to simulate, in minutes.")
-    ] = 20.0,
+    ] = DemoConfig.patient_minutes,
     speedup: Annotated[
         float, typer.Option(min=1.0, help="Simulated seconds per real second (at most).")
-    ] = 240.0,
+    ] = DemoConfig.speedup,
     episodes_per_hour: Annotated[
         float, typer.Option(min=0.0, help="Abnormal episodes per patient-hour.")
-    ] = 6.0,
-    seed: Annotated[int, typer.Option(help="Random seed for the simulated physiology.")] = 2026,
+    ] = DemoConfig.episodes_per_hour,
+    seed: Annotated[
+        int, typer.Option(help="Random seed for the simulated physiology.")
+    ] = DemoConfig.seed,
     rpc_url: Annotated[
         str | None,
         typer.Option(help="Run against this Ethereum JSON-RPC node instead of the embedded chain."),
-    ] = None,
+    ] = DemoConfig.rpc_url,
     mqtt: Annotated[
         bool, typer.Option(help="Let the first gateway's devices publish over MQTT (mosquitto).")
-    ] = True,
+    ] = DemoConfig.mqtt,
     out: Annotated[
         Path, typer.Option(help="Folder for the run's report (a timestamped subfolder).")
     ] = Path("runs"),
@@ -66,7 +70,7 @@ def demo(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vitalchain.demo.report import checks, print_summary, write_report
-    from vitalchain.demo.scenario import DemoConfig, run_demo
+    from vitalchain.demo.scenario import run_demo
 
     config = DemoConfig(
         gateways=gateways,

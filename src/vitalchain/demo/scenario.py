@@ -24,6 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from vitalchain.crypto.keys import PrivateKey
+from vitalchain.demo.config import DemoConfig
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.physiology import Episode, EpisodeKind
 from vitalchain.device.simulator import SimulatedDevice, Simulation, SimulationStats
@@ -33,7 +34,7 @@ from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 from vitalchain.sdk.alert import Alert, open_alert
 from vitalchain.sdk.provider import AccessError, ProviderClient
 from vitalchain.sdk.subscriber import AlertSubscriber
-from vitalchain.sdk.verify import verify_patient
+from vitalchain.sdk.verify import Report, verify_patient
 from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.mosquitto import BrokerError, find_mosquitto
 from vitalchain.store import SqliteStore
@@ -45,31 +46,6 @@ __all__ = ["DemoConfig", "DemoRun", "run_demo"]
 log = logging.getLogger(__name__)
 HOUR = 3600
 ALL_VITALS = sum(v.bit for v in Vital)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    gateways: int = 2
-    providers: int = 3
-    patients: int = 20
-    patient_minutes: float = 20.0  # patient time simulated
-    speedup: float = 240.0  # simulated seconds per real second (an upper bound: see docs)
-    episodes_per_hour: float = 6.0  # abnormal episodes per patient-hour
-    seed: int = 2026
-    rpc_url: str | None = None  # None: the embedded in-process chain
-    mqtt: bool = True  # gateway 1's devices publish over MQTT when mosquitto can start
-    ring_k: int = 8
-
-    def check(self) -> None:
-        """Refuse sizes the scenario cannot run (the CLI reports these as bad arguments)."""
-        if not 1 <= self.gateways <= 8:
-            raise ValueError("gateways: 1 to 8")
-        if not 2 <= self.providers <= 50:
-            raise ValueError("providers: 2 to 50 (one of them has its consent revoked)")
-        if not self.gateways * 2 <= self.patients <= 500:
-            raise ValueError("patients: at least 2 per gateway, at most 500")
-        if not 0 < self.patient_minutes <= 24 * 60 or self.speedup < 1:
-            raise ValueError("patient minutes: above 0, at most a day; speedup at least 1")
 
 
 @dataclass
@@ -500,14 +476,7 @@ def _care(
             "blocks": len(fetched),
             "readings_decrypted": readings,
         }
-        report = verify_patient(  # the blocks fetched above, not parsed or decrypted again
-            reader.source,
-            ledger,
-            cluster.group_id,
-            patient.address,
-            reader=allowed,
-            opened=reader.opened,
-        )
+        report = _verify(reader, ledger, cluster.group_id, patient.address)
         run.verify = {"ok": report.ok, "checks": len(report.checks)}
         if len(providers) > 2:
             run.scoped = _scoped_fetch(ledger, http, cluster.group_id, patient, providers[2])
@@ -528,17 +497,18 @@ def _care(
     with httpx.Client(base_url=victim_cluster.url, timeout=30) as http:
         client = ProviderClient(victim, http)
         client.fetch(victim_cluster.group_id, victim.address)
-        report = verify_patient(
-            client.source,
-            ledger,
-            victim_cluster.group_id,
-            victim.address,
-            reader=victim,
-            opened=client.opened,
-        )
+        report = _verify(client, ledger, victim_cluster.group_id, victim.address)
     tamper["detected"] = not report.ok
     tamper["failed_checks"] = sorted({c.name for c in report.failures})
     run.tamper = tamper
+
+
+def _verify(client: ProviderClient, ledger: Ledger, group_id: int, patient: str) -> Report:
+    """Verify what ``client`` fetched, under its own key: the blocks it already parsed and
+    decrypted are shared (``opened``), not parsed or decrypted again."""
+    return verify_patient(
+        client.source, ledger, group_id, patient, reader=client.key, opened=client.opened
+    )
 
 
 def _scoped_fetch(
@@ -551,9 +521,7 @@ def _scoped_fetch(
     readings = [r for f in opened for _, r in f.readings(nurse)]
     vitals = sorted({r.vital.info.short for r in readings})
     withheld = sum(len(f.block.withheld()) for f in fetched)
-    report = verify_patient(
-        reader.source, ledger, group_id, patient.address, reader=nurse, opened=reader.opened
-    )
+    report = _verify(reader, ledger, group_id, patient.address)
     return {
         "provider": nurse.address,
         "scope": ["spo2"],

@@ -37,6 +37,7 @@ from vitalchain.edge.codes import Refused
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
 from vitalchain.vitals import Vital, by_class
+from vitalchain.wire import onboarding
 from vitalchain.wire.alert import alert_context
 from vitalchain.wire.onboarding import (
     AAD_ASSOCIATION,
@@ -47,13 +48,6 @@ from vitalchain.wire.onboarding import (
     REKEY_CONTEXT,
     REKEY_REQUEST_CONTEXT,
     SESSION_CONTEXT,
-    AssociationReply,
-    AssociationRequest,
-    MqttGrant,
-    RekeyResponse,
-    SessionResponse,
-    TicketReply,
-    TicketRequest,
 )
 from vitalchain.wire.telemetry import (
     HEADER_SIZE,
@@ -99,7 +93,7 @@ class Onboarded:
     gateway: str
     device: str
     block_number: int
-    mqtt: MqttGrant | None
+    mqtt: onboarding.MqttGrant | None
 
 
 class DeviceClient:
@@ -156,7 +150,7 @@ class DeviceClient:
         suite_name = self.suite.name.lower().replace("_", "-")
         if self.suite is Suite.SPECK128_256_CTR_HMAC_SHA256:
             suite_name = "speck"
-        session = SessionResponse.parse_value(
+        session = onboarding.SessionResponse.parse_value(
             self._post(
                 "/v1/sessions",
                 {
@@ -186,7 +180,7 @@ class DeviceClient:
             path: str,
             request_aad: bytes,
             reply_aad: bytes,
-            body: TicketRequest | AssociationRequest,
+            body: onboarding.TicketRequest | onboarding.AssociationRequest,
         ) -> bytes:
             ciphertext = aead.seal(body.encode(), request_aad + session_id, random=self.random)
             reply = self._post(
@@ -194,12 +188,12 @@ class DeviceClient:
             )
             return aead.open(bytes.fromhex(reply["ciphertext"]), reply_aad + session_id)
 
-        ticket = TicketReply.parse(
+        ticket = onboarding.TicketReply.parse(
             sealed(
                 "/v1/tickets",
                 AAD_TICKET_REQUEST,
                 AAD_TICKET,
-                TicketRequest(
+                onboarding.TicketRequest(
                     v=1,
                     object_id=self.object_id,
                     device_key=self.key.public_key.compressed.hex(),
@@ -212,12 +206,12 @@ class DeviceClient:
         request = self.key.sign_digest(
             request_digest(domain, session.group_id, self.object_id, self.address, token)
         )
-        result = AssociationReply.parse(
+        result = onboarding.AssociationReply.parse(
             sealed(
                 "/v1/associations",
                 AAD_ASSOCIATION_REQUEST,
                 AAD_ASSOCIATION,
-                AssociationRequest(
+                onboarding.AssociationRequest(
                     v=1,
                     object_id=self.object_id,
                     token=token.hex(),
@@ -303,7 +297,7 @@ class DeviceClient:
                 },
             )
             try:
-                reply = RekeyResponse.parse_value(raw)
+                reply = onboarding.RekeyResponse.parse_value(raw)
                 new = bytes.fromhex(reply.session_id)
                 envelope = bytes.fromhex(reply.session_key)
                 signer = PublicKey.recover(

@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.device.client import DeviceError
-from vitalchain.services.mqtt_client import connect_and_wait
+from vitalchain.services.mqtt_client import connect_and_wait, make_client
 from vitalchain.wire.onboarding import MqttGrant
 
 __all__ = ["MqttPublisher"]
@@ -55,16 +54,12 @@ class MqttPublisher:
         self._ready = threading.Event()
         self._connected = False
         self._refused: str | None = None  # why the broker refused us; then we stop retrying
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=credentials.username,  # the broker binds each client ID to its username
-            protocol=mqtt.MQTTv5,
+        self._client = make_client(
+            credentials.username,  # the broker binds each client ID to its username
+            credentials.username,
+            credentials.password,
+            self,
         )
-        self._client.username_pw_set(credentials.username, credentials.password)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)  # unsent messages wait for the reconnect
         self._client.reconnect_delay_set(*reconnect_delay)
@@ -108,50 +103,29 @@ class MqttPublisher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def _on_connect(self, reason: ReasonCode, session_present: bool) -> None:
         if reason.is_failure:
             if reason.value in _REFUSED:  # revoked or rotated: retrying cannot help
                 with self._lock:
                     self._refused = str(reason)
-                client.disconnect()
+                self._client.disconnect()
                 self._ready.set()
             return
         with self._lock:
             self._connected = True
         # Every time: a broker that lost its persistence file lost the subscription too.
         # paho sends this before the publishes it resends, so no ack can miss it.
-        client.subscribe(self._creds.ack_topic, qos=1)
+        self._client.subscribe(self._creds.ack_topic, qos=1)
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, reason: ReasonCode) -> None:
         with self._lock:
             self._connected = False
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        props: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, mid: int, reasons: list[ReasonCode]) -> None:
         if all(not r.is_failure for r in reasons):
             self._ready.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
         try:
             ack = json.loads(message.payload)
             message_id = str(ack["message_id"])

@@ -31,13 +31,11 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.logs import pseudonym
 from vitalchain.services.mosquitto import DEFAULT_ACL_ACCESS, BrokerEndpoint, BrokerError
-from vitalchain.services.mqtt_client import connect_and_wait
+from vitalchain.services.mqtt_client import connect_and_wait, make_client
 from vitalchain.wire.mqtt import (
     ack_pattern,
     ack_topic,
@@ -111,17 +109,13 @@ class BrokerAdmin:
         self._refused: str | None = None
         self._sub_mid: int | None = None
         self._policy_set = False
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"vitalchain-admin-{secrets.token_hex(6)}",
-            protocol=mqtt.MQTTv5,
+        self._client = make_client(
+            f"vitalchain-admin-{secrets.token_hex(6)}",
+            username,
+            password,
+            self,
+            on_publish=self._on_publish,
         )
-        self._client.username_pw_set(username, password)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.on_publish = self._on_publish
         # After a broker restart, be back within seconds (paho's default grows to 2 min).
         self._client.reconnect_delay_set(1, 10)
         connect_and_wait(
@@ -323,34 +317,20 @@ class BrokerAdmin:
                 raise BrokerError(f"dynsec {response.get('command')}: {error}")
         return responses
 
-    # -- paho callbacks (network thread) --
+    # -- paho callbacks (network thread), through services.mqtt_client.make_client --
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_connect(self, reason: ReasonCode, session_present: bool) -> None:
         if reason.is_failure:
             with self._cond:
                 self._refused = str(reason)
                 self._cond.notify_all()
-            client.disconnect()  # stop paho retrying with credentials that do not work
+            self._client.disconnect()  # stop paho retrying with credentials that do not work
             return
-        result, mid = client.subscribe(RESPONSE_TOPIC, qos=1)
+        result, mid = self._client.subscribe(RESPONSE_TOPIC, qos=1)
         with self._cond:
             self._sub_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, mid: int, reasons: list[ReasonCode]) -> None:
         with self._cond:
             if mid != self._sub_mid:
                 return
@@ -360,32 +340,18 @@ class BrokerAdmin:
                 self._ready = True
             self._cond.notify_all()
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, reason: ReasonCode) -> None:
         with self._cond:
             self._ready = False
             self._cond.notify_all()
 
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_publish(self, mid: int, reason: ReasonCode) -> None:
         if reason.is_failure:
             with self._cond:
                 self._failed_pubacks[mid] = reason
                 self._cond.notify_all()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
         try:
             body = json.loads(message.payload)
             responses = body["responses"]

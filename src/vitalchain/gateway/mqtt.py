@@ -25,10 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -38,7 +37,7 @@ from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.service import Gateway
 from vitalchain.logs import safe_error
 from vitalchain.services.mosquitto import BrokerEndpoint, BrokerError, Mosquitto
-from vitalchain.services.mqtt_client import connect_and_wait
+from vitalchain.services.mqtt_client import connect_and_wait, make_client
 from vitalchain.wire.mqtt import ack_topic, parse_telemetry_topic, telemetry_pattern
 from vitalchain.wire.telemetry import Ack
 
@@ -114,17 +113,13 @@ class MqttBridge:
         self._last_connected: float | None = None
         self._unsettled = 0  # handed to the store, not yet answered
         self._settled = threading.Condition(self._counter_lock)
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=username,  # the broker binds each client ID to its username; stable
-            protocol=mqtt.MQTTv5,
+        self._client = make_client(
+            username,  # the broker binds each client ID to its username; stable
+            username,
+            password,
+            self,
             manual_ack=True,  # PUBACK after the commit, not on receipt
         )
-        self._client.username_pw_set(username, password)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)  # acks wait in memory for a reconnect
         self._client.reconnect_delay_set(1, 10)
@@ -185,14 +180,7 @@ class MqttBridge:
         self._client.disconnect()  # after the acks and PUBACKs queued before it
         self._client.loop_stop()
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def _on_connect(self, reason: ReasonCode, session_present: bool) -> None:
         if reason.is_failure:
             log.error("gateway could not connect to the broker: %s", reason)
             return
@@ -202,31 +190,17 @@ class MqttBridge:
             self._last_connected = self._clock()
             again = self._connection > 1
         if again:
-            log.info("gateway reconnected to the broker (session kept: %s)", flags.session_present)
+            log.info("gateway reconnected to the broker (session kept: %s)", session_present)
         # Always subscribe: a broker that lost its persistence file has no session for us.
-        client.subscribe(self._topic, qos=1)
+        self._client.subscribe(self._topic, qos=1)
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, reason: ReasonCode) -> None:
         with self._state_lock:
             was, self._connected = self._connected, False
         if was and not self._stopping.is_set():
             log.warning("gateway lost the broker (%s); reconnecting", reason)
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        props: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, mid: int, reasons: list[ReasonCode]) -> None:
         if all(not r.is_failure for r in reasons):
             self._subscribed.set()
         else:
@@ -236,7 +210,7 @@ class MqttBridge:
         """Publish on the gateway's connection (alert deliveries), QoS 1."""
         self._client.publish(topic, payload, qos=1)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not acknowledged: the broker delivers it again to the next gateway
         with self._counter_lock:

@@ -15,8 +15,10 @@ only until its grace period ends (docs/spec/onboarding.md, section 5).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -196,6 +198,15 @@ class GatewayState:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction under the lock: committed when the block ends
+        (a block that rolled back itself has nothing left to commit), rolled back if it raises;
+        that is sqlite3's connection context."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+
     # -- enrolments -----------------------------------------------------------------------------
 
     def add_enrolment(
@@ -210,28 +221,22 @@ class GatewayState:
         """Store a pairing code; with ``request=(hash, keep_until)`` (a patient-signed request)
         also record the request as used, in the same transaction.  False, storing nothing, if
         that request was recorded before: a replay."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if request is not None:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO enrolment_requests (request_hash, keep_until) "
-                        "VALUES (?, ?)",
-                        request,
-                    )
-                    if cur.rowcount != 1:
-                        self._db.execute("ROLLBACK")
-                        return False
-                self._db.execute(
-                    "INSERT INTO enrolments (code_hash, patient, label, expires_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (code_hash, patient, label, expires_at),
+        with self._write():
+            if request is not None:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO enrolment_requests (request_hash, keep_until) "
+                    "VALUES (?, ?)",
+                    request,
                 )
-                self._db.execute("COMMIT")
-                return True
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                if cur.rowcount != 1:
+                    self._db.execute("ROLLBACK")
+                    return False
+            self._db.execute(
+                "INSERT INTO enrolments (code_hash, patient, label, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (code_hash, patient, label, expires_at),
+            )
+            return True
 
     def enrolment(self, code_hash: bytes) -> Enrolment | None:
         with self._lock:
@@ -245,29 +250,23 @@ class GatewayState:
         self, code_hash: bytes, device: str, now: int, session_id: bytes, token: bytes
     ) -> bool:
         """Mark the code used and ticket the session in one transaction; False if raced."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE enrolments SET used_at = ?, device = ? "
-                    "WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?",
-                    (now, device, code_hash, now),
-                )
-                if cur.rowcount != 1:
-                    self._db.execute("ROLLBACK")
-                    return False
-                patient = self._db.execute(
-                    "SELECT patient FROM enrolments WHERE code_hash = ?", (code_hash,)
-                ).fetchone()[0]
-                self._db.execute(
-                    "UPDATE sessions SET state = ?, token = ?, patient = ? WHERE session_id = ?",
-                    (SessionState.TICKETED.value, token, patient, session_id),
-                )
-                self._db.execute("COMMIT")
-                return True
-            except BaseException:
+        with self._write():
+            cur = self._db.execute(
+                "UPDATE enrolments SET used_at = ?, device = ? "
+                "WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?",
+                (now, device, code_hash, now),
+            )
+            if cur.rowcount != 1:
                 self._db.execute("ROLLBACK")
-                raise
+                return False
+            patient = self._db.execute(
+                "SELECT patient FROM enrolments WHERE code_hash = ?", (code_hash,)
+            ).fetchone()[0]
+            self._db.execute(
+                "UPDATE sessions SET state = ?, token = ?, patient = ? WHERE session_id = ?",
+                (SessionState.TICKETED.value, token, patient, session_id),
+            )
+            return True
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -316,29 +315,23 @@ class GatewayState:
         """Replace the active session ``old`` by ``new`` (stored ACTIVE) in one transaction:
         ``old`` becomes REKEYED, names ``new`` as its successor, and expires by ``grace_until``.
         False, storing nothing, if ``old`` is not active (re-keyed already, or ended)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE sessions SET state = ?, successor = ?, "
-                    "expires_at = MIN(expires_at, ?) WHERE session_id = ? AND state = ?",
-                    (
-                        SessionState.REKEYED.value,
-                        new.session_id,
-                        grace_until,
-                        old,
-                        SessionState.ACTIVE.value,
-                    ),
-                )
-                if cur.rowcount != 1:
-                    self._db.execute("ROLLBACK")
-                    return False
-                self._db.execute(_INSERT_SESSION, _row(new))
-                self._db.execute("COMMIT")
-                return True
-            except BaseException:
+        with self._write():
+            cur = self._db.execute(
+                "UPDATE sessions SET state = ?, successor = ?, "
+                "expires_at = MIN(expires_at, ?) WHERE session_id = ? AND state = ?",
+                (
+                    SessionState.REKEYED.value,
+                    new.session_id,
+                    grace_until,
+                    old,
+                    SessionState.ACTIVE.value,
+                ),
+            )
+            if cur.rowcount != 1:
                 self._db.execute("ROLLBACK")
-                raise
+                return False
+            self._db.execute(_INSERT_SESSION, _row(new))
+            return True
 
     def record_failure(self, session_id: bytes, burn_after: int) -> int:
         with self._lock:
@@ -354,8 +347,7 @@ class GatewayState:
 
     def activate(self, session_id: bytes, expires_at: int) -> None:
         """The chain accepted the device: its session now carries telemetry, and older ones end."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._write():
             device = self._db.execute(
                 "SELECT device FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()[0]
@@ -368,7 +360,6 @@ class GatewayState:
                 "UPDATE sessions SET state = ?, expires_at = ? WHERE session_id = ?",
                 (SessionState.ACTIVE.value, expires_at, session_id),
             )
-            self._db.execute("COMMIT")
 
     # -- expiry ---------------------------------------------------------------------------------
 
@@ -377,23 +368,17 @@ class GatewayState:
         refused either way) :data:`EXPIRED_CODE_KEPT_S` after their expiry, sessions that never
         became active (or were re-keyed, once their grace period is over), and used enrolment
         requests whose window has passed (a replay of one is refused as stale from then on)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                enrolments = self._db.execute(
-                    "DELETE FROM enrolments WHERE expires_at <= ?", (now - EXPIRED_CODE_KEPT_S,)
-                ).rowcount
-                sessions = self._db.execute(
-                    "DELETE FROM sessions WHERE expires_at <= ? AND state IN (?, ?, ?, ?)",
-                    (now, *_PURGEABLE_STATES),
-                ).rowcount
-                requests = self._db.execute(
-                    "DELETE FROM enrolment_requests WHERE keep_until < ?", (now,)
-                ).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write():
+            enrolments = self._db.execute(
+                "DELETE FROM enrolments WHERE expires_at <= ?", (now - EXPIRED_CODE_KEPT_S,)
+            ).rowcount
+            sessions = self._db.execute(
+                "DELETE FROM sessions WHERE expires_at <= ? AND state IN (?, ?, ?, ?)",
+                (now, *_PURGEABLE_STATES),
+            ).rowcount
+            requests = self._db.execute(
+                "DELETE FROM enrolment_requests WHERE keep_until < ?", (now,)
+            ).rowcount
         return Purged(enrolments, sessions, requests)
 
     def counts(self) -> dict[str, int]:

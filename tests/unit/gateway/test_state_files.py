@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from vitalchain.gateway.state import GatewayState
 
 
@@ -21,3 +23,16 @@ def test_gateway_state_is_private_even_under_a_loose_umask(tmp_path: Path) -> No
     assert made
     for path in made:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_a_failed_activation_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Regression: ``activate`` of a session that is gone (purged meanwhile) raised inside
+    BEGIN IMMEDIATE and left the transaction open, so every later write of the gateway failed
+    ("cannot start a transaction within a transaction")."""
+    state = GatewayState(tmp_path / "gateway.db")
+    try:
+        with pytest.raises(TypeError):
+            state.activate(b"\x00" * 16, 0)
+        assert state.purge(0) is not None  # the next write still gets its own transaction
+    finally:
+        state.close()

@@ -11,8 +11,9 @@ revision's schema, so it is stamped with it, never recreated, and then upgraded.
 No ``alembic.ini`` is needed: the :class:`~alembic.config.Config` is built here, and each
 history's ``env.py`` runs the migrations on the connection (and in the transaction) the store
 passes in.  A new revision is a new file in ``versions/`` whose ``down_revision`` is the
-current head; write its operations out (never import today's tables into a revision: a
-revision is a frozen record of one change).
+current head (``branch_labels`` and ``depends_on`` are left out: Alembic reads them as none,
+and these histories have neither); write its operations out (never import today's tables
+into a revision: a revision is a frozen record of one change).
 """
 
 from __future__ import annotations
