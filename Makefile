@@ -18,7 +18,17 @@ BENCH_APT_PACKAGES := tshark
 # The Solidity toolchain (npm ci from package-lock.json, forge, anvil) and its targets.
 include contracts.mk
 
-setup: apt $(STAMP) $(NODE_STAMP)
+# Swagger UI for the gateway's /docs, vendored from npm (swagger-ui-dist, pinned in
+# package-lock.json) into the package, so the page works on a machine with no internet access.
+DOCS_ASSETS := src/vitalchain/edge/static/swagger-ui
+DOCS_STAMP := $(DOCS_ASSETS)/.vendored
+
+setup: apt $(STAMP) $(NODE_STAMP) $(DOCS_STAMP)
+
+$(DOCS_STAMP): $(NODE_STAMP)
+	@mkdir -p $(DOCS_ASSETS)
+	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui.css,favicon-32x32.png,LICENSE,NOTICE} $(DOCS_ASSETS)/
+	@touch $@
 
 apt:
 	@PYTHON=$(PYTHON) scripts/ensure-apt $(APT_PACKAGES)
@@ -62,4 +72,4 @@ bench: setup
 	$(PY) benchmarks/fuzz.py --write
 
 clean: contracts-clean
-	rm -rf $(VENV) node_modules build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules $(DOCS_ASSETS) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

@@ -9,17 +9,31 @@ a 500 ``internal_error`` that tells the client nothing of its cause.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitalchain.edge.codes import COMPONENTS, OUTAGE_MESSAGES, Refused, status_for
 from vitalchain.errors import VitalchainError
 
-__all__ = ["RETRY_AFTER_S", "Reporter", "error_response", "install_error_handlers"]
+__all__ = [
+    "DOCS_ASSETS",
+    "RETRY_AFTER_S",
+    "Reporter",
+    "error_response",
+    "install_error_handlers",
+    "serve_docs",
+]
+
+# Swagger UI, vendored by `make setup` from npm's swagger-ui-dist (pinned in package-lock.json).
+DOCS_ASSETS = Path(__file__).parent / "static" / "swagger-ui"
+_ASSETS_URL = "/static/swagger-ui"
 
 RETRY_AFTER_S = 5
 # (component, exception): the health monitor's report_failure, which logs once per outage.
@@ -87,3 +101,30 @@ def install_error_handlers(
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         return error_response(500, "internal_error", "internal error")
+
+
+def serve_docs(app: FastAPI) -> None:
+    """``/docs`` from this package's own copy of Swagger UI, never from a CDN.
+
+    Why: FastAPI's default page loads Swagger UI from jsDelivr, so on a hospital network with
+    no internet access it was blank.  Build the app with ``docs_url=None, redoc_url=None``
+    (ReDoc is CDN-only too) and call this.  If the assets were not vendored (an install that
+    skipped ``make setup``), ``/docs`` says so in one line instead of a blank page.
+    """
+    app.mount(_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS, check_dir=False), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if not (DOCS_ASSETS / "swagger-ui-bundle.js").is_file():
+            return HTMLResponse(
+                "Swagger UI is not installed here: run `make setup` (docs_assets_missing)",
+                status_code=503,
+            )
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title}: API docs",
+            swagger_js_url=f"{_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{_ASSETS_URL}/favicon-32x32.png",
+        )

@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from vitalchain.edge.codes import openapi_refusals
-from vitalchain.edge.server import install_error_handlers
+from vitalchain.edge.server import install_error_handlers, serve_docs
 from vitalchain.gateway import schemas
 from vitalchain.gateway.errors import GatewayError
 from vitalchain.gateway.health import ChainProbe, HealthMonitor, OutboxProbe, StoreProbe
+from vitalchain.gateway.metrics import CONTENT_TYPE, exposition
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
 from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
@@ -116,7 +117,10 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         version="1.0.0",
         summary="API Edge of a vitalchain trust group: device onboarding and telemetry.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own Swagger UI (serve_docs), not a CDN
+        redoc_url=None,
     )
+    serve_docs(app)
 
     app.state.gateway = gateway
     # Pre-authentication limit per client on routes that create state (gateway/preauth.py).
@@ -131,22 +135,26 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         outages={sqlite3.OperationalError: "store_unavailable"},  # the embedded store
     )
 
+    def backlog() -> dict[str, Any] | None:
+        """The chain outbox's backlog from its probe's last check (a node has one)."""
+        outbox = monitor.probes.get("outbox")
+        return outbox.backlog if isinstance(outbox, OutboxProbe) else None
+
     @app.get("/v1/health", response_model=schemas.Health, tags=["gateway"])
     async def liveness(gw: GatewayDep) -> dict[str, Any]:
         """Liveness from the probes' cache: never calls the chain or the store, never blocks.
         ``status`` is ``degraded`` while a component is down; the answer is still 200."""
         components = monitor.components()
         chain, store = monitor.probes.get("chain"), monitor.probes.get("store")
-        outbox = monitor.probes.get("outbox")
-        backlog = outbox.backlog if isinstance(outbox, OutboxProbe) else None
+        waiting = backlog()
         listed = {name: c.to_json() for name, c in components.items()}
-        if backlog is not None and "outbox" in listed:
-            listed["outbox"]["backlog"] = backlog
+        if waiting is not None and "outbox" in listed:
+            listed["outbox"]["backlog"] = waiting
         sealing = dict(monitor.sealing()) if monitor.sealing is not None else None
         healthy = (
             all(c.up for c in components.values())
             and not (sealing and (sealing.get("failing") or sealing.get("errors")))
-            and not (backlog and backlog["waiting"])  # chain writes wait: degraded too
+            and not (waiting and waiting["waiting"])  # chain writes wait: degraded too
         )
         return {
             "status": "ok" if healthy else "degraded",
@@ -276,6 +284,13 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
     ) -> dict[str, Any]:
         """Up to ``size`` active devices of the group, from the chain: members for a ring."""
         return {"v": 1, "group_id": gw.group_id, "members": gw.ring_members(size)}
+
+    @app.get("/metrics", tags=["admin"], response_class=Response, responses=_ERRORS)
+    def metrics(gw: GatewayDep, _admin: AdminDep) -> Response:
+        """Prometheus metrics (admin token required): ingest, refusals by code, the outbox's
+        depth, the anchor's lag (gateway/metrics.py).  Scrape with ``bearer_token``."""
+        body = exposition(gw.ingest_core.metrics, backlog, monitor.sealing)
+        return Response(body, media_type=CONTENT_TYPE)
 
     @app.post(
         "/v1/devices/{device}/revocation",

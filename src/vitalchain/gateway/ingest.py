@@ -27,8 +27,9 @@ from typing import NoReturn
 from vitalchain.crypto.aead import Aead, Usage, UsageLimit
 from vitalchain.crypto.keys import PublicKey, Signature
 from vitalchain.crypto.ring import RingProof
-from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature
+from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.gateway.errors import GatewayError
+from vitalchain.gateway.metrics import IngestMetrics
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.ledger.errors import ChainUnavailable
@@ -246,6 +247,7 @@ class IngestCore:
         """``rate`` is each device's budget, charged once its message authenticated;
         ``preauth`` each client's budget for messages that fail before that (default
         :data:`PREAUTH_BURST` at :data:`PREAUTH_RATE_PER_S`, on ``rate``'s clock)."""
+        self.metrics = IngestMetrics()  # /metrics: every outcome of submit, both transports
         self._store = store
         self._registry = registry
         self._rate = rate
@@ -376,6 +378,24 @@ class IngestCore:
     def submit(
         self, data: bytes, *, topic_device: str | None = None, client: str | None = None
     ) -> Future[Ack]:
+        """:meth:`_submit`, each outcome counted for ``/metrics`` (HTTP and MQTT both come
+        here): a refusal raised now, or the future's acknowledgement or refusal."""
+        try:
+            acked = self._submit(data, topic_device=topic_device, client=client)
+        except VitalchainError as exc:
+            self.metrics.refused(exc.code)
+            raise
+        acked.add_done_callback(self._count)
+        return acked
+
+    def _count(self, done: Future[Ack]) -> None:
+        error = done.exception()
+        if error is None:
+            self.metrics.accepted(done.result())
+        else:
+            self.metrics.refused(getattr(error, "code", "internal_error"))
+
+    def _submit(self, data: bytes, *, topic_device: str | None, client: str | None) -> Future[Ack]:
         """Run every check now (a refusal raises here); the future resolves once stored.
 
         ``client`` names the sender for the pre-authentication limit (``http:<address>``);
