@@ -179,7 +179,7 @@ class RunningGateway:
 
     def app(self) -> FastAPI:
         """The HTTP surface: the gateway's API Edge, the provider access API, alerts."""
-        app = create_app(self.gateway, self.health)
+        app = create_app(self.gateway, self.health, metrics=[self.alerts.registry])
         mount_access(app, self.access)
         mount_alerts(app, self.alert_api)
         return app

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Histogram
+
 from vitalchain.alerts import alarmdb
 from vitalchain.alerts.alarmdb import AlarmDb, NoticeRow
 from vitalchain.alerts.escalation import (
@@ -200,6 +202,15 @@ class AlertService:
         self.refused: collections.deque[tuple[str, str]] = collections.deque(maxlen=RECENT)
         self.raised_total = 0
         self.refused_total = 0
+        # /metrics (the node adds this registry to the gateway's): from a reading's arrival to
+        # its threshold alert committed and handed to the care team's connections.
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "vitalchain_alert_latency_seconds",
+            "From the confirming reading's arrival to its threshold alert notified.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
         self._recent: collections.OrderedDict[bytes, tuple[Alert, str]] = collections.OrderedDict()
         # The care team as last read, kept through cache refreshes: a gateway-wide alarm is
         # raised when the chain may be what is down.  (patient, provider) -> consent expiry.
@@ -399,6 +410,8 @@ class AlertService:
                 self._failed(message.patient, exc)
         if sent or self.db.urgent():
             self._flush_and_notify(sent)
+        for _ in sent:
+            self.latency.observe(max(0.0, self.clock() - message.received_at_ms / 1000))
 
     def on_message(self, message: Message) -> None:
         """:meth:`on_stored` without a journal id (no cursor: nothing to replay from)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from vitalchain.edge.codes import openapi_refusals
@@ -97,9 +98,14 @@ def default_monitor(gateway: Gateway) -> HealthMonitor:
     return monitor
 
 
-def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI:
+def create_app(
+    gateway: Gateway,
+    health: HealthMonitor | None = None,
+    metrics: Sequence[CollectorRegistry] = (),
+) -> FastAPI:
     """The API Edge of ``gateway``.  ``health`` is the node's running monitor; without one the
-    app makes its own (chain and store) and runs it while the app is served."""
+    app makes its own (chain and store) and runs it while the app is served.  ``metrics``:
+    further registries ``/metrics`` serves (the node's alarm service's)."""
     monitor = health or default_monitor(gateway)
 
     @contextlib.asynccontextmanager
@@ -286,10 +292,11 @@ def create_app(gateway: Gateway, health: HealthMonitor | None = None) -> FastAPI
         return {"v": 1, "group_id": gw.group_id, "members": gw.ring_members(size)}
 
     @app.get("/metrics", tags=["admin"], response_class=Response, responses=_ERRORS)
-    def metrics(gw: GatewayDep, _admin: AdminDep) -> Response:
+    def prometheus(gw: GatewayDep, _admin: AdminDep) -> Response:
         """Prometheus metrics (admin token required): ingest, refusals by code, the outbox's
-        depth, the anchor's lag (gateway/metrics.py).  Scrape with ``bearer_token``."""
-        body = exposition(gw.ingest_core.metrics, backlog, monitor.sealing)
+        depth, the anchor's lag, alert latency (gateway/metrics.py).  Scrape with
+        ``bearer_token``."""
+        body = exposition(gw.ingest_core.metrics, backlog, monitor.sealing, metrics)
         return Response(body, media_type=CONTENT_TYPE)
 
     @app.post(

@@ -1,7 +1,7 @@
 """The gateway's Prometheus metrics, served at ``/metrics`` behind the admin token.
 
-Counted as they happen, in the ingest core's one entry point (``Gateway.ingest``, for HTTP and
-MQTT alike): accepted messages and readings, and refusals by their code.  Read from the health
+Counted as they happen, in the ingest core's one entry point (``IngestCore.submit``, for HTTP
+and MQTT alike): accepted messages and readings, and refusals by their code.  Read from the health
 monitor's cache when scraped, never from the chain or the store: the outbox's backlog and how
 far the last anchor trails the last sealed block.
 
@@ -13,7 +13,7 @@ logs or metrics).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -95,8 +95,11 @@ def exposition(
     metrics: IngestMetrics,
     backlog: Callable[[], Mapping[str, Any] | None],
     sealing: Callable[[], Mapping[str, Any]] | None,
+    others: Iterable[CollectorRegistry] = (),
 ) -> bytes:
-    """The text exposition of the counters and of the gauges read now."""
+    """The text exposition of the counters, of the gauges read now, and of ``others`` (the
+    registries of the rooms a node mounts beside the gateway: the alarm service's latency)."""
     gauges = CollectorRegistry()
     gauges.register(_HealthCollector(backlog, sealing))
-    return generate_latest(metrics.registry) + generate_latest(gauges)
+    registries = [metrics.registry, gauges, *others]
+    return b"".join(generate_latest(r) for r in registries)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.alerts import alert_world, low_spo2, ward
 from tests.support.gateway import ADMIN_TOKEN, Harness, error_code
 from tests.support.node import World
+from tests.support.waiting import wait_for
+from vitalchain.crypto import PrivateKey
+from vitalchain.ledger import Ledger
 from vitalchain.vitals import Vital
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -64,3 +71,19 @@ def test_a_node_reports_its_outbox_depth_and_anchor_lag(world: World) -> None:
     text = world.client.get("/metrics", headers=ADMIN).text
     assert patient.address not in text
     assert patient.address.lower()[2:] not in text.lower()
+
+
+@pytest.fixture
+def alerting(chain: tuple[Ledger, PrivateKey], tmp_path: Path) -> Iterator[World]:
+    yield from alert_world(chain, tmp_path / "node")
+
+
+def test_a_raised_alert_is_timed_from_its_reading(alerting: World) -> None:
+    before = scrape(alerting.client)
+    assert before[("vitalchain_alert_latency_seconds_count", ())] == 0
+    low_spo2(alerting, ward(alerting))
+    count = ("vitalchain_alert_latency_seconds_count", ())
+    wait_for(lambda: scrape(alerting.client)[count] == 1 or None, "the latency observed")
+    after = scrape(alerting.client)
+    assert 0 <= after[("vitalchain_alert_latency_seconds_sum", ())] < 60
+    assert after[("vitalchain_alert_latency_seconds_bucket", (("le", "+Inf"),))] == 1
