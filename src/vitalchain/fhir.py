@@ -28,6 +28,7 @@ from vitalchain.vitals import Vital
 from vitalchain.wire.address import parse_address
 
 __all__ = [
+    "BUNDLE_TYPES",
     "DEVICE_SYSTEM",
     "PATIENT_SYSTEM",
     "READING_SYSTEM",
@@ -46,6 +47,7 @@ _UCUM = "http://unitsofmeasure.org"
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 _PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BUNDLE_TYPES = ("collection", "transaction")
 
 # The vital-signs profile each kind conforms to; glucose is not a vital sign (laboratory).
 _SPECIFIC_PROFILE = {
@@ -96,15 +98,21 @@ def observations(patient: str, readings: Iterable[tuple[str, Reading]]) -> list[
 
 
 def bundle(
-    patient: str, readings: Iterable[tuple[str, Reading]], *, now: datetime | None = None
+    patient: str,
+    readings: Iterable[tuple[str, Reading]],
+    *,
+    now: datetime | None = None,
+    kind: str = "collection",
 ) -> dict[str, Any]:
-    """One patient's readings as a ``collection`` Bundle stamped with ``now`` (default: clock).
+    """One patient's readings as a Bundle stamped with ``now`` (default: clock).
 
-    ``collection``, not ``searchset``: the export is a set of resources handed over as a unit,
-    not the answer to a search on a FHIR server, so it has no ``search`` modes, ``total`` or
-    paging links to be truthful about.
+    ``collection`` (the default), not ``searchset``: the export is a set of resources handed
+    over as a unit, not the answer to a search on a FHIR server, so it has no ``search`` modes,
+    ``total`` or paging links to be truthful about.  ``transaction`` is the same resources
+    ready to POST to a FHIR server's base URL: each entry a conditional create on its reading
+    identifier (``ifNoneExist``), so posting the same export twice stores each reading once.
     """
-    return _bundle(observations(patient, readings), now)
+    return _bundle(observations(patient, readings), now, kind)
 
 
 def bundle_from_messages(
@@ -126,16 +134,26 @@ def bundle_from_messages(
     return _bundle(resources, now)
 
 
-def _bundle(resources: list[dict[str, Any]], now: datetime | None) -> dict[str, Any]:
+def _bundle(
+    resources: list[dict[str, Any]], now: datetime | None, kind: str = "collection"
+) -> dict[str, Any]:
+    if kind not in BUNDLE_TYPES:
+        raise ValueError(f"a bundle is one of {', '.join(BUNDLE_TYPES)}, not {kind!r}")
     stamp = datetime.now(UTC) if now is None else now
     if stamp.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "timestamp": _iso(stamp),
-        "entry": [{"fullUrl": _full_url(resource), "resource": resource} for resource in resources],
-    }
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": _full_url(resource), "resource": resource} for resource in resources
+    ]
+    if kind == "transaction":
+        for entry in entries:
+            identifier = entry["resource"]["identifier"][0]
+            entry["request"] = {
+                "method": "POST",
+                "url": "Observation",
+                "ifNoneExist": f"identifier={identifier['system']}|{identifier['value']}",
+            }
+    return {"resourceType": "Bundle", "type": kind, "timestamp": _iso(stamp), "entry": entries}
 
 
 def _full_url(resource: dict[str, Any]) -> str:

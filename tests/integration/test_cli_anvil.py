@@ -177,6 +177,14 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     assert all(isinstance(e.resource, Observation) for e in bundle.entry)
     codes = {c.code for e in bundle.entry for c in e.resource.code.coding}  # type: ignore[union-attr]
     assert {"59408-5", "8867-4"} <= codes  # SpO2 by pulse oximetry, heart rate
+    # ... or as a transaction to POST to a FHIR server: the same resources, each created once
+    posted = work / "transaction.json"
+    cli("fhir", "export", "--key", doctor_key, "--patient", patient, "--gateway", s.gateway_url,
+        "--out", str(posted), "--bundle", "transaction")  # fmt: skip
+    transaction = Bundle.model_validate_json(posted.read_text())
+    assert transaction.type == "transaction"
+    assert transaction.entry is not None
+    assert [e.request.method for e in transaction.entry] == ["POST"] * readings  # type: ignore[union-attr]
 
     # a live alert: the doctor watches, the device reports low SpO2 three times
     watch_out, watch_err = work / "watch.out", work / "watch.err"

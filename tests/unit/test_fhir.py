@@ -445,3 +445,32 @@ def test_no_personal_data_beyond_the_pseudonymous_address() -> None:
     displays = {info.display for info in (v.info for v in Vital)}
     for s in strings(doc):
         assert allowed.match(s) or s in displays or s.startswith(("Blood pressure", "Oxygen")), s
+
+
+def test_a_transaction_bundle_creates_each_reading_once() -> None:
+    """``fhir export --bundle transaction``: POST-able to a FHIR server; each entry a
+    conditional create on the reading's identifier, so a second post stores nothing twice."""
+    readings = [(OXI, reading(Vital.SPO2, 97, seq=1)), (OXI, reading(Vital.HEART_RATE, 72, seq=2))]
+    doc = fhir.bundle(PATIENT, readings, now=NOW, kind="transaction")
+    parsed = Bundle.model_validate_json(json.dumps(doc, allow_nan=False))
+    assert parsed.type == "transaction"
+    assert len(parsed.entry or []) == 2
+    for entry in doc["entry"]:
+        identifier = entry["resource"]["identifier"][0]
+        assert entry["request"] == {
+            "method": "POST",
+            "url": "Observation",
+            "ifNoneExist": f"identifier={fhir.READING_SYSTEM}|{identifier['value']}",
+        }
+        check_profile(entry["resource"])
+    collection = fhir.bundle(PATIENT, readings, now=NOW)
+    assert [e["resource"] for e in collection["entry"]] == [e["resource"] for e in doc["entry"]]
+    assert all("request" not in e for e in collection["entry"])
+
+
+def test_only_known_bundle_types_and_the_cli_offers_exactly_those() -> None:
+    with pytest.raises(ValueError, match="collection, transaction"):
+        fhir.bundle(PATIENT, [], now=NOW, kind="searchset")
+    from vitalchain.cli.provider import BundleType
+
+    assert tuple(b.value for b in BundleType) == fhir.BUNDLE_TYPES

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -230,6 +231,14 @@ def fetch(
     stdout().print(table)
 
 
+class BundleType(StrEnum):
+    """``fhir export --bundle``: vitalchain.fhir.BUNDLE_TYPES (a test keeps them equal; the
+    CLI does not import the exporter until it runs)."""
+
+    collection = "collection"
+    transaction = "transaction"
+
+
 @fhir_app.command("export")
 def export(
     key: ReaderKeyOpt,
@@ -241,11 +250,19 @@ def export(
     group_id: GroupOpt = None,
     after: AfterOpt = 0,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    bundle_type: Annotated[
+        BundleType,
+        typer.Option(
+            "--bundle",
+            help="collection (a set handed over), or transaction (POST it to a FHIR server's"
+            " base URL: each reading created once, even if posted again).",
+        ),
+    ] = BundleType.collection,
 ) -> None:
     """Fetch and decrypt a patient's readings under consent and write a FHIR R4 Bundle.
 
-    A collection Bundle of vital-signs Observations (LOINC codes, UCUM units); the patient
-    appears only as its pseudonymous address.
+    A Bundle of vital-signs Observations (LOINC codes, UCUM units); the patient appears only
+    as its pseudonymous address.
     """
     from vitalchain.fhir import bundle
 
@@ -254,7 +271,7 @@ def export(
         new_file(out, "--out", overwrite=force)
     whose, _, rows = fetch_rows(key, patient, gateway, group_id, after)
     try:
-        document = bundle(whose, [(r.device, r.reading) for r in rows])
+        document = bundle(whose, [(r.device, r.reading) for r in rows], kind=bundle_type.value)
     except ValueError as exc:
         fail(f"cannot express these readings in FHIR: {exc}", why="fhir_error")
     text = json.dumps(document, indent=2) + "\n"
