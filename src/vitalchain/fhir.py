@@ -244,8 +244,9 @@ def _coding(code: str, display: str) -> dict[str, str]:
 
 
 def _quantity(reading: Reading) -> dict[str, Any]:
-    unit = reading.vital.info.unit
-    return {"value": reading.value, "unit": unit, "system": _UCUM, "code": unit}
+    """``unit`` is for people (mmHg, °C), ``code`` the UCUM a receiver computes with."""
+    info = reading.vital.info
+    return {"value": reading.value, "unit": info.symbol, "system": _UCUM, "code": info.unit}
 
 
 def _iso(moment: datetime) -> str:

@@ -62,21 +62,30 @@ class VitalInfo:
     display: str
     plausible: tuple[float, float]  # physically possible range; outside it a reading is refused
     normal: tuple[float, float]  # default alert thresholds for adults
+    # The unit as clinicians write it in tables and charts ("mmHg", "°C"); ``unit`` (UCUM) is
+    # what every format carries and what FHIR codes.
+    symbol: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.symbol:
+            object.__setattr__(self, "symbol", self.unit)
 
 
 _INFO = {
     Vital.SYSTOLIC_BP: VitalInfo(
-        "systolic", "mm[Hg]", "8480-6", "Systolic blood pressure", (40, 300), (90, 140)
+        "systolic", "mm[Hg]", "8480-6", "Systolic blood pressure", (40, 300), (90, 140), "mmHg"
     ),
     Vital.DIASTOLIC_BP: VitalInfo(
-        "diastolic", "mm[Hg]", "8462-4", "Diastolic blood pressure", (20, 200), (60, 90)
+        "diastolic", "mm[Hg]", "8462-4", "Diastolic blood pressure", (20, 200), (60, 90), "mmHg"
     ),
-    Vital.HEART_RATE: VitalInfo("heart_rate", "/min", "8867-4", "Heart rate", (20, 300), (50, 110)),
+    Vital.HEART_RATE: VitalInfo(
+        "heart_rate", "/min", "8867-4", "Heart rate", (20, 300), (50, 110), "bpm"
+    ),
     Vital.SPO2: VitalInfo(
         "spo2", "%", "59408-5", "Oxygen saturation by pulse oximetry", (50, 100), (92, 100)
     ),
     Vital.BODY_TEMPERATURE: VitalInfo(
-        "temperature", "Cel", "8310-5", "Body temperature", (25, 45), (35.5, 38.0)
+        "temperature", "Cel", "8310-5", "Body temperature", (25, 45), (35.5, 38.0), "°C"
     ),
     Vital.GLUCOSE: VitalInfo(
         "glucose", "mg/dL", "2339-0", "Glucose [Mass/volume] in Blood", (10, 1000), (70, 180)

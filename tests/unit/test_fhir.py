@@ -143,21 +143,22 @@ def test_validates_against_r4b() -> None:
 
 
 @pytest.mark.parametrize(
-    ("vital", "value", "codes", "unit", "profile"),
+    ("vital", "value", "codes", "unit", "shown", "profile"),
     [
-        (HR, 72, {"8867-4"}, "/min", "heartrate"),
-        (SPO2, 97, {"2708-6", "59408-5"}, "%", "oxygensat"),
-        (TEMP, 36.85, {"8310-5"}, "Cel", "bodytemp"),
-        (SYS, 124, {"8480-6"}, "mm[Hg]", None),
-        (DIA, 79, {"8462-4"}, "mm[Hg]", None),
+        (HR, 72, {"8867-4"}, "/min", "bpm", "heartrate"),
+        (SPO2, 97, {"2708-6", "59408-5"}, "%", "%", "oxygensat"),
+        (TEMP, 36.85, {"8310-5"}, "Cel", "°C", "bodytemp"),
+        (SYS, 124, {"8480-6"}, "mm[Hg]", "mmHg", None),
+        (DIA, 79, {"8462-4"}, "mm[Hg]", "mmHg", None),
     ],
 )
 def test_vital_sign_kinds(
-    vital: Vital, value: float, codes: set[str], unit: str, profile: str | None
+    vital: Vital, value: float, codes: set[str], unit: str, shown: str, profile: str | None
 ) -> None:
+    """UCUM in the code a receiver computes with; the unit as people write it for display."""
     obs = one(vital, value)
     assert loinc_codes(obs["code"]) == codes
-    assert obs["valueQuantity"] == {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    assert obs["valueQuantity"] == {"value": value, "unit": shown, "system": UCUM, "code": unit}
     assert obs["status"] == "final"
     assert obs["category"] == [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}]
     expected = [SD + "vitalsigns"] + ([SD + profile] if profile else [])
@@ -436,13 +437,14 @@ def test_no_personal_data_beyond_the_pseudonymous_address() -> None:
         assert "display" not in obs["subject"]
         assert "display" not in obs["device"]
     # The patient's address appears only as the subject; every other string is a code,
-    # a terminology URL, a display of a LOINC code, a time, a uuid or a reading identifier.
+    # a terminology URL, a display of a LOINC code or a unit, a time, a uuid or a reading
+    # identifier.
     assert text.count(PATIENT) == len(doc["entry"])
     allowed = re.compile(
         r"^(https?://\S+|urn:(uuid:[0-9a-f-]{36}|vitalchain:\w+)|0x[0-9a-fA-F]{40}(:\d+(\+\d+)?)?"
         r"|\d{4}-\d\d-\d\dT[\d:.]+\+00:00|[\w\[\]/%-]+|collection|Bundle|Observation)$"
     )
-    displays = {info.display for info in (v.info for v in Vital)}
+    displays = {text for v in Vital for text in (v.info.display, v.info.symbol)}  # and units
     for s in strings(doc):
         assert allowed.match(s) or s in displays or s.startswith(("Blood pressure", "Oxygen")), s
 

@@ -224,7 +224,7 @@ def fetch(
             _time(row.reading.t_ms)[:19].replace("T", " "),
             info.short,
             f"{row.reading.value:g}",
-            info.unit,
+            info.symbol,
             row.device[:10] + "…",
             str(row.reading.seq),
         )

@@ -189,7 +189,7 @@ def _plots(run: DemoRun, folder: Path) -> list[Path]:
             for notice in alerts:
                 if notice.vital == short:
                     ax.axvline((notice.received_at_ms - t0) / 1000, color="red", lw=1)
-            ax.set_ylabel(f"{vital.info.display}\n({vital.info.unit})", fontsize=7)
+            ax.set_ylabel(f"{vital.info.display}\n({vital.info.symbol})", fontsize=7)
         axes_list[-1].set_xlabel(
             "device clock, seconds since the first reading (patient time runs faster; red: alerts)"
         )
