@@ -64,11 +64,7 @@ class VitalInfo:
     normal: tuple[float, float]  # default alert thresholds for adults
     # The unit as clinicians write it in tables and charts ("mmHg", "°C"); ``unit`` (UCUM) is
     # what every format carries and what FHIR codes.
-    symbol: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.symbol:
-            object.__setattr__(self, "symbol", self.unit)
+    symbol: str
 
 
 _INFO = {
@@ -82,13 +78,19 @@ _INFO = {
         "heart_rate", "/min", "8867-4", "Heart rate", (20, 300), (50, 110), "bpm"
     ),
     Vital.SPO2: VitalInfo(
-        "spo2", "%", "59408-5", "Oxygen saturation by pulse oximetry", (50, 100), (92, 100)
+        "spo2", "%", "59408-5", "Oxygen saturation by pulse oximetry", (50, 100), (92, 100), "%"
     ),
     Vital.BODY_TEMPERATURE: VitalInfo(
         "temperature", "Cel", "8310-5", "Body temperature", (25, 45), (35.5, 38.0), "°C"
     ),
     Vital.GLUCOSE: VitalInfo(
-        "glucose", "mg/dL", "2339-0", "Glucose [Mass/volume] in Blood", (10, 1000), (70, 180)
+        "glucose",
+        "mg/dL",
+        "2339-0",
+        "Glucose [Mass/volume] in Blood",
+        (10, 1000),
+        (70, 180),
+        "mg/dL",
     ),
 }
 

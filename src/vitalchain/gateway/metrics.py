@@ -78,16 +78,13 @@ class _HealthCollector(Collector):
             depth.add_metric(["in_flight"], float(backlog["in_flight"]))
             yield depth
         status = self._sealing() if self._sealing is not None else None
-        if status is not None:
-            sealed, anchored = status.get("last_seal_at_ms"), status.get("last_anchor_at_ms")
-            lag = 0.0
-            if sealed is not None and (anchored is None or sealed > anchored):
-                # a block sealed since the last anchor: how long the anchor has trailed it
-                lag = (sealed - (anchored if anchored is not None else sealed)) / 1000
+        sealed = status.get("last_seal_at_ms") if status is not None else None
+        anchored = status.get("last_anchor_at_ms") if status is not None else None
+        if sealed is not None and anchored is not None:  # undefined until both happened
             yield GaugeMetricFamily(
                 "vitalchain_anchor_lag_seconds",
                 "How far the last recorded anchor trails the last sealed block (0: caught up).",
-                value=lag,
+                value=max(0, sealed - anchored) / 1000,
             )
 
 
