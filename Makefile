@@ -8,8 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the tests and the demo use (scripts/ensure-apt installs them when root).
-APT_PACKAGES := mosquitto mosquitto-clients postgresql
+# Debian packages the tests and the demo use (scripts/ensure-apt installs them when root);
+# chromium is the browser the portal's tests drive through Playwright.
+APT_PACKAGES := mosquitto mosquitto-clients postgresql chromium
 # ... and the benchmarks' traffic capture (make bench).
 BENCH_APT_PACKAGES := tshark
 
@@ -23,7 +24,16 @@ include contracts.mk
 DOCS_ASSETS := src/vitalchain/edge/static/swagger-ui
 DOCS_STAMP := $(DOCS_ASSETS)/.vendored
 
-setup: apt $(STAMP) $(NODE_STAMP) $(DOCS_STAMP)
+# uPlot for the care portal's charts, likewise (uplot, pinned in package-lock.json).
+PORTAL_ASSETS := src/vitalchain/portal/static/vendor
+PORTAL_STAMP := $(PORTAL_ASSETS)/.vendored
+
+setup: apt $(STAMP) $(NODE_STAMP) $(DOCS_STAMP) $(PORTAL_STAMP)
+
+$(PORTAL_STAMP): $(NODE_STAMP)
+	@mkdir -p $(PORTAL_ASSETS)
+	cp node_modules/uplot/dist/{uPlot.iife.min.js,uPlot.min.css} node_modules/uplot/LICENSE $(PORTAL_ASSETS)/
+	@touch $@
 
 $(DOCS_STAMP): $(NODE_STAMP)
 	@mkdir -p $(DOCS_ASSETS)
@@ -72,4 +82,4 @@ bench: setup
 	$(PY) benchmarks/fuzz.py --write
 
 clean: contracts-clean
-	rm -rf $(VENV) node_modules $(DOCS_ASSETS) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules $(DOCS_ASSETS) $(PORTAL_ASSETS) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

@@ -46,6 +46,7 @@ BY_STATUS: Mapping[int, tuple[str, ...]] = MappingProxyType(
         ),
         403: (
             "consent_expired",
+            "csrf_failed",  # a status-page form without its session's CSRF token
             "device_not_active",
             "device_revoked",
             "no_consent",

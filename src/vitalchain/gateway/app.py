@@ -22,6 +22,7 @@ from vitalchain.gateway.health import ChainProbe, HealthMonitor, OutboxProbe, St
 from vitalchain.gateway.metrics import CONTENT_TYPE, exposition
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
+from vitalchain.gateway.status import add_status_page
 from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
 from vitalchain.wire.telemetry import AckBody
 
@@ -319,4 +320,5 @@ def create_app(
             "tx_hash": result.tx_hash.hex(),
         }
 
+    add_status_page(app, gateway, monitor, backlog)  # /status: the operator's page (status.py)
     return app
