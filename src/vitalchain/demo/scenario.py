@@ -39,9 +39,9 @@ from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.mosquitto import BrokerError, find_mosquitto
 from vitalchain.store import SqliteStore
 from vitalchain.store.files import write_private
-from vitalchain.vitals import Vital
+from vitalchain.vitals import Vital, from_fixed
 
-__all__ = ["DemoConfig", "DemoRun", "run_demo"]
+__all__ = ["Band", "DemoConfig", "DemoRun", "Notice", "PatientReading", "run_demo"]
 
 log = logging.getLogger(__name__)
 HOUR = 3600
@@ -76,6 +76,35 @@ class Notice:
     received_at_ms: int
     vital: str | None
     value: float | None
+    # Added for the clinical report (all optional, so older constructions still hold):
+    priority: str | None = None  # high / medium / low (docs/alarms.md)
+    device: str | None = None  # the device whose reading raised it (threshold alerts)
+    reading_t_ms: int | None = None  # that reading's device stamp (the body's ``at``)
+    repeat: int = 0  # 0: first notification; n: the n-th reminder of a high alarm
+    condition: str | None = None  # a technical alarm's condition (device_stale, …)
+    low: float | None = None  # the band the reading was judged against
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class PatientReading:
+    """One reading as a consented provider decrypted it, placed on the patient's clock."""
+
+    patient: str
+    device: str
+    vital: str  # VitalInfo.short
+    value: float
+    t_ms: int  # the device's stamp (wall clock: the gateway checks it against its own)
+    patient_s: float | None  # patient time since the simulated start; None: not known
+
+
+@dataclass(frozen=True)
+class Band:
+    """The thresholds the gateway applied to a patient's vital: on chain, else the default."""
+
+    low: float
+    high: float
+    on_chain: bool
 
 
 @dataclass
@@ -103,6 +132,20 @@ class DemoRun:
     series: list[dict[str, Any]] = field(default_factory=list)  # one patient's decrypted readings
     episodes: list[dict[str, Any]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    # The clinical report's facts (every patient, not just the one the care steps look at):
+    patient_groups: dict[str, int] = field(default_factory=dict)  # patient → group, in order
+    patient_clock_s: dict[str, float] = field(default_factory=dict)  # clock time at patient 0 s
+    sampling_s: dict[str, float] = field(default_factory=dict)  # device → its interval (s)
+    # device → {its stamp t_ms → patient seconds}: each message the device prepared
+    patient_time: dict[str, dict[int, float]] = field(default_factory=dict)
+    readings: list[PatientReading] = field(default_factory=list)
+    thresholds: dict[str, dict[str, Band]] = field(default_factory=dict)  # patient → vital →
+
+    def patient_s(self, device: str | None, t_ms: int | None) -> float | None:
+        """The patient time of a device's stamp (None if that device never stamped it)."""
+        if device is None or t_ms is None:
+            return None
+        return self.patient_time.get(device, {}).get(t_ms)
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable summary (summary.json; the tests assert on it)."""
@@ -192,6 +235,7 @@ def run_demo(
             patients = _onboard(ledger, clusters, providers, run)
         step("providers subscribing to alerts over WebSocket")
         subscribers = _subscribe(stack, clusters, providers, run)
+        _stamp_patient_time(clusters, run)
         step(f"streaming {config.patient_minutes:g} patient-minutes at {config.speedup:g}x")
         with _timed(run, "streaming"):
             _stream(clusters, config, progress)
@@ -199,6 +243,9 @@ def run_demo(
         with _timed(run, "sealing"):
             _seal_and_anchor(clusters, run)
         _collect_notices(subscribers, clusters, run)
+        step("every patient's readings and thresholds, as their providers see them")
+        with _timed(run, "clinical"):
+            _collect_clinical(ledger, clusters, providers, patients, run)
         step("revoking a consent, fetching and decrypting, verifying, tampering")
         with _timed(run, "care"):
             _care(ledger, clusters, providers, patients, run)
@@ -323,6 +370,68 @@ def _onboard(
     return patients
 
 
+def _stamp_patient_time(clusters: list[Cluster], run: DemoRun) -> None:
+    """Record, for every stamp a device puts on a message, the patient time it belongs to.
+
+    Devices stamp messages with the wall clock (the gateway checks clocks), while the
+    physiology runs on the simulation's faster, and on a busy machine uneven, patient clock;
+    a fixed ratio would misplace readings.  The simulator prepares a device's messages while
+    that device's ``next_due_s`` is the current patient time, so a clock that notes it on
+    each call maps every stamp exactly.  Wall time itself is unchanged."""
+    for cluster in clusters:
+        for device in cluster.simulation.devices:
+            run.patient_groups.setdefault(device.patient, cluster.group_id)
+            run.patient_clock_s.setdefault(device.patient, device.generator.start_s)
+            run.sampling_s[device.client.address] = device.interval_s
+            stamps = run.patient_time.setdefault(device.client.address, {})
+            device.client.clock = _stamping_clock(device, stamps, device.client.clock)
+
+
+def _stamping_clock(
+    device: SimulatedDevice, stamps: dict[int, float], clock: Callable[[], float]
+) -> Callable[[], float]:
+    def now() -> float:
+        t = clock()
+        stamps[int(t * 1000)] = device.next_due_s  # the stamp prepare() will compute
+        return t
+
+    return now
+
+
+def _collect_clinical(
+    ledger: Ledger,
+    clusters: list[Cluster],
+    providers: list[PrivateKey],
+    patients: list[tuple[Cluster, PrivateKey]],
+    run: DemoRun,
+) -> None:
+    """Each patient's readings, fetched and decrypted by a provider it consented to (every
+    vital), and the threshold band the gateway applied to each vital it reports."""
+    for n, (cluster, patient) in enumerate(patients):
+        provider = providers[n % len(providers)]  # consented to every vital (_onboard)
+        with httpx.Client(base_url=cluster.url, timeout=30) as http:
+            fetched = ProviderClient(provider, http).fetch(cluster.group_id, patient.address)
+        vitals: set[Vital] = set()
+        for block in fetched:
+            for device, reading in block.readings(provider):
+                vitals.add(reading.vital)
+                run.readings.append(
+                    PatientReading(
+                        patient.address,
+                        device,
+                        reading.vital.info.short,
+                        reading.value,
+                        reading.t_ms,
+                        run.patient_s(device, reading.t_ms),
+                    )
+                )
+        bands = run.thresholds.setdefault(patient.address, {})
+        for vital in sorted(vitals):
+            low, high = cluster.node.policy.thresholds(patient.address, vital)
+            on_chain = ledger.threshold_of(patient.address, int(vital)) is not None
+            bands[vital.info.short] = Band(from_fixed(low), from_fixed(high), on_chain)
+
+
 def _subscribe(
     stack: contextlib.ExitStack,
     clusters: list[Cluster],
@@ -422,6 +531,7 @@ def _collect_notices(
         for notice in list(inbox):
             alert = Alert.from_json(notice["alert"])
             body = open_alert(alert, provider)
+            at = body.get("at")
             run.notices.append(
                 Notice(
                     provider.address,
@@ -433,8 +543,20 @@ def _collect_notices(
                     alert.received_at_ms,
                     body.get("vital"),
                     body.get("value"),
+                    priority=body.get("priority"),
+                    device=body.get("device"),
+                    reading_t_ms=round(at * 1000) if _is_threshold(body) and at else None,
+                    repeat=int(notice.get("repeat", 0)),
+                    condition=body.get("condition"),
+                    low=body.get("low"),
+                    high=body.get("high"),
                 )
             )
+
+
+def _is_threshold(body: dict[str, Any]) -> bool:
+    """A threshold alert's ``at`` is its reading's stamp; a technical alarm's is its own."""
+    return body.get("kind") == "threshold"
 
 
 def _care(
