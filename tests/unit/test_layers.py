@@ -38,8 +38,14 @@ ALLOWED: dict[str, set[str]] = {
     "access": GROUND | {"crypto", "ledger", "store", "sdk"},
     "alerts": GROUND | {"crypto", "ledger", "store", "sdk"},
     "device": GROUND | {"crypto", "ledger"},
+    # portal: the care portal, a web app on the user's side; it uses what the SDK offers
+    # (fetch, decrypt, verify, alerts) and the FHIR export, never server code.
+    "portal": GROUND | {"crypto", "ledger", "store", "fhir", "sdk"},
     "node": GROUND | {"crypto", "ledger", "store", "fhir"} | SERVERS | {"sdk", "device"},
-    "demo": GROUND | {"crypto", "ledger", "store", "fhir"} | SERVERS | {"sdk", "device", "node"},
+    "demo": GROUND
+    | {"crypto", "ledger", "store", "fhir"}
+    | SERVERS
+    | {"sdk", "device", "node", "portal"},
 }
 
 
