@@ -47,3 +47,18 @@ def portal_client(portal: Portal, *, sign_in: bool = True) -> Iterator[TestClien
             response = client.get(f"/?token={TOKEN}", follow_redirects=False)
             assert response.status_code == 303, response.text
         yield client
+
+
+@contextmanager
+def live_portal(world: World, key: PrivateKey, role: Role = Role.PROVIDER) -> Iterator[Portal]:
+    """A portal whose gateway is the world's node served on a real loopback port (HTTP and
+    WebSocket, as ``vitalchain portal --gateway URL`` sees it), for the alert stream and the
+    browser tests."""
+    import httpx
+
+    from vitalchain.node import served
+
+    with served(world.running.app()) as url, httpx.Client(base_url=url, timeout=30) as http:
+        portal = portal_of(world, key, role)
+        portal.gateways = [GatewayLink(url, http)]
+        yield portal
