@@ -62,3 +62,14 @@ def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical"
     page.evaluate(AXE.read_text())
     result = page.evaluate("async () => JSON.stringify(await axe.run(document))")
     return [v for v in json.loads(result)["violations"] if v["impact"] in impacts]
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save the page as ``build/screenshots/<name>.png`` (docs/portal.md shows current ones)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
