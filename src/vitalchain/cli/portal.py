@@ -62,32 +62,31 @@ def portal(
             f"{role!r} is not a role; choose provider or patient", "--role", code="invalid_role"
         ) from None
     me = read_key(key)
-    urls = gateway or [DEFAULT_GATEWAY]
-    links = []
-    for url in urls:
-        http = gateway_client(url)
-        gateway_health(http)  # fails clearly now rather than on the first page
-        links.append(GatewayLink(url, http))
-    ledger = open_chain(rpc_url, deployment)
-    app_state = Portal(
-        role=who,
-        key=me,
-        ledger=ledger,
-        gateways=links,
-        clock=time.time,
-        random=os.urandom,
-        login_token=secrets.token_urlsafe(24),
-    )
+    clients = [gateway_client(url) for url in gateway or [DEFAULT_GATEWAY]]  # URLs checked
     console = stdout()
     try:
-        with bound(port) as sock:
-            serve(
-                app_state,
-                sock,
-                lambda url: console.print(
-                    f"The care portal ({who.value}) is running. Open, on this machine:\n  {url}\n"
-                    "Ctrl-C stops it."
-                ),
-            )
+        sock = bound(port)  # before anything is contacted: a taken port fails at once
     except OSError as exc:
         fail(f"cannot listen on 127.0.0.1:{port} ({exc.strerror})", why="port_in_use")
+    with sock:
+        for http in clients:
+            gateway_health(http)  # fails clearly now rather than on the first page
+        ledger = open_chain(rpc_url, deployment)
+        state = Portal(
+            role=who,
+            key=me,
+            ledger=ledger,
+            gateways=[GatewayLink(str(http.base_url).rstrip("/"), http) for http in clients],
+            clock=time.time,
+            random=os.urandom,
+            login_token=secrets.token_urlsafe(24),
+        )
+        serve(
+            state,
+            sock,
+            lambda url: console.print(
+                f"The care portal ({who.value}) is running. Open, on this machine:\n  {url}\n"
+                "Ctrl-C stops it.",
+                soft_wrap=True,
+            ),
+        )

@@ -6,9 +6,8 @@ module only puts them together for the user's role and serves the vendored asset
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -53,17 +52,18 @@ def login_url(port: int, token: str) -> str:
     return f"http://127.0.0.1:{port}/?token={token}"
 
 
-@contextlib.contextmanager
-def bound(port: int) -> Iterator[socket.socket]:
-    """A listening socket on 127.0.0.1 (loopback only; port 0 picks a free one)."""
+def bound(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1 (loopback only; port 0 picks a free one); the caller
+    closes it (a socket is its own context manager)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen(128)
-        yield sock
-    finally:
+    except OSError:
         sock.close()
+        raise
+    return sock
 
 
 def serve(portal: Portal, sock: socket.socket, on_started: Callable[[str], None]) -> None:
