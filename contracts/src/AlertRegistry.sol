@@ -11,8 +11,8 @@ import {ITrustGroups} from "./interfaces/ITrustGroups.sol";
  * {evaluate}'s rule, and records each alert it raises with {recordAlert}.
  */
 contract AlertRegistry is IAlertRegistry {
-    /// @notice Highest vital kind (glucose).
-    uint8 public constant MAX_VITAL = 6;
+    /// @notice Highest vital kind (capillary glucose; vitals.py is the registry).
+    uint8 public constant MAX_VITAL = 8;
 
     /// @dev One storage slot (32 + 32 + 8 bits).
     struct Threshold {
@@ -28,7 +28,7 @@ contract AlertRegistry is IAlertRegistry {
     mapping(bytes32 keyImageHash => bool) private _usedKeyImages;
     mapping(uint64 groupId => uint256) private _alertCounts;
 
-    /// @notice Vital kinds are 1..6.
+    /// @notice Vital kinds are 1..8.
     error AlertRegistry__InvalidVital(uint8 vital);
     /// @notice `low` must be strictly below `high`.
     error AlertRegistry__InvalidRange(int32 low, int32 high);

@@ -18,8 +18,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl {
     /// @notice Length of a break-glass window.
     uint64 public constant BREAK_GLASS_WINDOW = 4 hours;
 
-    /// @notice The scope bits of the six known vital kinds (bits 1..6).
-    uint32 public constant ALL_VITALS = 0x7E;
+    /// @notice The scope bits of the eight known vital kinds (bits 1..8).
+    uint32 public constant ALL_VITALS = 0x1FE;
 
     /// @dev One storage slot (8 + 32 + 64 + 64 + 32 bits).
     struct Consent {
@@ -37,7 +37,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl {
     error ConsentRegistry__NotProvider(address account);
     /// @notice The provider is already registered.
     error ConsentRegistry__AlreadyProvider(address provider);
-    /// @notice A scope must be non-zero and only use the known vital bits (0x7E).
+    /// @notice A scope must be non-zero and only use the known vital bits (0x1FE).
     error ConsentRegistry__InvalidScope(uint32 scope);
     /// @notice The patient address must be non-zero.
     error ConsentRegistry__InvalidPatient();

@@ -62,6 +62,24 @@ contract AlertRegistryTest is TrustGroupsFixture {
         vm.assertTrue(isSet, "set");
     }
 
+    /// @dev Respiratory rate (7) and capillary glucose (8): the full scope of the registry.
+    function test_SetThreshold_NewestVitalsUnderAllVitalsConsent() public {
+        uint32 all = consent.ALL_VITALS(); // read before vm.prank, which the next call takes
+        uint8 last = alerts.MAX_VITAL();
+        vm.prank(patient);
+        consent.grant(provider, all, uint64(block.timestamp + 1 days));
+        for (uint8 vital = 7; vital <= last; ++vital) {
+            vm.prank(provider);
+            alerts.setThreshold(patient, vital, 900, 2000);
+            (int32 low, int32 high, bool isSet) = alerts.thresholdOf(patient, vital);
+            vm.assertEq(int256(low), 900, "low");
+            vm.assertEq(int256(high), 2000, "high");
+            vm.assertTrue(isSet, "set");
+        }
+        vm.assertEq(last, 8, "max vital");
+        vm.assertEq(all, (uint32(1) << 9) - 2, "all vitals: bits 1..8");
+    }
+
     function test_SetThreshold_ByProviderUnderBreakGlass() public {
         vm.prank(provider);
         consent.breakGlass(patient, uint32(1) << SPO2, 1, keccak256("hypoxia"));
@@ -112,9 +130,9 @@ contract AlertRegistryTest is TrustGroupsFixture {
         vm.expectRevert(abi.encodeWithSelector(AlertRegistry.AlertRegistry__InvalidVital.selector, 0));
         vm.prank(patient);
         alerts.setThreshold(patient, 0, 1, 2);
-        vm.expectRevert(abi.encodeWithSelector(AlertRegistry.AlertRegistry__InvalidVital.selector, 7));
+        vm.expectRevert(abi.encodeWithSelector(AlertRegistry.AlertRegistry__InvalidVital.selector, 9));
         vm.prank(patient);
-        alerts.setThreshold(patient, 7, 1, 2);
+        alerts.setThreshold(patient, 9, 1, 2);
     }
 
     function test_RevertWhen_SetThreshold_LowNotBelowHigh() public {
@@ -218,7 +236,7 @@ contract AlertRegistryTest is TrustGroupsFixture {
     function testFuzz_Evaluate_MatchesReference(int32 a, int32 b, int32 value, uint8 vital) public {
         vm.assume(a != b);
         (int32 low, int32 high) = a < b ? (a, b) : (b, a);
-        vital = uint8(bound(vital, 1, 6));
+        vital = uint8(bound(vital, 1, 8));
         vm.prank(patient);
         alerts.setThreshold(patient, vital, low, high);
         vm.assertEq(int256(alerts.evaluate(patient, vital, value)), int256(referenceEvaluate(low, high, value)), "v");
@@ -238,7 +256,7 @@ contract AlertRegistryTest is TrustGroupsFixture {
     }
 
     function testFuzz_SetThreshold_VitalRule(uint8 vital) public {
-        if (vital == 0 || vital > 6) {
+        if (vital == 0 || vital > 8) {
             vm.expectRevert(abi.encodeWithSelector(AlertRegistry.AlertRegistry__InvalidVital.selector, vital));
         }
         vm.prank(patient);

@@ -104,9 +104,9 @@ contract ConsentRegistryTest is TestBase {
         vm.expectRevert(abi.encodeWithSelector(ConsentRegistry.ConsentRegistry__InvalidScope.selector, 1));
         vm.prank(provider);
         consent.requestAccess(patient, 1); // bit 0 is no vital
-        vm.expectRevert(abi.encodeWithSelector(ConsentRegistry.ConsentRegistry__InvalidScope.selector, 1 << 7));
+        vm.expectRevert(abi.encodeWithSelector(ConsentRegistry.ConsentRegistry__InvalidScope.selector, 1 << 9));
         vm.prank(provider);
-        consent.requestAccess(patient, 1 << 7);
+        consent.requestAccess(patient, 1 << 9);
     }
 
     function test_RevertWhen_RequestAccess_ZeroPatient() public {
@@ -331,7 +331,7 @@ contract ConsentRegistryTest is TestBase {
 
     /// @dev hasAccess against a reference model, around the expiry instant.
     function testFuzz_HasAccess_ExpiryAndScope(uint32 granted, uint32 asked, uint64 lifetime, uint8 offset) public {
-        granted = uint32(bound(granted, 0, 0x3F)) << 1; // any subset of the six vitals
+        granted = uint32(bound(granted, 0, 0xFF)) << 1; // any subset of the eight vitals
         vm.assume(granted != 0);
         lifetime = uint64(bound(lifetime, 1, 10 * 365 days));
         uint64 expiresAt = T0 + lifetime;
@@ -355,7 +355,7 @@ contract ConsentRegistryTest is TestBase {
     }
 
     function testFuzz_Scope_OnlyVitalBits(uint32 scope) public {
-        bool valid = scope != 0 && scope & ~uint32(0x7E) == 0;
+        bool valid = scope != 0 && scope & ~uint32(0x1FE) == 0;
         if (!valid) {
             vm.expectRevert(abi.encodeWithSelector(ConsentRegistry.ConsentRegistry__InvalidScope.selector, scope));
         }
@@ -364,7 +364,7 @@ contract ConsentRegistryTest is TestBase {
     }
 
     function testFuzz_BreakGlass_Window(uint32 scope, uint64 elapsed) public {
-        scope = uint32(bound(scope, 1, 0x3F)) << 1;
+        scope = uint32(bound(scope, 1, 0xFF)) << 1;
         elapsed = uint64(bound(elapsed, 0, 2 * consent.BREAK_GLASS_WINDOW()));
         vm.prank(provider);
         consent.breakGlass(patient, scope, 9, keccak256("reason"));

@@ -13,18 +13,24 @@ Systolic and diastolic readings of one device at one device time become one ``bp
 (85354-9) whose identifier names both readings (``<device>:<sys seq>+<dia seq>``).  A partner
 exported later in another bundle therefore gives a panel with a different identifier than the
 lone Observation exported earlier: pairing can only see the readings of one export.
+
+Given the patient's thresholds (``ranges``: the on-chain policy, read by the caller; this module
+asks no chain), each value carries a ``referenceRange`` equal to them and an ``interpretation``
+of H, L or N, judged as the contract's ``evaluate`` judges: inclusive bounds, in the chain's
+two-decimal fixed point.  A vital without a threshold gets neither, rather than a range the
+patient never had (the gateway's adult defaults are an alerting fallback, not a reference).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vitalchain.store.model import Message, Reading
-from vitalchain.vitals import Vital
+from vitalchain.vitals import Vital, to_fixed
 from vitalchain.wire.address import parse_address
 
 __all__ = [
@@ -45,6 +51,8 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, READING_SYSTEM)
 _LOINC = "http://loinc.org"
 _UCUM = "http://unitsofmeasure.org"
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_FLAGS = {-1: ("L", "Low"), 0: ("N", "Normal"), 1: ("H", "High")}
 _PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUNDLE_TYPES = ("collection", "transaction")
@@ -54,20 +62,28 @@ _SPECIFIC_PROFILE = {
     Vital.HEART_RATE: "heartrate",
     Vital.SPO2: "oxygensat",
     Vital.BODY_TEMPERATURE: "bodytemp",
+    Vital.RESPIRATORY_RATE: "resprate",
 }
+_LABORATORY = (Vital.GLUCOSE, Vital.CAPILLARY_GLUCOSE)
+Ranges = Mapping[Vital, tuple[float, float]]
 _BP_PANEL = ("85354-9", "Blood pressure panel with all children optional")
 # The oxygensat profile requires 2708-6; 59408-5 (pulse oximetry) says how it was measured.
 _SPO2_REQUIRED = ("2708-6", "Oxygen saturation in Arterial blood")
 
 
-def observations(patient: str, readings: Iterable[tuple[str, Reading]]) -> list[dict[str, Any]]:
+def observations(
+    patient: str, readings: Iterable[tuple[str, Reading]], *, ranges: Ranges | None = None
+) -> list[dict[str, Any]]:
     """Observations for ``(device address, reading)`` pairs of one patient, BP pairs merged.
 
+    ``ranges``: the patient's (low, high) thresholds per vital, in the vital's unit; a vital
+    absent from it gets no referenceRange and no interpretation.
     Ordered by device time, then device, then sequence number, so output is deterministic.
     Raises ``ValueError`` for a malformed address, a non-finite value, a time FHIR cannot
-    express, or two different readings under one ``(device, seq)``.
+    express, two different readings under one ``(device, seq)``, or a malformed range.
     """
     subject = _address(patient, "patient")
+    known = _ranges(ranges)
     unique: dict[tuple[str, int], Reading] = {}
     for device_text, reading in readings:
         device = _address(device_text, "device")
@@ -83,16 +99,17 @@ def observations(patient: str, readings: Iterable[tuple[str, Reading]]) -> list[
             systolic, diastolic = pressures.setdefault((device, reading.t_ms), ([], []))
             (systolic if reading.vital is Vital.SYSTOLIC_BP else diastolic).append(reading)
         else:
-            built.append(((reading.t_ms, device, reading.seq), _single(subject, device, reading)))
+            resource = _single(subject, device, reading, known)
+            built.append(((reading.t_ms, device, reading.seq), resource))
     for (device, t_ms), (systolic, diastolic) in pressures.items():
         systolic.sort(key=lambda r: r.seq)
         diastolic.sort(key=lambda r: r.seq)
         pairs = min(len(systolic), len(diastolic))
         for sys_r, dia_r in zip(systolic[:pairs], diastolic[:pairs], strict=True):
             first = min(sys_r.seq, dia_r.seq)
-            built.append(((t_ms, device, first), _panel(subject, device, sys_r, dia_r)))
+            built.append(((t_ms, device, first), _panel(subject, device, sys_r, dia_r, known)))
         for lone in systolic[pairs:] + diastolic[pairs:]:
-            built.append(((t_ms, device, lone.seq), _single(subject, device, lone)))
+            built.append(((t_ms, device, lone.seq), _single(subject, device, lone, known)))
     built.sort(key=lambda item: item[0])
     return [resource for _, resource in built]
 
@@ -103,6 +120,7 @@ def bundle(
     *,
     now: datetime | None = None,
     kind: str = "collection",
+    ranges: Ranges | None = None,
 ) -> dict[str, Any]:
     """One patient's readings as a Bundle stamped with ``now`` (default: clock).
 
@@ -111,12 +129,13 @@ def bundle(
     ``total`` or paging links to be truthful about.  ``transaction`` is the same resources
     ready to POST to a FHIR server's base URL: each entry a conditional create on its reading
     identifier (``ifNoneExist``), so posting the same export twice stores each reading once.
+    ``ranges`` as for :func:`observations`.
     """
-    return _bundle(observations(patient, readings), now, kind)
+    return _bundle(observations(patient, readings, ranges=ranges), now, kind)
 
 
 def bundle_from_messages(
-    messages: Iterable[Message], *, now: datetime | None = None
+    messages: Iterable[Message], *, now: datetime | None = None, ranges: Ranges | None = None
 ) -> dict[str, Any]:
     """All readings of verified messages (from the store or an opened block) as one Bundle.
 
@@ -130,7 +149,7 @@ def bundle_from_messages(
         pairs.extend((message.device, reading) for reading in message.readings)
     if len(patients) > 1:
         raise ValueError(f"messages of {len(patients)} patients; a bundle holds one patient")
-    resources = observations(patients.pop(), pairs) if patients else []
+    resources = observations(patients.pop(), pairs, ranges=ranges) if patients else []
     return _bundle(resources, now)
 
 
@@ -161,12 +180,14 @@ def _full_url(resource: dict[str, Any]) -> str:
     return f"urn:uuid:{uuid.uuid5(_NAMESPACE, value)}"
 
 
-def _single(subject: str, device: str, reading: Reading) -> dict[str, Any]:
+def _single(
+    subject: str, device: str, reading: Reading, ranges: dict[Vital, tuple[float, float]]
+) -> dict[str, Any]:
     info = reading.vital.info
     codings = [_coding(info.loinc, info.display)]
     if reading.vital is Vital.SPO2:
         codings.insert(0, _coding(*_SPO2_REQUIRED))
-    laboratory = reading.vital is Vital.GLUCOSE
+    laboratory = reading.vital in _LABORATORY
     profiles = [] if laboratory else [_PROFILE + "vitalsigns"]
     if reading.vital in _SPECIFIC_PROFILE:
         profiles.append(_PROFILE + _SPECIFIC_PROFILE[reading.vital])
@@ -181,10 +202,17 @@ def _single(subject: str, device: str, reading: Reading) -> dict[str, Any]:
         t_ms=reading.t_ms,
     )
     resource["valueQuantity"] = _quantity(reading)
+    resource.update(_judged(reading, ranges))
     return resource
 
 
-def _panel(subject: str, device: str, systolic: Reading, diastolic: Reading) -> dict[str, Any]:
+def _panel(
+    subject: str,
+    device: str,
+    systolic: Reading,
+    diastolic: Reading,
+    ranges: dict[Vital, tuple[float, float]],
+) -> dict[str, Any]:
     resource = _observation(
         subject,
         device,
@@ -202,6 +230,7 @@ def _panel(subject: str, device: str, systolic: Reading, diastolic: Reading) -> 
                 "text": r.vital.info.display,
             },
             "valueQuantity": _quantity(r),
+            **_judged(r, ranges),
         }
         for r in (systolic, diastolic)
     ]
@@ -245,8 +274,56 @@ def _coding(code: str, display: str) -> dict[str, str]:
 
 def _quantity(reading: Reading) -> dict[str, Any]:
     """``unit`` is for people (mmHg, °C), ``code`` the UCUM a receiver computes with."""
-    info = reading.vital.info
-    return {"value": reading.value, "unit": info.symbol, "system": _UCUM, "code": info.unit}
+    return _amount(reading.vital, reading.value)
+
+
+def _amount(vital: Vital, value: float) -> dict[str, Any]:
+    info = vital.info
+    return {"value": value, "unit": info.symbol, "system": _UCUM, "code": info.unit}
+
+
+def _judged(reading: Reading, ranges: dict[Vital, tuple[float, float]]) -> dict[str, Any]:
+    """``interpretation`` and ``referenceRange`` of a value, or nothing without a range.
+
+    Compared in fixed point, as the contract and the gateway compare (37.004 is 37.00), so the
+    flag is what ``AlertRegistry.evaluate`` says of this value against these thresholds (the
+    alert rules add confirmation and hysteresis on top; thresholds may have changed since).
+    """
+    if reading.vital not in ranges:
+        return {}
+    low, high = ranges[reading.vital]
+    value = to_fixed(reading.value)
+    flag = -1 if value < to_fixed(low) else 1 if value > to_fixed(high) else 0
+    code, display = _FLAGS[flag]
+    return {
+        "interpretation": [
+            {"coding": [{"system": _INTERPRETATION, "code": code, "display": display}]}
+        ],
+        "referenceRange": [
+            {"low": _amount(reading.vital, low), "high": _amount(reading.vital, high)}
+        ],
+    }
+
+
+def _ranges(ranges: Ranges | None) -> dict[Vital, tuple[float, float]]:
+    """A copy of ``ranges``, each checked: a known vital, finite numbers, low below high."""
+    checked: dict[Vital, tuple[float, float]] = {}
+    for vital, bounds in (ranges or {}).items():
+        if not isinstance(vital, Vital):
+            raise ValueError(f"range for unknown vital {vital!r}")
+        try:
+            low, high = bounds
+        except (TypeError, ValueError):
+            raise ValueError(f"range of {vital.info.short} is not a (low, high) pair") from None
+        for bound in (low, high):
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise ValueError(f"range of {vital.info.short} holds a non-number")
+            if not math.isfinite(bound):
+                raise ValueError(f"range of {vital.info.short} is not finite")
+        if not low < high:
+            raise ValueError(f"range of {vital.info.short}: low {low} is not below high {high}")
+        checked[vital] = (low, high)
+    return checked
 
 
 def _iso(moment: datetime) -> str:

@@ -36,6 +36,11 @@ class Vital(IntEnum):
     SPO2 = 4
     BODY_TEMPERATURE = 5
     GLUCOSE = 6
+    RESPIRATORY_RATE = 7
+    # A glucometer's fingerstick reading: a kind of its own, not GLUCOSE with a specimen flag,
+    # because readings carry no specimen and LOINC codes capillary glucose separately (41653-7
+    # vs 2339-0).  A device reports the kind it measures; the two are never merged.
+    CAPILLARY_GLUCOSE = 8
 
     @property
     def info(self) -> VitalInfo:
@@ -65,23 +70,60 @@ class VitalInfo:
     # The unit as clinicians write it in tables and charts ("mmHg", "°C"); ``unit`` (UCUM) is
     # what every format carries and what FHIR codes.
     symbol: str
+    # The vital's name on a chart or a table's column ("SpO2"); ``display`` is LOINC's.
+    label: str
 
 
 _INFO = {
     Vital.SYSTOLIC_BP: VitalInfo(
-        "systolic", "mm[Hg]", "8480-6", "Systolic blood pressure", (40, 300), (90, 140), "mmHg"
+        "systolic",
+        "mm[Hg]",
+        "8480-6",
+        "Systolic blood pressure",
+        (40, 300),
+        (90, 140),
+        "mmHg",
+        "Systolic BP",
     ),
     Vital.DIASTOLIC_BP: VitalInfo(
-        "diastolic", "mm[Hg]", "8462-4", "Diastolic blood pressure", (20, 200), (60, 90), "mmHg"
+        "diastolic",
+        "mm[Hg]",
+        "8462-4",
+        "Diastolic blood pressure",
+        (20, 200),
+        (60, 90),
+        "mmHg",
+        "Diastolic BP",
     ),
     Vital.HEART_RATE: VitalInfo(
-        "heart_rate", "/min", "8867-4", "Heart rate", (20, 300), (50, 110), "bpm"
+        "heart_rate",
+        "/min",
+        "8867-4",
+        "Heart rate",
+        (20, 300),
+        (50, 110),
+        "bpm",
+        "Heart rate",
     ),
     Vital.SPO2: VitalInfo(
-        "spo2", "%", "59408-5", "Oxygen saturation by pulse oximetry", (50, 100), (92, 100), "%"
+        "spo2",
+        "%",
+        "59408-5",
+        "Oxygen saturation by pulse oximetry",
+        (50, 100),
+        (92, 100),
+        "%",
+        "SpO2",
     ),
     Vital.BODY_TEMPERATURE: VitalInfo(
-        "temperature", "Cel", "8310-5", "Body temperature", (25, 45), (35.5, 38.0), "°C"
+        "temperature",
+        "Cel",
+        "8310-5",
+        "Body temperature",
+        (25, 45),
+        (35.5, 38.0),
+        "°C",
+        "Temperature",
     ),
     Vital.GLUCOSE: VitalInfo(
         "glucose",
@@ -91,6 +133,28 @@ _INFO = {
         (10, 1000),
         (70, 180),
         "mg/dL",
+        "Glucose",
+    ),
+    # 0 is plausible (apnoea must alarm, not be refused); outside 9..20 NEWS2 scores 2 or more.
+    Vital.RESPIRATORY_RATE: VitalInfo(
+        "respiratory_rate",
+        "/min",
+        "9279-1",
+        "Respiratory rate",
+        (0, 90),
+        (9, 20),
+        "breaths/min",
+        "Respiratory rate",
+    ),
+    Vital.CAPILLARY_GLUCOSE: VitalInfo(
+        "capillary_glucose",
+        "mg/dL",
+        "41653-7",
+        "Glucose [Mass/volume] in Capillary blood by Glucometer",
+        (10, 1000),
+        (70, 180),
+        "mg/dL",
+        "Capillary glucose",
     ),
 }
 

@@ -15,6 +15,7 @@ import random
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,13 @@ from fhir.resources.R4B import __fhir_version__
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
+from tests.support.cli import ADDRESS, NOWHERE, invoke, one_line
+from tests.support.ledger import funded
 from tests.support.vitals import DIA, GLU, HR, SPO2, SYS, TEMP
 from vitalchain import fhir
+from vitalchain.crypto import PrivateKey
 from vitalchain.device.physiology import DeviceKind, PatientProfile, VitalsGenerator
+from vitalchain.ledger import Ledger
 from vitalchain.store.model import Message, Reading
 from vitalchain.vitals import Vital
 from vitalchain.wire.address import to_checksum_address
@@ -43,16 +48,20 @@ UCUM = "http://unitsofmeasure.org"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 SD = "http://hl7.org/fhir/StructureDefinition/"
 # R4 "Vital Signs" value set (observation-vitalsignresult) members used by this export.
-VITAL_SIGNS_CODES = {"85354-9", "8480-6", "8462-4", "8867-4", "2708-6", "59408-5", "8310-5"}
+VITAL_SIGNS_CODES = {
+    "85354-9", "8480-6", "8462-4", "8867-4", "2708-6", "59408-5", "8310-5", "9279-1",
+}  # fmt: skip
 # Specific profile → (required LOINC code, allowed UCUM units of the value or components).
 SPECIFIC = {
     "heartrate": ("8867-4", {"/min"}),
     "oxygensat": ("2708-6", {"%"}),
     "bodytemp": ("8310-5", {"Cel", "[degF]"}),
+    "resprate": ("9279-1", {"/min"}),
     "bp": ("85354-9", {"mm[Hg]"}),
 }
 # FHIR dateTime with a time part must carry a zone; the export always says +00:00.
 UTC_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 
 def reading(vital: Vital, value: float, *, seq: int, t_ms: int = T0) -> Reading:
@@ -150,6 +159,7 @@ def test_validates_against_r4b() -> None:
         (TEMP, 36.85, {"8310-5"}, "Cel", "°C", "bodytemp"),
         (SYS, 124, {"8480-6"}, "mm[Hg]", "mmHg", None),
         (DIA, 79, {"8462-4"}, "mm[Hg]", "mmHg", None),
+        (Vital.RESPIRATORY_RATE, 16, {"9279-1"}, "/min", "breaths/min", "resprate"),
     ],
 )
 def test_vital_sign_kinds(
@@ -174,12 +184,147 @@ def test_spo2_is_coded_for_the_profile_and_the_method() -> None:
     assert all(c["system"] == LOINC for c in coding)
 
 
-def test_glucose_is_laboratory_not_vital_signs() -> None:
-    obs = one(GLU, 112)
+@pytest.mark.parametrize(("vital", "code"), [(GLU, "2339-0"), (Vital.CAPILLARY_GLUCOSE, "41653-7")])
+def test_glucose_is_laboratory_not_vital_signs(vital: Vital, code: str) -> None:
+    """Blood glucose (a CGM, venous) and a glucometer's capillary fingerstick: two LOINC codes,
+    because they are two kinds (vitals.py); neither is in the vital-signs value set."""
+    obs = one(vital, 112)
     assert obs["category"] == [{"coding": [{"system": CATEGORY, "code": "laboratory"}]}]
     assert "meta" not in obs
-    assert loinc_codes(obs["code"]) == {"2339-0"}
-    assert obs["valueQuantity"]["code"] == "mg/dL"
+    assert loinc_codes(obs["code"]) == {code}
+    assert obs["code"]["text"] == vital.info.display
+    assert obs["valueQuantity"] == {"value": 112, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}
+
+
+def test_the_new_kinds_parse_by_name_and_short_name() -> None:
+    for vital, names in {
+        Vital.RESPIRATORY_RATE: ("respiratory_rate", "Respiratory-Rate", " RESPIRATORY_RATE "),
+        Vital.CAPILLARY_GLUCOSE: ("capillary_glucose", "capillary-glucose"),
+    }.items():
+        for name in names:
+            assert Vital.parse(name) is vital
+        assert Vital.parse(vital.info.short) is vital
+        assert Vital.parse(vital.name) is vital
+    assert (int(Vital.RESPIRATORY_RATE), int(Vital.CAPILLARY_GLUCOSE)) == (7, 8)  # the contract's
+    with pytest.raises(ValueError, match="capillary_glucose"):  # listed among the choices
+        Vital.parse("venous_glucose")
+
+
+# --- interpretation and reference range from the patient's thresholds -----------------------
+
+
+def judged(vital: Vital, value: float, low: float, high: float) -> dict[str, Any]:
+    [obs] = fhir.observations(
+        PATIENT, [(OXI, reading(vital, value, seq=5))], ranges={vital: (low, high)}
+    )
+    validate_observation(obs)
+    return obs
+
+
+def flag(concept: list[dict[str, Any]]) -> str:
+    [interpretation] = concept
+    [coding] = interpretation["coding"]
+    assert coding["system"] == INTERPRETATION
+    return str(coding["code"])
+
+
+def quantity(vital: Vital, value: float) -> dict[str, Any]:
+    return {"value": value, "unit": vital.info.symbol, "system": UCUM, "code": vital.info.unit}
+
+
+@pytest.mark.parametrize(
+    ("vital", "low", "high", "values"),
+    [
+        (Vital.RESPIRATORY_RATE, 10, 22, {26: "H", 8: "L", 16: "N", 10: "N", 22: "N"}),
+        (Vital.CAPILLARY_GLUCOSE, 70, 180, {240: "H", 54: "L", 120: "N"}),
+        (HR, 50, 110, {111: "H", 49: "L", 72: "N"}),
+        (TEMP, 35.5, 38.0, {38.01: "H", 35.49: "L", 38.004: "N"}),  # 38.004 is 38.00 on chain
+        (SPO2, 92, 100, {91: "L", 100: "N"}),
+        (GLU, 70, 180, {181: "H", 69.99: "L"}),
+    ],
+)
+def test_interpretation_and_reference_range_are_the_patient_thresholds(
+    vital: Vital, low: float, high: float, values: dict[float, str]
+) -> None:
+    """H above, L below, N inside, bounds inclusive (the contract's ``evaluate``); the range is
+    the thresholds themselves, as UCUM quantities of the vital's unit."""
+    for value, expected in values.items():
+        obs = judged(vital, value, low, high)
+        assert flag(obs["interpretation"]) == expected, value
+        assert obs["referenceRange"] == [
+            {"low": quantity(vital, low), "high": quantity(vital, high)}
+        ]
+        assert obs["valueQuantity"]["value"] == value
+
+
+def test_a_vital_without_a_threshold_gets_neither() -> None:
+    readings = [(OXI, reading(HR, 72, seq=1)), (OXI, reading(SPO2, 88, seq=2))]
+    for ranges in (None, {}, {HR: (50.0, 110.0)}):
+        by_code = {
+            o["code"]["coding"][0]["code"]: o
+            for o in fhir.observations(PATIENT, readings, ranges=ranges)
+        }
+        spo2 = by_code["2708-6"]
+        assert "interpretation" not in spo2  # nothing invented
+        assert "referenceRange" not in spo2
+        validate_observation(spo2)
+        assert ("interpretation" in by_code["8867-4"]) == bool(ranges)
+
+
+def test_a_blood_pressure_panel_is_judged_per_component() -> None:
+    """Each half against its own thresholds; the panel itself is not flagged (no value)."""
+    readings = [(CUFF, reading(SYS, 150, seq=10)), (CUFF, reading(DIA, 80, seq=11))]
+    [obs] = fhir.observations(PATIENT, readings, ranges={SYS: (90, 140), DIA: (60, 90)})
+    validate_observation(obs)
+    assert "interpretation" not in obs
+    assert "referenceRange" not in obs
+    systolic, diastolic = obs["component"]
+    assert flag(systolic["interpretation"]) == "H"
+    assert flag(diastolic["interpretation"]) == "N"
+    assert systolic["referenceRange"] == [{"low": quantity(SYS, 90), "high": quantity(SYS, 140)}]
+    [only] = fhir.observations(PATIENT, readings, ranges={DIA: (60, 75)})
+    assert "interpretation" not in only["component"][0]
+    assert flag(only["component"][1]["interpretation"]) == "H"
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        {HR: (110, 50)},
+        {HR: (70, 70)},
+        {HR: (math.nan, 100)},
+        {HR: (50, math.inf)},
+        {HR: (True, 100)},
+        {HR: (50,)},
+        {3: (50, 110)},
+    ],
+)
+def test_malformed_ranges_are_refused(ranges: Any) -> None:
+    with pytest.raises(ValueError, match="range"):
+        fhir.observations(PATIENT, [(OXI, reading(HR, 72, seq=1))], ranges=ranges)
+
+
+def test_the_cli_reads_the_thresholds_from_the_chain(ledger: Ledger) -> None:
+    """``fhir export`` asks the chain (AlertRegistry.thresholdOf) for the vitals it exports,
+    respiratory rate and capillary glucose included; an unset vital is left out."""
+    from vitalchain.cli.provider import _thresholds
+
+    patient = funded(ledger)
+    rr, cap = Vital.RESPIRATORY_RATE, Vital.CAPILLARY_GLUCOSE
+    ledger.set_threshold(patient, patient.address, rr, 1000, 2200)
+    ledger.set_threshold(patient, patient.address, cap, 7000, 18050)
+    ranges = _thresholds(ledger, patient.address, {rr, cap, HR})
+    assert ranges == {rr: (10.0, 22.0), cap: (70.0, 180.5)}
+    doc = fhir.bundle(
+        patient.address,
+        [(OXI, reading(rr, 30, seq=1)), (OXI, reading(cap, 180.5, seq=2))],
+        now=NOW,
+        ranges=ranges,
+    )
+    validate_bundle(doc)
+    resources = [e["resource"] for e in doc["entry"]]
+    assert [flag(o["interpretation"]) for o in resources] == ["H", "N"]
+    assert resources[1]["referenceRange"][0]["high"]["value"] == 180.5
 
 
 # --- blood pressure pairing -----------------------------------------------------------------
@@ -407,7 +552,8 @@ def strings(node: Any) -> list[str]:
 
 def test_no_personal_data_beyond_the_pseudonymous_address() -> None:
     messages = realistic_messages()
-    doc = fhir.bundle_from_messages(messages, now=NOW)
+    ranges = {v: v.info.normal for v in Vital}
+    doc = fhir.bundle_from_messages(messages, now=NOW, ranges=ranges)
     text = json.dumps(doc)
     for m in messages:  # nothing of the signed envelope leaves: payload, signature, ids
         assert m.message_id.hex() not in text
@@ -428,6 +574,8 @@ def test_no_personal_data_beyond_the_pseudonymous_address() -> None:
             "device",
             "valueQuantity",
             "component",
+            "interpretation",
+            "referenceRange",
         }
         assert obs["subject"] == {
             "type": "Patient",
@@ -476,3 +624,29 @@ def test_only_known_bundle_types_and_the_cli_offers_exactly_those() -> None:
     from vitalchain.cli.provider import BundleType
 
     assert tuple(b.value for b in BundleType) == fhir.BUNDLE_TYPES
+
+
+def test_the_spec_lists_the_vital_registry_as_the_code_has_it() -> None:
+    """docs/spec/telemetry.md's "Vital registry" table: id, name, unit, LOINC of every kind."""
+    spec = Path(__file__).resolve().parents[2] / "docs" / "spec" / "telemetry.md"
+    rows = {}
+    for line in spec.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():
+            rows[int(cells[0])] = tuple(cells[1:4])
+    assert rows == {int(v): (v.info.short, v.info.unit, v.info.loinc) for v in Vital}
+
+
+def test_the_cli_checks_a_named_deployment_before_fetching(tmp_path: Path) -> None:
+    """A --deployment that cannot be read is refused before the gateway is asked (here it
+    could not answer); --no-ranges needs no chain, so there the fetch is what fails."""
+    key = tmp_path / "me.key"
+    key.write_text(PrivateKey.generate().secret.hex() + "\n")
+    export = ("fhir", "export", "--key", str(key), "--patient", ADDRESS, "--gateway", NOWHERE)
+    missing = str(tmp_path / "none.json")
+    one_line(invoke(*export, "--out", "-", "--deployment", missing), "unreadable_file", missing)
+    one_line(
+        invoke(*export, "--out", "-", "--deployment", missing, "--no-ranges"),
+        "unreachable",
+        exit_code=1,
+    )

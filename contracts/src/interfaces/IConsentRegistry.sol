@@ -7,7 +7,8 @@ pragma solidity ^0.8.24;
  * always-recorded, time-boxed emergency ("break-glass") path.
  *
  * A scope is a uint32 bitmask with bit `1 << vital` for each vital kind: 1 systolic BP,
- * 2 diastolic BP, 3 heart rate, 4 SpO2, 5 body temperature, 6 glucose (so valid bits are 0x7E).
+ * 2 diastolic BP, 3 heart rate, 4 SpO2, 5 body temperature, 6 glucose, 7 respiratory rate,
+ * 8 capillary glucose (so valid bits are 0x1FE).
  * Patients and providers are pseudonymous addresses; nothing else about them is stored.
  */
 interface IConsentRegistry {

@@ -285,6 +285,10 @@ RULE_FIELDS = frozenset(f.name for f in fields(VitalRule) if f.name != "_")
 # - Temperature drifts slowly; two readings or 2 min, and h = 0.2 Cel above sensor noise.
 # - Glucose: CGMs report every 5 min, so 300 s means "still out at the next sample";
 #   h = 10 mg/dL is in the order of a CGM's error near the thresholds.
+# - Capillary glucose is a fingerstick, deliberate and hours apart: one reading confirms; the
+#   urgent limits are those of glucose.
+# - Respiratory rate: a patch's per-minute estimate; three in a row or 60 s, h = 2 /min.  Urgent
+#   at <= 8 or >= 25 /min (NEWS2 "red"; the default band 9..20 is where NEWS2 scores below 2).
 # - Priorities and urgent limits: SpO2 < 85 % (issue 13), heart rate < 40 or > 130 /min and
 #   systolic < 90 mmHg (the NEWS2 single-parameter "red" scores), a hypertensive crisis
 #   > 180 / > 120 mmHg (AHA), glucose < 55 mg/dL (Dexcom urgent low) or > 260 mg/dL
@@ -302,6 +306,8 @@ DEFAULT_RULES: Mapping[Vital, VitalRule] = MappingProxyType(
             2, 120.0, 0.2, priority=Priority.LOW, urgent_low=35.0, urgent_high=40.0
         ),
         Vital.GLUCOSE: VitalRule(2, 300.0, 10.0, urgent_low=55.0, urgent_high=260.0),
+        Vital.RESPIRATORY_RATE: VitalRule(3, 60.0, 2.0, urgent_low=9.0, urgent_high=24.0),
+        Vital.CAPILLARY_GLUCOSE: VitalRule(1, 0.0, 10.0, urgent_low=55.0, urgent_high=260.0),
     }
 )
 

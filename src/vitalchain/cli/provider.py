@@ -42,7 +42,9 @@ from vitalchain.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from vitalchain.ledger import Ledger
     from vitalchain.store.model import Reading
+    from vitalchain.vitals import Vital
 
 __all__ = ["fhir_app", "provider_app"]
 
@@ -258,25 +260,50 @@ def export(
             " base URL: each reading created once, even if posted again).",
         ),
     ] = BundleType.collection,
+    with_ranges: Annotated[
+        bool,
+        typer.Option(
+            "--ranges/--no-ranges",
+            help="Read the patient's thresholds from the chain for each Observation's"
+            " referenceRange and H/L/N interpretation (--no-ranges: neither, no chain needed).",
+        ),
+    ] = True,
+    rpc_url: RpcOpt = DEFAULT_RPC,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            "--deployment",
+            help="deployment.json naming the contracts, for the thresholds (default:"
+            f" {DEFAULT_DEPLOYMENT} if it exists, else the export goes without ranges).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch and decrypt a patient's readings under consent and write a FHIR R4 Bundle.
 
     A Bundle of vital-signs Observations (LOINC codes, UCUM units); the patient appears only
-    as its pseudonymous address.
+    as its pseudonymous address.  With the patient's on-chain thresholds, each value carries
+    them as its referenceRange and is flagged H, L or N; a vital without a threshold gets
+    neither.
     """
     from vitalchain.fhir import bundle
 
     to_stdout = str(out) == "-"
     if not to_stdout:  # checked before anything is fetched; nothing is written on a refusal
         new_file(out, "--out", overwrite=force)
+    ledger, no_ranges = _threshold_chain(with_ranges, rpc_url, deployment)  # before the fetch
     whose, _, rows = fetch_rows(key, patient, gateway, group_id, after)
+    ranges = None if ledger is None else _thresholds(ledger, whose, {r.reading.vital for r in rows})
     try:
-        document = bundle(whose, [(r.device, r.reading) for r in rows], kind=bundle_type.value)
+        document = bundle(
+            whose, [(r.device, r.reading) for r in rows], kind=bundle_type.value, ranges=ranges
+        )
     except ValueError as exc:
         fail(f"cannot express these readings in FHIR: {exc}", why="fhir_error")
     text = json.dumps(document, indent=2) + "\n"
     if to_stdout:
         typer.echo(text, nl=False)
+        if no_ranges:
+            err().print(no_ranges)
         return
     try:  # health data: 0600, and whole or not at all
         write_private_text(out, text)
@@ -286,3 +313,40 @@ def export(
         f"wrote a FHIR R4 Bundle of {len(document['entry'])} Observation(s) "
         f"({len(rows)} readings) to {out}",
     )
+    if no_ranges:
+        err().print(no_ranges)
+
+
+def _threshold_chain(
+    wanted: bool, rpc_url: str, deployment: Path | None
+) -> tuple[Ledger | None, str | None]:
+    """The chain to read thresholds from, or None and the note to print after the export.
+
+    Only the default deployment may be missing (a provider's machine need not run a chain):
+    the export then goes without ranges and says so once it is written.  A named one must work.
+    """
+    if not wanted:
+        return None, None
+    if deployment is None:
+        if not DEFAULT_DEPLOYMENT.exists():
+            return None, (
+                f"[yellow]note:[/yellow] no {DEFAULT_DEPLOYMENT}: exported without reference"
+                " ranges (pass --deployment and --rpc-url for the patient's thresholds)"
+            )
+        deployment = DEFAULT_DEPLOYMENT
+    return open_chain(rpc_url, deployment), None
+
+
+def _thresholds(
+    ledger: Ledger, patient: str, vitals: set[Vital]
+) -> dict[Vital, tuple[float, float]]:
+    """The patient's on-chain (low, high) of each of ``vitals`` that has one, in its unit."""
+    from vitalchain.vitals import from_fixed
+
+    found: dict[Vital, tuple[float, float]] = {}
+    with guard("cannot read the patient's thresholds (--no-ranges exports without them)"):
+        for vital in sorted(vitals):
+            fixed = ledger.threshold_of(patient, int(vital))
+            if fixed is not None:
+                found[vital] = (from_fixed(fixed[0]), from_fixed(fixed[1]))
+    return found

@@ -44,19 +44,6 @@ GAP_INTERVALS = 3  # a line breaks where readings are more than this many interv
 MAX_CHARTS = 6  # vital-sign charts: the featured patient, then patients with alerts
 BP = (Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP)  # one chart, two series
 # Names as a chart or a table cell gives them (VitalInfo.display is the LOINC-style long name).
-LABELS = {
-    Vital.SYSTOLIC_BP: "Systolic BP",
-    Vital.DIASTOLIC_BP: "Diastolic BP",
-    Vital.HEART_RATE: "Heart rate",
-    Vital.SPO2: "SpO2",
-    Vital.BODY_TEMPERATURE: "Temperature",
-    Vital.GLUCOSE: "Glucose",
-}
-
-
-def label(vital: Vital) -> str:
-    """A vital as a chart or a table names it (the full display name if none is short)."""
-    return LABELS.get(vital, vital.info.display)
 
 
 PRIORITY_COLOURS = {"high": "#d62728", "medium": "#ff9f1c", "low": "#17becf"}
@@ -415,7 +402,7 @@ def _band_lines(run: DemoRun) -> list[str]:
         vital = Vital.parse(short)
         source = "on-chain threshold" if on_chain else "adult default, none set on chain"
         lines.append(
-            f"- {label(vital)}: {low:g} to {high:g} {vital.info.symbol} ({source}; {n} patient"
+            f"- {vital.info.label}: {low:g} to {high:g} {vital.info.symbol} ({source}; {n} patient"
             f"{'s' if n != 1 else ''})"
         )
     return lines
@@ -439,7 +426,7 @@ def _clinical(run: DemoRun, charts: list[str], shots: list[str]) -> list[str]:
     ]
     for row in rows:
         by_vital = "; ".join(
-            f"{label(Vital.parse(v))} {_duration(s)}"
+            f"{Vital.parse(v).info.label} {_duration(s)}"
             for v, s in row.out_of_range_s.items()
             if round(s) > 0
         )
@@ -469,7 +456,7 @@ def _clinical(run: DemoRun, charts: list[str], shots: list[str]) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for a in alerts:
-            vital = label(Vital.parse(a.vital)) if a.vital else f"technical: {a.condition}"
+            vital = Vital.parse(a.vital).info.label if a.vital else f"technical: {a.condition}"
             band = f"{a.band[0]:g} to {a.band[1]:g} {a.unit}" if a.band else "—"
             when = clock_label(a.patient_s, seconds=True) if a.patient_s is not None else "—"
             lines.append(
@@ -621,7 +608,7 @@ def _draw_panel(ax: Any, series: list[Series], patch: Any) -> None:
     handles = []
     for k, s in enumerate(series):
         colour = colours[k % len(colours)]
-        name = label(s.vital)
+        name = s.vital.info.label
         if len(series) > 1:
             name = "systolic" if s.vital == Vital.SYSTOLIC_BP else "diastolic"
         if s.band is not None:
@@ -665,7 +652,7 @@ def _draw_panel(ax: Any, series: list[Series], patch: Any) -> None:
         pad = max(0.08 * (high - low), 1.0)
         ax.set_ylim(low - pad, high + pad)
     unit = series[0].vital.info.symbol if series else ""
-    title = "Blood pressure" if len(series) > 1 else label(series[0].vital)
+    title = "Blood pressure" if len(series) > 1 else series[0].vital.info.label
     ax.set_ylabel(f"{title}\n({unit})", fontsize=8)
     ax.grid(alpha=0.25)
     ax.legend(handles=handles, fontsize=7, loc="upper right", ncols=min(len(handles), 4))

@@ -202,7 +202,8 @@ DEVICE_VITALS: Mapping[DeviceKind, tuple[Vital, ...]] = MappingProxyType(
         DeviceKind.PULSE_OXIMETER: (_SPO2, _HR),
         DeviceKind.THERMOMETER: (_TEMP,),
         DeviceKind.GLUCOMETER: (_GLU,),
-        DeviceKind.MULTI: tuple(Vital),
+        # The six it simulates: respiratory rate and capillary glucose have no physiology here.
+        DeviceKind.MULTI: (_SYS, _DIA, _HR, _SPO2, _TEMP, _GLU),
     }
 )
 

@@ -86,7 +86,10 @@ def test_defaults_cover_every_vital_with_the_documented_values() -> None:
         Vital.DIASTOLIC_BP: (2, 60, 5, medium, None, 120),
         Vital.BODY_TEMPERATURE: (2, 120, 0.2, low, 35, 40),
         Vital.GLUCOSE: (2, 300, 10, medium, 55, 260),
+        Vital.RESPIRATORY_RATE: (3, 60, 2, medium, 9, 24),
+        Vital.CAPILLARY_GLUCOSE: (1, 0, 10, medium, 55, 260),
     }
+    assert set(expected) == set(Vital)
     for vital, (count, sustain, h, priority, urgent_low, urgent_high) in expected.items():
         assert DEFAULT_RULES[vital] == VitalRule(
             count,
@@ -1067,6 +1070,8 @@ def test_the_documented_confirmation_table_matches_the_default_rules() -> None:
         "systolic / diastolic BP": [Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP],
         "temperature": [Vital.BODY_TEMPERATURE],
         "glucose": [Vital.GLUCOSE],
+        "respiratory rate": [Vital.RESPIRATORY_RATE],
+        "capillary glucose": [Vital.CAPILLARY_GLUCOSE],
     }
     seen = set()
     for name, vitals in names.items():
