@@ -20,8 +20,11 @@ PYTHON ?= python3
 FUZZ_RUNS ?= 256
 
 NODE_STAMP := node_modules/.installed
-# The npm wrappers pick the platform binary (@foundry-rs/forge-<os>-<arch>). Override with a path.
-FORGE ?= node_modules/.bin/forge
+# The platform binary of @foundry-rs/forge (forge-<os>-<arch>), not its npm wrapper: the
+# wrapper (bin.mjs) exits 0 whatever forge returns, so a failing forge test would pass CI.
+# Override with a path.
+FOUNDRY_PLATFORM := $(shell node -p "process.platform + '-' + (process.arch === 'x64' ? 'amd64' : process.arch)" 2>/dev/null)
+FORGE ?= node_modules/@foundry-rs/forge-$(FOUNDRY_PLATFORM)/bin/forge
 ANVIL ?= node_modules/.bin/anvil
 _forge = $(abspath $(FORGE))
 CONTRACT_SOURCES := $(wildcard contracts/src/*.sol contracts/src/interfaces/*.sol)
@@ -29,7 +32,7 @@ CONTRACT_TESTS := $(wildcard contracts/test/*.t.sol contracts/test/utils/*.sol)
 CONTRACT_ARTIFACTS_DIR := src/vitalchain/ledger/artifacts
 CONTRACT_TOOLCHAIN := $(NODE_STAMP) contracts/foundry.toml scripts/solc-shim
 
-.PHONY: contracts-test contracts-artifacts contracts-check gas-report contracts-clean
+.PHONY: contracts-test contracts-artifacts contracts-check gas-report contracts-clean forge-path
 
 # package-lock.json also lists, as platform-gated optional entries without a tarball, the platform
 # binaries that the @foundry-rs wrappers name but upstream never published (forge darwin-amd64 and
@@ -39,6 +42,9 @@ CONTRACT_TOOLCHAIN := $(NODE_STAMP) contracts/foundry.toml scripts/solc-shim
 $(NODE_STAMP): package.json package-lock.json
 	$(NPM) ci --no-audit --no-fund
 	@touch $@
+
+forge-path:  # the forge binary the targets run (tests/integration/test_artifacts.py checks it)
+	@echo $(_forge)
 
 contracts-test: $(NODE_STAMP)
 	cd contracts && $(_forge) fmt --check

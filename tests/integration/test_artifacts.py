@@ -19,3 +19,25 @@ def test_manifest_hashes_match_the_sources() -> None:
 
 def test_recompiling_reproduces_the_shipped_artifacts() -> None:
     assert_script_passes("scripts/export_artifacts.py", "--check", timeout=1200)
+
+
+def test_the_forge_that_make_runs_reports_failure() -> None:
+    """``make test`` runs ``forge test``: a failing forge must fail it.  The npm wrapper
+    (node_modules/.bin/forge) exits 0 whatever forge returns, so contracts.mk runs the
+    platform binary; a command forge does not know must exit non-zero through it."""
+    import subprocess
+
+    forge = subprocess.run(
+        ["make", "-s", "-f", "contracts.mk", "forge-path"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert forge.endswith("/bin/forge")
+    assert ".bin/forge" not in forge
+    failed = subprocess.run([forge, "no-such-command"], cwd=ROOT, capture_output=True)
+    assert failed.returncode != 0
+    ok = subprocess.run([forge, "--version"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0
+    assert "forge" in ok.stdout.lower()
