@@ -12,12 +12,17 @@ A condition that holds for a while (a patient with no published key, a failing c
 would otherwise be logged on every tick; :class:`Transitions` logs it when it starts, when it
 changes, and when it ends.
 
+The HTTP client vitalchain uses (httpx) logs every request's URL at INFO, and our URLs name
+devices and alert recipients (``/v1/alerts?address=…``, ``/v1/devices/{device}/…``), so
+this module, imported by every layer, raises that logger to WARNING once.
+
 This module sits at the bottom of the layers (docs/architecture.md): every layer may import it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -25,6 +30,8 @@ import threading
 __all__ = ["Transitions", "pseudonym", "safe_error"]
 
 _SALT = os.urandom(16)
+# httpx's "HTTP Request: GET <url>" lines would name devices and recipients (see above).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def pseudonym(address: str) -> str:
