@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from vitalchain.crypto import PrivateKey
 from vitalchain.logs import Transitions, pseudonym, safe_error
 
@@ -39,3 +43,18 @@ def test_transitions_report_only_changes() -> None:
     assert states.current() == {"p:1": "invalid_address"}
     assert states.change("p:1", None) == "invalid_address"  # recovered
     assert states.current() == {}
+
+
+def test_http_requests_are_not_logged_with_their_urls(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs "HTTP Request: GET <url>" at INFO, and our URLs name recipients and devices
+    (``/v1/alerts?address=…``): importing vitalchain.logs keeps that line out, even when
+    every logger is captured at DEBUG."""
+    import httpx
+
+    import vitalchain.logs  # noqa: F401  (what every layer imports)
+
+    address = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=[]))
+    with caplog.at_level(logging.DEBUG), httpx.Client(transport=transport) as http:
+        assert http.get(f"http://gateway.test/v1/alerts?address={address}").status_code == 200
+    assert all(address not in record.getMessage() for record in caplog.records)
