@@ -287,8 +287,9 @@ class Ledger:
         (health probes: a hung node must be reported down quickly, not after a long timeout)."""
         return self.backend.ping(timeout)
 
-    def timestamp(self) -> int:
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+    def timestamp(self, block: int | str = "latest") -> int:
+        """The time of ``block`` (the latest by default), in Unix seconds."""
+        return int(self.w3.eth.get_block(block)["timestamp"])
 
     def advance_time(self, seconds: int) -> None:
         self.backend.advance_time(seconds)
