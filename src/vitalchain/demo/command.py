@@ -50,6 +50,14 @@ def demo(
     print_json: Annotated[
         bool, typer.Option("--json", help="Also print the JSON summary on stdout.")
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="At the end, keep the demo's world running with a care portal for one "
+            "provider and one patient (login links printed) until Ctrl-C.",
+        ),
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -69,8 +77,9 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vitalchain.demo.portals import DemoWorld, running_portals, take_screenshots
     from vitalchain.demo.report import checks, print_summary, write_report
-    from vitalchain.demo.scenario import run_demo
+    from vitalchain.demo.scenario import DemoRun, run_demo
 
     config = DemoConfig(
         gateways=gateways,
@@ -106,11 +115,35 @@ def demo(
         ) as bar,
     ):
         task = bar.add_task("setting up", total=1.0)
+        shown: list[str] = []
+
+        def hold(run: DemoRun, world: DemoWorld) -> None:
+            """The portals on the world as it ends: their screenshots, and with --serve the
+            portals themselves until Ctrl-C (or SIGTERM)."""
+            bar.update(task, description="the care portal: screenshots")
+            with running_portals(world) as urls:
+                shots = take_screenshots(urls, folder / "screenshots", run.notes.append)
+                shown.append(
+                    f"portal: {len(shots)} screenshots of a provider's and a patient's portal "
+                    f"(served at {urls.provider.split('/?')[0]} and "
+                    f"{urls.patient.split('/?')[0]} during the run)"
+                )
+                if serve:
+                    bar.update(task, description="serving the care portal (Ctrl-C stops)")
+                    bar.console.print(
+                        "The demo's world is running. Open, on this machine:\n"
+                        f"  provider: {urls.provider}\n  patient:  {urls.patient}\n"
+                        "Ctrl-C stops it.",
+                        soft_wrap=True,
+                    )
+                    _wait_for_interrupt()
+
         run = run_demo(
             config,
             Path(work),
             step=lambda text: bar.update(task, description=text),
             progress=lambda fraction: bar.update(task, completed=fraction),
+            hold=hold,
         )
         bar.update(task, description="done", completed=1.0)
     written = write_report(run, folder)
@@ -118,10 +151,33 @@ def demo(
     console.print(f"report: {folder}/ ({', '.join(p.name for p in written)})")
     if data_dir is not None:
         console.print(f"data: {data_dir}/ (deployment.json, one folder per gateway)")
+    for line in shown:
+        console.print(line)
+    if not serve:
+        console.print(
+            "to browse this world in the care portal: vitalchain demo --serve "
+            "(keeps it running until Ctrl-C; docs/portal.md)"
+        )
     if print_json:
         typer.echo(json.dumps(run.summary()))
     if not all(checks(run).values()):
         raise typer.Exit(1)
+
+
+def _wait_for_interrupt() -> None:
+    """Until Ctrl-C or SIGTERM; either returns normally, so everything stops in order."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_data_dir(path: Path) -> None:

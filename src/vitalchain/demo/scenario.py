@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from vitalchain.crypto.keys import PrivateKey
 from vitalchain.demo.config import DemoConfig
+from vitalchain.demo.portals import DemoWorld
 from vitalchain.device.mqtt import MqttPublisher
 from vitalchain.device.physiology import Episode, EpisodeKind
 from vitalchain.device.simulator import SimulatedDevice, Simulation, SimulationStats
@@ -201,9 +202,13 @@ def run_demo(
     *,
     step: Callable[[str], None] = lambda _: None,
     progress: Callable[[float], None] = lambda _: None,
+    hold: Callable[[DemoRun, DemoWorld], None] | None = None,
 ) -> DemoRun:
     """Run the whole scenario in ``workdir``: the chain's ``deployment.json`` and one data
-    directory per gateway (its journal, block store, state, broker files), left in place."""
+    directory per gateway (its journal, block store, state, broker files), left in place.
+
+    ``hold`` is called at the end while everything still runs (the portal's screenshots,
+    ``--serve``); the world stops when it returns."""
     config.check()
     started = time.perf_counter()
     admin = PrivateKey.generate()
@@ -257,8 +262,27 @@ def run_demo(
             run.readings_stored += cluster.node.gateway.store.count_readings()
             run.alerts_recorded += ledger.alert_count(cluster.group_id)
             run.alerts_raised += cluster.node.alerts.raised_total
+        if hold is not None:
+            hold(run, _world(ledger, clusters, providers, patients))
     run.timings_s["total"] = time.perf_counter() - started
     return run
+
+
+def _world(
+    ledger: Ledger,
+    clusters: list[Cluster],
+    providers: list[PrivateKey],
+    patients: list[tuple[Cluster, PrivateKey]],
+) -> DemoWorld:
+    """Provider 1 (who lost patient 0 to a revoke and sees patient 1, tampered with) and
+    patient 0, for the portals."""
+    return DemoWorld(
+        ledger,
+        [c.url for c in clusters],
+        providers[1 % len(providers)],
+        patients[0][1],
+        patients[1][1].address,
+    )
 
 
 def _providers(ledger: Ledger, admin: PrivateKey, count: int) -> list[PrivateKey]:

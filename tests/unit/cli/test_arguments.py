@@ -60,7 +60,8 @@ PURPOSES: dict[tuple[str, ...], list[str]] = {
     ("alerts", "snooze"): ["Silence", "high-priority"],
     ("verify",): ["Verify", "Exit codes"],
     ("walkthrough",): ["cryptography"],
-    ("demo",): ["demo"],
+    ("demo",): ["demo", "--serve"],
+    ("portal",): ["care portal", "login link", "Ctrl-C"],
 }
 
 
