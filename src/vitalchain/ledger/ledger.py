@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import rlp  # type: ignore[import-untyped]
 from eth_abi.abi import decode as abi_decode
@@ -287,7 +287,7 @@ class Ledger:
         (health probes: a hung node must be reported down quickly, not after a long timeout)."""
         return self.backend.ping(timeout)
 
-    def timestamp(self, block: int | str = "latest") -> int:
+    def timestamp(self, block: int | Literal["latest"] = "latest") -> int:
         """The time of ``block`` (the latest by default), in Unix seconds."""
         return int(self.w3.eth.get_block(block)["timestamp"])
 
