@@ -24,7 +24,7 @@ def test_the_printed_token_signs_in_and_is_dropped_from_the_address(world: World
 def test_a_request_without_the_token_is_sent_to_sign_in(world: World) -> None:
     portal = portal_of(world, world.provider())
     with portal_client(portal, sign_in=False) as client:
-        for path in ("/",):  # each view's own tests check its pages too
+        for path in ("/", "/inbox"):  # each view's own tests check its pages too
             response = client.get(path, follow_redirects=False)
             assert response.status_code == 303, path
             assert response.headers["location"] == "/login"
