@@ -340,13 +340,5 @@ def _threshold_chain(
 def _thresholds(
     ledger: Ledger, patient: str, vitals: set[Vital]
 ) -> dict[Vital, tuple[float, float]]:
-    """The patient's on-chain (low, high) of each of ``vitals`` that has one, in its unit."""
-    from vitalchain.vitals import from_fixed
-
-    found: dict[Vital, tuple[float, float]] = {}
     with guard("cannot read the patient's thresholds (--no-ranges exports without them)"):
-        for vital in sorted(vitals):
-            fixed = ledger.threshold_of(patient, int(vital))
-            if fixed is not None:
-                found[vital] = (from_fixed(fixed[0]), from_fixed(fixed[1]))
-    return found
+        return ledger.thresholds(patient, vitals)

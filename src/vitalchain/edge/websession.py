@@ -25,13 +25,15 @@ import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import jinja2
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from vitalchain.errors import VitalchainError
 
-__all__ = ["Session", "Sessions", "page_headers"]
+__all__ = ["Session", "Sessions", "page_headers", "templates"]
 
 _NONCE_BYTES = 16
 
@@ -45,6 +47,18 @@ def page_headers(csp: str) -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",  # pages hold CSRF tokens and health data
     }
+
+
+def templates(folder: Path) -> jinja2.Environment:
+    """The pages' templates: escaped by default, and a missing variable is an error rather
+    than an empty string (a page that silently drops a value could hide a warning)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import jinja2
 import segno
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -35,7 +34,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from vitalchain.edge.codes import COMPONENTS, status_for
-from vitalchain.edge.websession import Session, Sessions, page_headers
+from vitalchain.edge.websession import Session, Sessions, page_headers, templates
 from vitalchain.errors import VitalchainError
 from vitalchain.gateway import schemas
 from vitalchain.gateway.errors import GatewayError
@@ -58,13 +57,7 @@ _HEADERS = page_headers(
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+_ENV = templates(Path(__file__).parent / "templates")
 
 Backlog = Callable[[], Mapping[str, Any] | None]
 Text = Annotated[str, Form()]  # a form field; missing is "" so the route refuses it by code

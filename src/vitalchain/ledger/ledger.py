@@ -26,7 +26,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -53,6 +53,7 @@ from vitalchain.ledger.errors import (
     TransactionFailed,
 )
 from vitalchain.ledger.events import ANCHORED, EventIndex
+from vitalchain.vitals import Vital, from_fixed
 
 __all__ = [
     "Anchor",
@@ -730,6 +731,16 @@ class Ledger:
     def threshold_of(self, patient: str, vital: int) -> tuple[int, int] | None:
         low, high, is_set = self._call("AlertRegistry", "thresholdOf", patient, vital)
         return (low, high) if is_set else None
+
+    def thresholds(self, patient: str, vitals: Iterable[Vital]) -> dict[Vital, tuple[float, float]]:
+        """The patient's on-chain (low, high) of each of ``vitals`` that has one, in the
+        vital's unit (what a chart's band and FHIR's referenceRange show); none is invented."""
+        found: dict[Vital, tuple[float, float]] = {}
+        for vital in sorted(set(vitals)):
+            fixed = self.threshold_of(patient, int(vital))
+            if fixed is not None:
+                found[vital] = (from_fixed(fixed[0]), from_fixed(fixed[1]))
+        return found
 
     def evaluate(self, patient: str, vital: int, value: int) -> int:
         return int(self._call("AlertRegistry", "evaluate", patient, vital, value))

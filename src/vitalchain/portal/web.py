@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-import jinja2
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
 from vitalchain.edge.codes import status_for
-from vitalchain.edge.websession import Session, Sessions, page_headers
+from vitalchain.edge.websession import Session, Sessions, page_headers, templates
 from vitalchain.errors import VitalchainError
 from vitalchain.logs import safe_error
 from vitalchain.portal.core import Portal, PortalError, Role
@@ -39,13 +38,7 @@ CSP = (
 HEADERS = page_headers(CSP)
 Text = Annotated[str, Form()]  # a form field; missing is "" so the view refuses it by code
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+_ENV = templates(Path(__file__).parent / "templates")
 
 
 class NotSignedIn(Exception):

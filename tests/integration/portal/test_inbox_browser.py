@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import axe_violations
+from tests.support.browser import axe_violations, screenshot, tab_through
 from tests.support.node import World, make_world
 from tests.support.portal import TOKEN, live_portal
 from tests.support.waiting import wait_for
@@ -25,17 +25,7 @@ from vitalchain.node import served
 from vitalchain.portal.app import create_app
 from vitalchain.vitals import Vital
 
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "build" / "screenshots"
 REPEAT_S = 1.0  # a high alarm repeats this often until acknowledged (default 60 s)
-
-# Every control of the page, and the name a user hears for it (aria-label, its label, text).
-CONTROLS_JS = """() => Array.from(document.querySelectorAll(
-    'a[href], button, input:not([type=hidden]), select, textarea')).map(e => ({
-  id: e.id, tag: e.tagName,
-  name: (e.getAttribute('aria-label') || (e.labels && e.labels.length
-         ? e.labels[0].textContent : '') || e.textContent || '').trim()}))"""
-FOCUSED_JS = """() => { const e = document.activeElement;
-  return e ? (e.id || e.tagName + ':' + (e.getAttribute('href') || e.textContent.trim())) : ''; }"""
 
 
 @pytest.fixture
@@ -81,8 +71,7 @@ def test_a_provider_sees_snoozes_and_acknowledges_a_live_alarm(world: World, pag
         assert not when.inner_text().endswith("UTC")
         assert re.search(r"CET|GMT\+1", when.inner_text())
 
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "provider-inbox.png"), full_page=True)
+        screenshot(page, "provider-inbox")
         assert axe_violations(page) == []
         _every_control_is_reachable_by_tab_and_named(page)
 
@@ -114,7 +103,7 @@ def test_a_provider_sees_snoozes_and_acknowledges_a_live_alarm(world: World, pag
         expect(row).to_have_attribute("data-state", "acknowledged")
         expect(row.get_by_role("button")).to_have_count(0)
         assert escalator.state(alert_id).acknowledged_by == provider.address
-        page.screenshot(path=str(SCREENSHOTS / "provider-inbox-acknowledged.png"), full_page=True)
+        screenshot(page, "provider-inbox-acknowledged")
     assert not [t for t in threading.enumerate() if t.name.startswith("portal-inbox")]
 
 
@@ -153,15 +142,6 @@ def test_without_javascript_the_forms_still_work(world: World, browser: Browser)
 
 
 def _every_control_is_reachable_by_tab_and_named(page: Page) -> None:
-    controls = page.evaluate(CONTROLS_JS)
-    unnamed = [c for c in controls if not c["name"]]
-    assert unnamed == []
-    wanted = {c["id"] for c in controls if c["id"]}
-    assert any(i.startswith("ack-") for i in wanted)
-    assert any(i.startswith("snooze-") for i in wanted)
-    page.locator("body").focus()
-    reached: list[str] = []
-    for _ in range(len(controls) + 5):
-        page.keyboard.press("Tab")
-        reached.append(page.evaluate(FOCUSED_JS))
-    assert wanted <= set(reached), wanted - set(reached)
+    ids = {c["id"] for c in tab_through(page)}
+    assert any(i.startswith("ack-") for i in ids)
+    assert any(i.startswith("snooze-") for i in ids)

@@ -6,18 +6,14 @@ serious axe-core violations, and saved as a screenshot (build/screenshots/patien
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.browser import axe_violations, screenshot
+from tests.support.browser import axe_violations, screenshot, tab_through
 from tests.support.delivery import raise_low
 from tests.support.node import World
 from tests.support.portal import TOKEN, live_portal
@@ -33,55 +29,6 @@ PAGES = {
     "/me/access": ("Who accessed my data", "patient-access"),
     "/me/alerts": ("My alerts", "patient-alerts"),
 }
-
-# Every control of a page with its accessible name as the browser computes the simple cases
-# (a <label>, aria-label / aria-labelledby, or the text of a link or button).
-CONTROLS_JS = """() => {
-  const controls = [...document.querySelectorAll(
-    'a[href], button, input:not([type=hidden]), select, textarea')];
-  return controls.map((el, i) => {
-    el.dataset.control = String(i);
-    const byId = (ids) => ids.split(/\\s+/).map(
-      (id) => (document.getElementById(id) || {}).textContent || '').join(' ');
-    const name = (el.getAttribute('aria-label') ||
-      (el.getAttribute('aria-labelledby') && byId(el.getAttribute('aria-labelledby'))) ||
-      (el.labels && [...el.labels].map((l) => l.textContent).join(' ')) ||
-      el.textContent || '').trim();
-    return {index: i, tag: el.tagName.toLowerCase(), name};
-  });
-}"""
-
-
-def our_chromium() -> list[int]:
-    """Chromium processes descended from this test process, read from /proc (other
-    processes' browsers, e.g. another suite's, are not ours to judge)."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(stat.parent.name)
-        names[pid] = text[text.index("(") + 1 : text.rindex(")")]
-        parents[pid] = int(text[text.rindex(")") + 2 :].split()[1])
-    ours: set[int] = set()
-    frontier = {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - ours
-        ours |= frontier
-    return sorted(pid for pid in ours if "chrom" in names[pid].lower())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_browser_left() -> Iterator[None]:
-    """Set up before the module's browser, so torn down after it: no chromium of this test
-    process may outlive the module."""
-    yield
-    deadline = time.monotonic() + 10
-    while our_chromium() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert our_chromium() == [], "chromium outlived the test module"
 
 
 @dataclass
@@ -116,21 +63,7 @@ def signed_in(world: World, page: Page, key: PrivateKey) -> Iterator[str]:
 def check_page(page: Page) -> None:
     """axe-core finds nothing serious, every control is labelled and reached by Tab."""
     assert axe_violations(page) == []
-    controls = page.evaluate(CONTROLS_JS)
-    unlabelled = [c for c in controls if not c["name"]]
-    assert unlabelled == [], unlabelled
-    page.locator("body").focus()
-    page.evaluate("document.activeElement && document.activeElement.blur()")
-    wanted = {str(c["index"]) for c in controls}
-    reached: set[str] = set()
-    for _ in range(3 * len(controls) + 5):  # a date field takes a Tab per part (d, m, y)
-        page.keyboard.press("Tab")
-        found = page.evaluate("document.activeElement.dataset.control || ''")
-        if found:
-            reached.add(found)
-        if reached == wanted:
-            break
-    assert reached == wanted, [c for c in controls if str(c["index"]) not in reached]
+    tab_through(page)
 
 
 def test_every_patient_page_is_reachable_labelled_and_clean(world: World, page: Page) -> None:
