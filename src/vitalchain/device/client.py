@@ -12,6 +12,13 @@ section 5) once ``rekey_margin`` messages or fewer are left, and when the gatewa
 (``reseal``), its signed payload unchanged.  A device that persists its session across
 restarts must persist the key's count too (``usage``; ``attach(..., used=...)``), or its
 count restarts at zero and only the gateway's own count stops it.
+
+Every acknowledgement carries the gateway's receipt (docs/spec/receipt.md).  The client
+checks it against the group's master as the chain knows it (:class:`GroupMasters`: every
+address that has been master, and until when) and keeps the verified ones in a bounded,
+rotating :class:`ReceiptBook`.  A message counts as delivered only once its receipt verified:
+an acknowledgement whose receipt is missing, malformed, for another message, or signed by
+anyone but a master of the time is refused ``invalid_receipt``.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -36,6 +44,7 @@ from vitalchain.edge.client import raise_for_refusal
 from vitalchain.edge.codes import Refused
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.ledger.eip712 import Domain, request_digest
+from vitalchain.ledger.masters import GroupMasters, receipt_signer
 from vitalchain.vitals import Vital, by_class
 from vitalchain.wire import onboarding
 from vitalchain.wire.alert import alert_context
@@ -49,6 +58,7 @@ from vitalchain.wire.onboarding import (
     REKEY_REQUEST_CONTEXT,
     SESSION_CONTEXT,
 )
+from vitalchain.wire.receipt import Receipt
 from vitalchain.wire.telemetry import (
     HEADER_SIZE,
     MESSAGE_HEADER,
@@ -58,11 +68,24 @@ from vitalchain.wire.telemetry import (
     ReadingItem,
 )
 
-__all__ = ["DeviceClient", "DeviceError", "Onboarded"]
+if TYPE_CHECKING:
+    from vitalchain.ledger.ledger import Ledger
+
+__all__ = [
+    "RECEIPTS_KEPT",
+    "DeviceClient",
+    "DeviceError",
+    "Onboarded",
+    "ReceiptBook",
+]
 
 # Re-key this many messages before the key's limit: room for a failed attempt to be retried
 # with the next message while the old key still seals.
 REKEY_MARGIN = 1024
+# Verified receipts a client keeps in memory, the oldest dropped first (ReceiptBook).
+RECEIPTS_KEPT = 4096
+# How long the masters read from the chain are trusted before they are read again: a
+# rotation is seen within this time (0: read the chain for every receipt).
 
 
 class DeviceError(VitalchainError):
@@ -84,6 +107,73 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DeviceError("the gateway's answer is not a JSON object", code="not_a_gateway")
     return data
+
+
+def _invalid_receipt(why: str) -> DeviceError:
+    return DeviceError(
+        f"the acknowledgement's receipt does not verify: {why}", code="invalid_receipt"
+    )
+
+
+class ReceiptBook:
+    """One device's verified receipts, the newest ``keep`` of them (a rotating buffer).
+
+    A receipt is checked against the chain's masters (``masters``) or, for a client built
+    without a chain, against the one master address it learned at onboarding (``master``;
+    no rotation is known then).  With neither, no receipt verifies."""
+
+    def __init__(
+        self,
+        group_id: int,
+        device: str,
+        *,
+        masters: GroupMasters | None = None,
+        master: str | None = None,
+        keep: int = RECEIPTS_KEPT,
+    ) -> None:
+        self.group_id = group_id
+        self.device = device
+        self.masters = masters
+        self.master = master
+        self._kept: deque[Receipt] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._kept)
+
+    @property
+    def receipts(self) -> list[Receipt]:
+        """The kept receipts, oldest first (at most ``keep``)."""
+        with self._lock:
+            return list(self._kept)
+
+    def verify(self, receipt: Receipt) -> str:
+        """The signer of ``receipt`` if it was the group's master when the receipt says it
+        stored the message; else ``DeviceError`` ``invalid_receipt``."""
+        if receipt.group_id != self.group_id or receipt.device != self.device:
+            raise _invalid_receipt("it is for another group or device")
+        try:
+            return receipt_signer(receipt, self.masters, self.master)
+        except VitalchainError as exc:
+            raise DeviceError(exc.message, code=exc.code) from None
+
+    def check(self, ack: Mapping[str, Any], message_hash: bytes) -> Receipt:
+        """Verify the receipt of ``ack``, the acknowledgement of the data message whose
+        SHA-256 the device computed over the bytes it sent (``message_hash``), and keep it:
+        it must name that hash and the ack's last seq.  ``invalid_receipt`` otherwise."""
+        try:
+            receipt = Receipt.from_hex(ack.get("receipt"))
+        except DecodeError as exc:
+            raise _invalid_receipt(exc.message) from None
+        if receipt.message_hash != message_hash:
+            raise _invalid_receipt("it is for another message")
+        if receipt.last_seq != ack.get("last_seq"):
+            raise _invalid_receipt("it covers other seqs than the acknowledgement")
+        self.verify(receipt)
+        with self._lock:
+            self._kept.append(receipt)
+        return receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +199,15 @@ class DeviceClient:
         first_seq: int = 0,
         key_limit: UsageLimit | None = None,
         rekey_margin: int = REKEY_MARGIN,
+        chain: Ledger | None = None,
+        receipts_kept: int = RECEIPTS_KEPT,
     ) -> None:
         """``key_limit`` overrides the suite's per-key limit (tests); the client re-keys when
         ``rekey_margin`` messages or fewer are left under the key (at most a sixteenth of the
-        limit, so a small test limit re-keys only once it is spent)."""
+        limit, so a small test limit re-keys only once it is spent).  ``chain`` is what
+        receipts are checked against (the group's masters over time); without it, only the
+        master address learned at onboarding (or given to :meth:`attach`) is trusted, and a
+        rotation of the master is not seen.  ``receipts_kept`` bounds :attr:`receipts`."""
         self.key = key
         self.object_id = object_id
         self.suite = suite
@@ -133,6 +228,9 @@ class DeviceClient:
         self._previous: tuple[bytes, Aead] | None = None
         self._key_lock = threading.RLock()
         self.gateway: str | None = None  # the master address a re-key answer must be signed by
+        self.chain = chain
+        self._receipts_kept = receipts_kept
+        self.receipts: ReceiptBook | None = None  # set by attach (needs the group)
 
     @property
     def address(self) -> str:
@@ -249,11 +347,22 @@ class DeviceClient:
         with self._key_lock:
             if gateway is not None:
                 self.gateway = gateway
+            self._attach_receipts(group_id)
             self._aead = Aead(session_key, self.suite, limit=self.key_limit, used=used or Usage())
             self.session_key = session_key
             self._header = MESSAGE_HEADER + session_id
             self._group_id = group_id
             self._previous = None
+
+    def _attach_receipts(self, group_id: int) -> None:
+        """One book per group, kept across re-keys (a re-key changes the session, not who
+        signs receipts); its fallback master follows :attr:`gateway`."""
+        if self.receipts is None or self.receipts.group_id != group_id:
+            masters = GroupMasters(self.chain, group_id) if self.chain is not None else None
+            self.receipts = ReceiptBook(
+                group_id, self.address, masters=masters, keep=self._receipts_kept
+            )
+        self.receipts.master = self.gateway
 
     @property
     def usage(self) -> Usage:
@@ -457,7 +566,8 @@ class DeviceClient:
         return [members[i] for i in order]
 
     def send(self, message: bytes) -> dict[str, Any]:
-        """POST one data message; returns the gateway's acknowledgement.
+        """POST one data message; returns the gateway's acknowledgement once its receipt
+        verified (kept in :attr:`receipts`; ``invalid_receipt`` otherwise: not delivered).
 
         Refused ``key_exhausted`` (the gateway's count of the key reached its limit first), or
         ``unknown_session`` for a message sealed under the session before the last re-key
@@ -478,10 +588,19 @@ class DeviceClient:
     def _send_once(self, message: bytes) -> dict[str, Any]:
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
-        return _answer(
+        ack = _answer(
             self.http.post(
                 "/v1/telemetry",
                 content=message,
                 headers={"content-type": "application/octet-stream"},
             )
         )
+        self.check_receipt(ack, message)
+        return ack
+
+    def check_receipt(self, ack: Mapping[str, Any], message: bytes) -> Receipt:
+        """Verify and keep the receipt of ``ack``, the acknowledgement of ``message`` (any
+        transport: the MQTT publisher calls it too); ``invalid_receipt`` if it fails."""
+        if self.receipts is None:
+            raise DeviceError("not onboarded", code="no_session")
+        return self.receipts.check(ack, hashlib.sha256(message).digest())

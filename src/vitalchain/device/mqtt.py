@@ -2,6 +2,10 @@
 
 Acknowledgements come back on the device's own ack topic and are matched to messages by
 ``message_id`` (the SHA-256 of the data message), so many messages can be in flight at once.
+Given the device's :class:`~vitalchain.device.client.ReceiptBook` (``receipts=client.receipts``),
+each acknowledgement's receipt (docs/spec/receipt.md) is verified as it arrives: one that does
+not verify is answered as the refusal ``invalid_receipt`` instead, so a message counts as
+delivered only with a verified receipt, and a later, valid answer to it still wins.
 
 A gateway restart (which restarts its broker) must not strand a device: the client
 reconnects by itself with backoff (paho's reconnect, ``reconnect_delay``), resubscribes, and
@@ -22,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from vitalchain.device.client import DeviceError
+from vitalchain.device.client import DeviceError, ReceiptBook
 from vitalchain.services.mqtt_client import connect_and_wait, make_client
 from vitalchain.wire.onboarding import MqttGrant
 
@@ -41,11 +45,15 @@ class MqttPublisher:
         timeout: float = 10,
         reconnect_delay: tuple[int, int] = (1, 10),
         session_expiry_s: int = SESSION_EXPIRY_S,
+        receipts: ReceiptBook | None = None,
     ) -> None:
         """``timeout`` bounds the first connection and each wait for an acknowledgement;
         ``reconnect_delay`` is the first and the longest wait between reconnection attempts
-        (seconds, doubling)."""
+        (seconds, doubling).  ``receipts``: the device's book, which checks and keeps every
+        acknowledgement's receipt (without it, acknowledgements are taken unchecked, as an
+        earlier release did)."""
         self._creds = credentials
+        self._receipts = receipts
         self._timeout = timeout
         self._session_expiry_s = session_expiry_s
         self._pending: dict[str, threading.Event] = {}
@@ -132,15 +140,34 @@ class MqttPublisher:
         except (ValueError, KeyError, TypeError):
             return
         with self._lock:
+            if message_id not in self._pending:
+                return  # not awaited (a late second answer, or queued from an earlier run)
+        if self._receipts is not None and isinstance(ack, dict) and "error" not in ack:
+            ack = self._checked(ack, message_id)
+        with self._lock:
             event = self._pending.get(message_id)
             if event is None:
-                return  # not awaited (a late second answer, or queued from an earlier run)
+                return
             # A message delivered twice (after a gateway restart) is answered twice: the
             # second answer, "replayed", must not hide the first, which says what was stored.
             earlier = self._acks.get(message_id)
             if earlier is None or ("error" in earlier and "error" not in ack):
                 self._acks[message_id] = ack
         event.set()
+
+    def _checked(self, ack: dict[str, Any], message_id: str) -> dict[str, Any]:
+        """``ack`` if its receipt verifies (and is kept), else the refusal ``invalid_receipt``.
+        ``message_id`` is the hash this device computed over what it published."""
+        assert self._receipts is not None
+        try:
+            self._receipts.check(ack, bytes.fromhex(message_id))
+        except DeviceError as exc:
+            return {
+                "v": 1,
+                "error": {"code": exc.code, "message": exc.message},
+                "message_id": message_id,
+            }
+        return ack
 
     def publish_many(self, messages: Sequence[bytes], *, window: int = 64) -> list[dict[str, Any]]:
         """Publish at QoS 1 with at most ``window`` awaiting acknowledgement, in order.

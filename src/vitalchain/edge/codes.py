@@ -83,6 +83,7 @@ BY_STATUS: Mapping[int, tuple[str, ...]] = MappingProxyType(
             "invalid_payload",
             "invalid_policy",
             "invalid_priority",
+            "invalid_receipt",  # a gateway's receipt that does not verify: content, not auth
             "invalid_reading",
             "invalid_request",
             "invalid_rule",

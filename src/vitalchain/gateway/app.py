@@ -255,7 +255,8 @@ def create_app(
         tags=["telemetry"],
     )
     async def telemetry(request: Request, gw: GatewayDep) -> dict[str, Any]:
-        """A signed, encrypted data message (docs/spec/telemetry.md); acknowledged once stored.
+        """A signed, encrypted data message (docs/spec/telemetry.md); acknowledged once stored,
+        with the master's receipt for it (docs/spec/receipt.md, signed by the ingest core).
 
         Before the message authenticates, its cost is the client address's: its media type
         and size are checked, and the body read at most one byte past the limit, whatever the

@@ -7,6 +7,11 @@ committed the readings durably.
 Each session key carries a bounded number of messages (check 8, :class:`KeyBudget`): the
 gateway counts what it accepted under a key and refuses ``key_exhausted`` past the suite's
 limit, so a device whose firmware does not count cannot wear its key out; the device re-keys.
+
+Every acknowledgement carries a receipt (docs/spec/receipt.md): the master's one signature,
+made once the store committed, over the group, the device, the SHA-256 of the message's bytes
+as received, the seqs it covers and the commit time.  One signature per acknowledgement, never
+per reading, so a receipt costs the gateway one ECDSA signature per message at most.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from itertools import pairwise
 from typing import NoReturn
 
 from vitalchain.crypto.aead import Aead, Usage, UsageLimit
-from vitalchain.crypto.keys import PublicKey, Signature
+from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature
 from vitalchain.crypto.ring import RingProof
 from vitalchain.errors import DecodeError, DecryptionError, InvalidSignature, VitalchainError
 from vitalchain.gateway.errors import GatewayError
@@ -39,6 +44,7 @@ from vitalchain.store import DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
 from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import StoredMessage
+from vitalchain.wire.receipt import RECEIPT_CONTEXT, signed_bytes
 from vitalchain.wire.telemetry import (
     HEADER_SIZE,
     MESSAGE_HEADER,
@@ -243,10 +249,13 @@ class IngestCore:
         max_message_bytes: int = 64 * 1024,
         max_readings: int = 100,
         preauth: RateLimiter | None = None,
+        master: PrivateKey | None = None,
     ) -> None:
         """``rate`` is each device's budget, charged once its message authenticated;
         ``preauth`` each client's budget for messages that fail before that (default
-        :data:`PREAUTH_BURST` at :data:`PREAUTH_RATE_PER_S`, on ``rate``'s clock)."""
+        :data:`PREAUTH_BURST` at :data:`PREAUTH_RATE_PER_S`, on ``rate``'s clock).
+        ``master`` signs a receipt for every acknowledgement (a gateway always passes its
+        key; without one, acknowledgements carry no receipt: benchmarks of the checks)."""
         self.metrics = IngestMetrics()  # /metrics: every outcome of submit, both transports
         self._store = store
         self._registry = registry
@@ -258,6 +267,8 @@ class IngestCore:
             else RateLimiter(PREAUTH_RATE_PER_S, PREAUTH_BURST, rate.clock)
         )
         self._now_ms = now_ms
+        self._master = master
+        self._master_address = master.public_key.address_bytes if master is not None else b""
         self._skew_ms = clock_skew_s * 1000
         self._max_bytes = max_message_bytes
         self._max_readings = max_readings
@@ -438,7 +449,7 @@ class IngestCore:
                     all_stored = all(current.stored(seq) for seq in seqs)
                     refusal = _replayed() if all_stored else _seq_conflict()
             if error is None:
-                acked.set_result(Ack(len(seqs), seqs[-1], message.message_id))
+                acked.set_result(self._acknowledge(message, seqs))
                 if self._listeners:
                     self._stored.put(StoredMessage(done.result(), message))
             elif refusal is not None:
@@ -448,6 +459,23 @@ class IngestCore:
 
         stored.add_done_callback(settle)
         return acked
+
+    def _acknowledge(self, message: Message, seqs: list[int]) -> Ack:
+        """The acknowledgement of ``message``, just committed, with its signed receipt."""
+        ack = Ack(len(seqs), seqs[-1], message.message_id)
+        if self._master is None:
+            return ack
+        signed = signed_bytes(
+            message.group_id,
+            bytes.fromhex(message.device[2:]),
+            message.message_id,  # SHA-256 of the bytes as received
+            seqs[0],
+            seqs[-1],
+            self._now_ms(),  # after the commit: "stored" is true from here on
+            self._master_address,
+        )
+        signature = self._master.sign(signed, RECEIPT_CONTEXT).to_rsv()
+        return Ack(ack.accepted, ack.last_seq, ack.message_id, signed + signature)
 
     def _reload(self, device: str) -> SeqBook:
         """Rebuild ``device``'s book from the store, keeping what is in flight (lock held)."""

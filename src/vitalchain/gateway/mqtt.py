@@ -264,6 +264,8 @@ class MqttBridge:
         error: BaseException | None = None,
     ) -> None:
         if ack is not None:
+            # With its receipt (receipt.md): the ingest core signed it once, for the whole
+            # range of seqs this ack covers; nothing is signed here.
             body = ack.to_json()
             counter = "acknowledged"
         else:

@@ -168,6 +168,7 @@ class Gateway:
                 settings.telemetry_preauth_burst,
                 time.monotonic,
             ),
+            master=master,  # signs each acknowledgement's receipt (docs/spec/receipt.md)
         )
         # Pre-authentication limits (gateway/preauth.py); the clock is read through self so
         # a test that pins ``gateway.clock`` pins the buckets too.

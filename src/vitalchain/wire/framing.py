@@ -26,6 +26,7 @@ class Kind(bytes, Enum):
     BLOCK = b"b"
     KEYS = b"k"  # a reader's key-ring entry for one block
     MESSAGE = b"m"
+    RECEIPT = b"t"  # the gateway's signed receipt of a stored message
 
 
 def header(kind: Kind, version: int) -> bytes:

@@ -12,10 +12,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
+
 from vitalchain.errors import DecodeError
 from vitalchain.vitals import Vital
 from vitalchain.wire._json import Strict, load
 from vitalchain.wire.framing import Kind, header
+from vitalchain.wire.receipt import RECEIPT_SIZE
 
 __all__ = [
     "HEADER_SIZE",
@@ -146,6 +149,16 @@ class AckBody(Strict):
     accepted: int
     last_seq: int
     message_id: str
+    # The master's signed receipt (receipt.md), hex; a field added in v1, so a client of an
+    # earlier release, which reads only the others, keeps working.
+    receipt: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]*$",
+        min_length=2 * RECEIPT_SIZE,
+        max_length=2 * RECEIPT_SIZE,
+        description="The receipt (docs/spec/receipt.md), hex: the master's signature over "
+        "group, device, SHA-256 of the message as received, seqs covered and commit time.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +168,18 @@ class Ack:
     accepted: int
     last_seq: int
     message_id: bytes  # SHA-256 of the data message
+    receipt: bytes | None = None  # the encoded receipt (receipt.md); kept encoded on the hot path
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "v": 1,
             "accepted": self.accepted,
             "last_seq": self.last_seq,
             "message_id": self.message_id.hex(),
         }
+        if self.receipt is not None:
+            body["receipt"] = self.receipt.hex()
+        return body
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":")).encode()
@@ -170,7 +187,8 @@ class Ack:
     @classmethod
     def parse(cls, data: bytes | str) -> Ack:
         model = load(AckBody, data, what="acknowledgement")
-        return cls(model.accepted, model.last_seq, _message_id(model.message_id))
+        receipt = None if model.receipt is None else bytes.fromhex(model.receipt)
+        return cls(model.accepted, model.last_seq, _message_id(model.message_id), receipt)
 
 
 class _ErrorModel(Strict):

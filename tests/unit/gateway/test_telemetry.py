@@ -58,12 +58,15 @@ def test_readings_are_stored_and_acknowledged(harness: Harness, suite: Suite) ->
         [(Vital.SYSTOLIC_BP, 128), (Vital.DIASTOLIC_BP, 84), (Vital.HEART_RATE, 71)]
     )
     ack = device.send(message)
+    receipt = ack.pop("receipt")  # checked by the SDK's send; see test_receipts.py
     assert ack == {
         "v": 1,
         "accepted": 3,
         "last_seq": 2,
         "message_id": hashlib.sha256(message).hexdigest(),
     }
+    assert device.receipts is not None
+    assert device.receipts.receipts[-1].hex() == receipt
     assert harness.gateway.store.count_readings() == before + 3
     stored = harness.gateway.store.messages(device=device.address)[-1].message
     assert [r.vital for r in stored.readings] == [
