@@ -80,6 +80,7 @@ bench: setup
 	$(PY) benchmarks/baseline.py
 	$(PY) benchmarks/faults.py --write
 	$(PY) benchmarks/fuzz.py --write
+	$(PY) benchmarks/receipts.py --write
 
 clean: contracts-clean
 	rm -rf $(VENV) node_modules $(DOCS_ASSETS) $(PORTAL_ASSETS) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

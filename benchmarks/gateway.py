@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from vitalchain.crypto import Aead, PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.device.simulator import enrol
+from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import ChainOutbox, EmbeddedBackend, Ledger
 from vitalchain.ledger.eip712 import Domain, request_digest
@@ -241,9 +242,13 @@ def blast_mqtt(devices: list[DeviceClient], messages: list[list[bytes]]) -> floa
     return sum(len(m) for m in messages) / elapsed
 
 
-def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
-    """The ingest core alone, two threads, no transport: the gateway's own ceiling."""
-    from vitalchain.gateway.service import Gateway
+@contextlib.contextmanager
+def in_process_gateway(devices: int = 2) -> Iterator[tuple[Gateway, list[DeviceClient]]]:
+    """A gateway on the embedded chain with ``devices`` onboarded clients, no transport: the
+    ingest path as a node runs it (``Gateway.ingest``), for the core's own ceiling."""
+    from fastapi.testclient import TestClient
+
+    from vitalchain.gateway.app import create_app
     from vitalchain.ledger.watcher import ChainWatcher
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,16 +268,23 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
         gateway = Gateway(settings, master, ledger, outbox=outbox, watcher=watcher)
         gateway.start()
         watcher.start()
-        from fastapi.testclient import TestClient
+        try:
+            with TestClient(create_app(gateway)) as client:
+                clients = []
+                for i in range(devices):
+                    d = DeviceClient(PrivateKey.generate(), 20_000 + i, http=client)
+                    d.onboard(enrol(client, TOKEN, PrivateKey.generate().address))
+                    clients.append(d)
+            yield gateway, clients
+        finally:
+            gateway.close()
+            watcher.stop()
+            outbox.close()
 
-        from vitalchain.gateway.app import create_app
 
-        with TestClient(create_app(gateway)) as client:
-            devices = []
-            for i in range(2):
-                d = DeviceClient(PrivateKey.generate(), 20_000 + i, http=client)
-                d.onboard(enrol(client, TOKEN, PrivateKey.generate().address))
-                devices.append(d)
+def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
+    """The ingest core alone, two threads, no transport: the gateway's own ceiling."""
+    with in_process_gateway() as (gateway, devices):
         batches = [[d.prepare(readings) for _ in range(count // 2)] for d in devices]
 
         def run(batch: list[bytes]) -> None:
@@ -288,9 +300,6 @@ def ingest_core(count: int, readings: list[tuple[Vital, float]]) -> float:
             w.join()
         rate = count / (time.perf_counter() - start)
         gc.unfreeze()  # the load generators that follow run as before
-        gateway.close()
-        watcher.stop()
-        outbox.close()
         return rate
 
 
