@@ -23,7 +23,7 @@ from vitalchain.cli.gateway import gateway_app
 from vitalchain.cli.keys import key_app
 from vitalchain.cli.portal import portal
 from vitalchain.cli.provider import fhir_app, provider_app
-from vitalchain.cli.verify import verify
+from vitalchain.cli.verify import verify, verify_receipts
 from vitalchain.demo.command import demo as _demo
 
 __all__ = ["app"]
@@ -60,6 +60,7 @@ app.add_typer(fhir_app, name="fhir", rich_help_panel=_CARE)
 app.add_typer(alerts_app, name="alerts", rich_help_panel=_CARE)
 app.command("portal", rich_help_panel=_CARE)(portal)
 app.command("verify", rich_help_panel=_CARE)(verify)
+app.command("verify-receipts", rich_help_panel=_CARE)(verify_receipts)
 # `vitalchain simulate` predates the `device` group: kept as an alias, out of the listing.
 app.command("simulate", hidden=True)(simulate)
 

@@ -497,7 +497,7 @@ def _connect_mqtt(
                 )
         if creds is None:
             fail("the gateway offers no MQTT; use --transport http", why="no_mqtt")
-        publishers[address] = MqttPublisher(creds)
+        publishers[address] = MqttPublisher(creds, receipts=device.client.receipts)
         with guard(f"cannot connect device {address} to the MQTT broker"):
             publishers[address].connect()
 

@@ -47,18 +47,22 @@ def run_verify(
     report = verify_patient(
         client.source, ledger, group_id, patient, number=number, reader=key, opened=client.opened
     )
-    table = Table(
-        "block", "check", "result", "detail", title=f"patient {patient}, group {group_id}"
-    )
-    for check in report.checks:
-        style = _STYLE[check.outcome]
-        table.add_row(
-            str(check.block or "-"), check.name, f"[{style}]{check.outcome}", check.detail
-        )
-    out.print(table)
+    print_report(out, report, f"patient {patient}, group {group_id}")
     if report.ok:
         out.print("[green]verified: no check failed")
         return report, EXIT_OK
     first = report.failures[0]
     out.print(f"[bold red]FAILED: {first.name} (block {first.block or '-'}): {first.detail}")
     return report, EXIT_FAILED
+
+
+def print_report(out: Console, report: Report, title: str) -> None:
+    """The table of ``vitalchain verify`` and ``verify-receipts``: block, check, result,
+    detail, one row per check."""
+    table = Table("block", "check", "result", "detail", title=title)
+    for check in report.checks:
+        style = _STYLE[check.outcome]
+        table.add_row(
+            str(check.block or "-"), check.name, f"[{style}]{check.outcome}", check.detail
+        )
+    out.print(table)

@@ -61,6 +61,11 @@ def checks(run: DemoRun) -> dict[str, bool]:
         "a consented provider decrypts": run.fetch.get("readings_decrypted", 0) > 0,
         "untampered blocks verify": bool(run.verify.get("ok")),
         "the tampered block is caught": bool(run.tamper.get("detected")),
+        # every receipt a patient's devices kept verifies, and its readings were sealed
+        "receipts verified": bool(run.receipts.get("ok"))
+        and run.receipts.get("collected", 0) > 0
+        and run.receipts.get("verified") == run.receipts.get("collected")
+        and run.receipts.get("not_sealed") == 0,
         **(
             {
                 "a SpO2-only consent gets SpO2 only, verified": run.scoped.get("vitals_decrypted")
@@ -103,6 +108,7 @@ def print_summary(run: DemoRun, console: Console) -> None:
         ("verify", "ok" if s["verify"].get("ok") else "FAILED"),
         ("SpO2-only consent", _scoped(s["scoped_fetch"])),
         ("tampered block", _tamper(s["tamper"])),
+        ("receipts (one patient)", _receipts(s["receipts"])),
         ("wall time", f"{s['timings_s'].get('total', 0):.1f} s"),
     ]
     for name, value in rows:
@@ -129,6 +135,16 @@ def _revoked(info: dict[str, Any]) -> str:
     if not info.get("refused"):
         return "NOT refused"
     return f"refused ({info['status']} {info['code']})"
+
+
+def _receipts(info: dict[str, Any]) -> str:
+    if not info:
+        return "not collected"
+    return (
+        f"{info['collected']} collected from {info['devices']} devices, {info['verified']} "
+        f"verified, {info['sealed']} sealed, {info['anchored']} anchored, "
+        f"{info['not_sealed']} not sealed"
+    )
 
 
 def _tamper(info: dict[str, Any]) -> str:
@@ -525,6 +541,7 @@ def _markdown(
         f"| verify against the chain | {'ok' if summary['verify'].get('ok') else 'FAILED'} "
         f"({summary['verify'].get('checks', 0)} checks) |",
         f"| a tampered block | {_tamper(summary['tamper'])} |",
+        f"| signed receipts (one patient's devices) | {_receipts(summary['receipts'])} |",
         f"| a SpO2-only consent | {_scoped(summary['scoped_fetch'])} |",
         "",
         "### Checks",

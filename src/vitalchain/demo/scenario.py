@@ -33,7 +33,8 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import EmbeddedBackend, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
 from vitalchain.sdk.alert import Alert, open_alert
-from vitalchain.sdk.provider import AccessError, ProviderClient
+from vitalchain.sdk.provider import AccessError, FetchedBlock, ProviderClient
+from vitalchain.sdk.receipts import check_receipts
 from vitalchain.sdk.subscriber import AlertSubscriber
 from vitalchain.sdk.verify import Report, verify_patient
 from vitalchain.sealing.sealer import SealingPolicy
@@ -130,6 +131,7 @@ class DemoRun:
     verify: dict[str, Any] = field(default_factory=dict)
     tamper: dict[str, Any] = field(default_factory=dict)
     scoped: dict[str, Any] = field(default_factory=dict)  # a SpO2-only consent's fetch
+    receipts: dict[str, Any] = field(default_factory=dict)  # one patient's, checked (issue 17)
     series: list[dict[str, Any]] = field(default_factory=list)  # one patient's decrypted readings
     episodes: list[dict[str, Any]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -176,6 +178,7 @@ class DemoRun:
             "verify": self.verify,
             "tamper": self.tamper,
             "scoped_fetch": self.scoped,
+            "receipts": self.receipts,
             "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
             "notes": self.notes,
         }
@@ -499,7 +502,10 @@ def _stream(clusters: list[Cluster], config: DemoConfig, progress: Callable[[flo
                 assert device.client.session is not None
                 creds = device.client.session.mqtt
                 assert creds is not None
-                publishers[device.client.address] = MqttPublisher(creds)
+                # the device's book checks and keeps each ack's receipt, as over HTTP
+                publishers[device.client.address] = MqttPublisher(
+                    creds, receipts=device.client.receipts
+                )
                 publishers[device.client.address].connect()
 
             def publish(device: SimulatedDevice, message: bytes) -> dict[str, object]:
@@ -624,6 +630,7 @@ def _care(
         }
         report = _verify(reader, ledger, cluster.group_id, patient.address)
         run.verify = {"ok": report.ok, "checks": len(report.checks)}
+        run.receipts = _check_receipts(ledger, cluster, patient, reader, fetched, report)
         if len(providers) > 2:
             run.scoped = _scoped_fetch(ledger, http, cluster.group_id, patient, providers[2])
     # An attacker with write access to the store's disk flips one bit of a sealed block.
@@ -647,6 +654,37 @@ def _care(
     tamper["detected"] = not report.ok
     tamper["failed_checks"] = sorted({c.name for c in report.failures})
     run.tamper = tamper
+
+
+def _check_receipts(
+    ledger: Ledger,
+    cluster: Cluster,
+    patient: PrivateKey,
+    reader: ProviderClient,
+    fetched: list[FetchedBlock],
+    verified: Report,
+) -> dict[str, Any]:
+    """The receipts the patient's devices kept (each verified as it arrived), collected and
+    checked again against the chain, and against the blocks the provider fetched: every
+    acknowledged reading must be in a sealed, anchored block (``receipt_not_sealed``)."""
+    devices = [d for d in cluster.simulation.devices if d.patient == patient.address]
+    collected = [
+        r for d in devices if d.client.receipts is not None for r in d.client.receipts.receipts
+    ]
+    checked = check_receipts(
+        collected, ledger, blocks=fetched, reader=reader.key, source=reader.source,
+        patient=patient.address, verified=verified,
+    )  # fmt: skip
+    return {
+        "devices": len(devices),
+        "collected": checked.collected,
+        "verified": checked.verified,
+        "sealed": checked.sealed,
+        "anchored": checked.anchored,
+        "not_sealed": checked.not_sealed,
+        "ok": checked.ok,
+        "failed_checks": sorted({c.name for c in checked.failures}),
+    }
 
 
 def _verify(client: ProviderClient, ledger: Ledger, group_id: int, patient: str) -> Report:

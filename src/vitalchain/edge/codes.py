@@ -89,6 +89,7 @@ BY_STATUS: Mapping[int, tuple[str, ...]] = MappingProxyType(
             "invalid_rule",
             "invalid_snooze",
             "invalid_time",
+            "unknown_version",  # an encoded object or file of a version this release cannot read
             "unknown_vital",
             "wrong_unit",
         ),

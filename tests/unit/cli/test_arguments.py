@@ -59,6 +59,7 @@ PURPOSES: dict[tuple[str, ...], list[str]] = {
     ("alerts", "ack"): ["Acknowledge", "escalation"],
     ("alerts", "snooze"): ["Silence", "high-priority"],
     ("verify",): ["Verify", "Exit codes"],
+    ("verify-receipts",): ["receipts", "receipt_not_sealed", "Exit codes"],
     ("walkthrough",): ["cryptography"],
     ("demo",): ["demo", "--serve"],
     ("portal",): ["care portal", "login link", "Ctrl-C"],

@@ -35,6 +35,14 @@ def test_the_reduced_demo_keeps_every_promise(
         summary = run_reduced(tmp_path / "runs", "--data-dir", str(data))
     assert summary["chain"].startswith("embedded")
     assert_promises_kept(summary)
+    # issue 17: one patient's devices' receipts, collected, all verified and sealed, anchored
+    receipts = summary["receipts"]
+    assert receipts["devices"] == 2  # a BP cuff and a pulse oximeter
+    assert receipts["collected"] > 0
+    assert receipts["verified"] == receipts["sealed"] == receipts["anchored"]
+    assert receipts["verified"] == receipts["collected"]
+    assert (receipts["not_sealed"], receipts["ok"]) == (0, True)
+    assert summary["checks"]["receipts verified"] is True
     assert_data_dir_kept_private(data)
     people = addresses_in(data)
     assert len(people["patient"]) == PATIENTS  # over both clusters
