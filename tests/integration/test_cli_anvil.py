@@ -136,8 +136,10 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     assert record["session_key"] not in result.output
     device = record["address"]
     assert s.ledger.is_active_device(device)
+    receipts = work / "receipts.json"
     result = cli(
         "device", "simulate", "--device", str(device_file), "--minutes", "1", "--seed", "3",
+        "--receipts", str(receipts),
     )  # fmt: skip
     readings = 2 * len(range(0, 60, 4))  # an oximeter every 4 s: SpO2 and heart rate
     assert "readings accepted" in result.output
@@ -197,7 +199,8 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     try:
         wait_for(lambda: "subscribed" in watch_err.read_text() or watcher.poll() is not None)
         assert watcher.poll() is None, watch_err.read_text()
-        cli("device", "send", "--device", str(device_file), "spo2=85", "spo2=84", "spo2=83")
+        cli("device", "send", "--device", str(device_file), "spo2=85", "spo2=84", "spo2=83",
+            "--receipts", str(receipts))  # fmt: skip
         assert watcher.wait(timeout=30) == 0, watch_err.read_text()
     finally:
         if watcher.poll() is None:
@@ -234,6 +237,14 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     result = cli(*verify, "--key", patient_key)
     assert "verified: no check failed" in result.output
     assert cli(*verify, "--key", doctor_key, ok=False).exit_code == 3
+    # ... and that the gateway sealed every reading it gave the device a receipt for
+    checked = cli("verify-receipts", "--receipts", str(receipts), "--patient", patient,
+                  "--key", patient_key, "--gateway", s.gateway_url, *s.rpc).output  # fmt: skip
+    # the simulated minute, one message per vital class (SpO2, heart rate), then the episode's
+    messages = 2 * len(range(0, 60, 4)) + 1
+    summary = " ".join(checked.split())
+    assert f"verified: no check failed ({messages} receipt(s), {messages} verified, " in summary
+    assert "0 not sealed" in summary
 
 
 def test_simulated_patients_keys_are_kept_and_published_so_their_blocks_seal(

@@ -35,6 +35,7 @@ from vitalchain.cli._common import (
     guard,
     new_file,
     open_chain,
+    os_refusal,
     parse_address,
     parse_http_url,
     parse_vital,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from vitalchain.device.simulator import SimulatedDevice
     from vitalchain.ledger import Ledger
     from vitalchain.vitals import Vital
+    from vitalchain.wire.receipt import Receipt
 
 __all__ = ["device_app", "simulate"]
 
@@ -267,6 +269,45 @@ def _reading(text: str) -> tuple[Vital, float]:
     return vitals[0], number
 
 
+ReceiptsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--receipts",
+        metavar="FILE",
+        help="Add the gateway's verified receipts to this collected-receipts file (created "
+        "0600 if missing), for vitalchain verify-receipts.",
+    ),
+]
+
+
+def _receipts_before(path: Path | None) -> list[Receipt]:
+    """The receipts already in ``path`` (none if it does not exist yet), read before anything
+    is sent: a file that is not a collected-receipts file is refused then, never overwritten."""
+    from vitalchain.cli.verify import read_receipt_files
+
+    if path is None or not path.exists():
+        return []
+    return read_receipt_files([path])
+
+
+def _save_receipts(path: Path | None, before: list[Receipt], clients: list[DeviceClient]) -> int:
+    """Write ``before`` and the clients' kept receipts to ``path`` (each once, 0600,
+    atomically); the number of receipts the file holds."""
+    from vitalchain.sdk.receipts import write_receipts
+
+    if path is None:
+        return 0
+    merged = {receipt.encode(): receipt for receipt in before}
+    for client in clients:
+        for receipt in client.receipts.receipts if client.receipts is not None else []:
+            merged.setdefault(receipt.encode(), receipt)
+    try:
+        write_receipts(path, merged.values())
+    except OSError as exc:
+        raise os_refusal(exc, f"cannot write receipts to {path}", "--receipts") from None
+    return len(merged)
+
+
 @device_app.command("send")
 def send(
     device: DeviceFileOpt,
@@ -276,11 +317,14 @@ def send(
     gateway: Annotated[
         str | None, typer.Option(help="Gateway base URL (default: the device file's).")
     ] = None,
+    receipts: ReceiptsOpt = None,
 ) -> None:
     """Send readings from an enrolled device: one signed, encrypted message per vital class
-    (a blood pressure's halves together), so each reaches only the providers consented to it."""
+    (a blood pressure's halves together), so each reaches only the providers consented to it.
+    A message counts as accepted once the gateway's signed receipt of it verified."""
     parsed = [_reading(text) for text in readings]
     enrolled = _load(device, None)
+    before = _receipts_before(receipts)
     url = _gateway_of([enrolled.record], gateway)
     with gateway_client(url) as http:
         enrolled.client.http = http
@@ -290,9 +334,12 @@ def send(
                 accepted = sum(int(enrolled.client.send(m)["accepted"]) for m in messages)
         finally:
             enrolled.save()
+            kept = _save_receipts(receipts, before, [enrolled.client])
     stdout().print(
         f"[green]accepted[/green] {accepted} reading(s) from {enrolled.client.address}",
     )
+    if receipts is not None:
+        stdout().print(f"{kept} receipt(s) in {receipts}")
 
 
 def simulate(
@@ -340,6 +387,7 @@ def simulate(
         ),
     ] = None,
     deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
+    receipts: ReceiptsOpt = None,
     _old_flag: AdminTokenFlag = None,
 ) -> None:
     """Simulate wearables: enrol, onboard, and stream realistic vitals with abnormal episodes.
@@ -357,6 +405,7 @@ def simulate(
     if transport not in ("http", "mqtt"):
         raise BadArgument("transport is http or mqtt", "--transport", code="invalid_transport")
     files = [_load(path, None) for path in devices or []]
+    before = _receipts_before(receipts)
     token = "" if files else admin_token(admin_token_file)
     if not files and not token:
         raise BadArgument(
@@ -411,6 +460,7 @@ def simulate(
                 publisher.close()
             for item in enrolled:
                 item.save()
+            kept = _save_receipts(receipts, before, [d.client for d in sim.devices])
     table = Table("messages", "readings accepted", "refused", "patient time", "wall time")
     table.add_row(
         str(stats.sent_messages),
@@ -420,6 +470,8 @@ def simulate(
         f"{stats.wall_s:.1f} s",
     )
     console.print(table)
+    if receipts is not None:
+        console.print(f"{kept} receipt(s) in {receipts}")
 
 
 def _keep_patient_keys(patients: dict[str, PrivateKey], out: Path, ledger: Ledger | None) -> None:
