@@ -189,7 +189,7 @@ def _run(rate: int, seconds: float, backend: EmbeddedBackend | RpcBackend, anvil
             # Steady state: every device has been seen and the gateway has read its patient's
             # recipients from the chain (the warm-up a running gateway does on first contact),
             # and the thresholds of every vital an episode uses: the first reading
-            # of a (patient, vital) reads them from the chain (sealing/policy.py).
+            # of a (patient, vital) reads them from the chain (ledger/thresholds.py).
             core = node.gateway.ingest_core
             normal = list({kind.vital: (kind.vital, kind.back) for kind in EPISODES}.values())
             for device in alerting:

@@ -61,8 +61,8 @@ from vitalchain.ledger import (
     RpcBackend,
 )
 from vitalchain.ledger.consent import ConsentView
+from vitalchain.ledger.thresholds import ThresholdPolicy
 from vitalchain.ledger.watcher import ChainWatcher
-from vitalchain.sealing.policy import NORMAL, ThresholdPolicy
 from vitalchain.sealing.sealer import Sealer, SealingPolicy
 from vitalchain.services.mosquitto import BrokerEndpoint, Mosquitto, find_mosquitto
 from vitalchain.store import Message, open_store
@@ -283,13 +283,10 @@ def running_gateway(
             outbox=outbox,
             consent=consent,
         )
-        policy = ThresholdPolicy(ledger, watcher)
+        policy = gateway.policy
 
         def seal_abnormal_at_once(message: Message) -> None:
-            if any(
-                policy.evaluate(message.patient, r.vital, r.value) != NORMAL
-                for r in message.readings
-            ):
+            if gateway.out_of_band(message.patient, message.readings):
                 sealer.seal_soon(message.patient)
 
         def thresholds(patient: str, vital: Vital) -> tuple[float, float]:

@@ -15,11 +15,15 @@ from typing import TypeVar
 
 __all__ = [
     "ALL_VITALS_SCOPE",
+    "HIGH",
+    "LOW",
+    "NORMAL",
     "SCALE",
     "Vital",
     "VitalInfo",
     "by_class",
     "class_of",
+    "evaluate_fixed",
     "from_fixed",
     "scope_of",
     "to_fixed",
@@ -200,3 +204,16 @@ def to_fixed(value: float) -> int:
 
 def from_fixed(value: int) -> float:
     return value / SCALE
+
+
+LOW, NORMAL, HIGH = -1, 0, 1  # a reading below, inside, above its band
+
+
+def evaluate_fixed(low: int, high: int, value: int) -> int:
+    """The contract's ``evaluate``, bit for bit: inclusive bounds, fixed-point integers.  The
+    one rule, so the gateway's alarms and a device deciding whether to ring-sign agree."""
+    if value < low:
+        return LOW
+    if value > high:
+        return HIGH
+    return NORMAL

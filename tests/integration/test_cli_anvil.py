@@ -29,6 +29,7 @@ from vitalchain.crypto import PrivateKey
 from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.ledger import Deployment, Ledger
 from vitalchain.node import RunningGateway, rpc_backend, running_gateway, served
+from vitalchain.sdk.alert import Alert
 from vitalchain.sealing.sealer import SealingPolicy
 from vitalchain.services.ports import free_port
 
@@ -188,6 +189,13 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     assert transaction.entry is not None
     assert [e.request.method for e in transaction.entry] == ["POST"] * readings  # type: ignore[union-attr]
 
+    # other wearables join the group: the crowd an alert's ring hides the oximeter in
+    crowd = work / "crowd"
+    crowd.mkdir()
+    cli("device", "simulate", "--gateway", s.gateway_url, "--patients", "4", "--minutes", "0.2",
+        "--out", str(crowd), *s.rpc, token=ADMIN_TOKEN)  # fmt: skip
+    on_chain = s.ledger.alert_count(s.group_id)
+
     # a live alert: the doctor watches, the device reports low SpO2 three times
     watch_out, watch_err = work / "watch.out", work / "watch.err"
     with watch_out.open("w") as out, watch_err.open("w") as err:
@@ -214,6 +222,11 @@ def test_the_whole_flow_through_the_cli(setup: Setup) -> None:
     assert 0 <= alert["latency_ms"] < 30_000
     readings += 3
     sealed_and_anchored(s, patient, readings)
+    # ring-signed among 9 devices of the group by `device send` itself, so on chain too
+    (raised,) = [a for a in s.running.alerts.raised if a.alert_id.hex() == alert["alert_id"]]
+    assert raised.ring is not None
+    assert len(raised.ring.members) == 9
+    wait_for(lambda: s.ledger.alert_count(s.group_id) == on_chain + 1, "the alert on chain")
 
     # the patient revokes: the doctor's next fetch is refused, clearly
     cli("consent", "revoke", "--key", patient_key, "--provider", doctor, *s.rpc)
@@ -290,6 +303,48 @@ def test_simulated_patients_keys_are_kept_and_published_so_their_blocks_seal(
     # the simulated devices stream again from their files, no token needed
     again = cli("device", "simulate", "--device", str(device_files[0]), "--minutes", "0.2")
     assert "readings accepted" in again.output
+
+
+def test_a_simulated_episode_is_ring_signed_and_recorded_on_chain(setup: Setup) -> None:
+    """`device simulate` used to never ring-sign, so its alerts were neither anonymous nor on
+    chain (no_ring).  Now each device learns its band and ring-signs its out-of-band
+    messages among 9 devices of the group (anonymity on by default, issue 16): every
+    threshold alert of a sustained desaturation is in the chain's alert log."""
+    s = setup
+    out = s.dir / "episode"
+    out.mkdir()
+    alerts = s.running.alerts
+    earlier, on_chain = {a.alert_id for a in alerts.raised}, s.ledger.alert_count(s.group_id)
+    refused = alerts.refused_total
+    cli(
+        "device", "simulate", "--gateway", s.gateway_url, "--patients", "5", "--minutes", "2",
+        "--seed", "11", "--episode", "desaturation", "--out", str(out), *s.rpc,
+        token=ADMIN_TOKEN,
+    )  # fmt: skip
+
+    def threshold_alerts() -> list[Alert] | None:
+        new = [a for a in alerts.raised if a.kind == "threshold" and a.alert_id not in earlier]
+        return new or None
+
+    episode = wait_for(threshold_alerts, "the episode's alerts")
+    alerts.drain()
+    wait_for(
+        lambda: s.ledger.alert_count(s.group_id) - on_chain == len(episode),
+        "the alerts on chain",
+    )
+    assert alerts.refused_total == refused  # none was "not recorded on chain"
+    for alert in episode:
+        assert alert.ring is not None
+        assert len(alert.ring.members) == 9  # the device and 8 others of the group
+        assert s.ledger.key_image_used(alert.key_image)  # type: ignore[arg-type]
+    bad = cli("device", "simulate", "--device", str(next(out.glob("*.json"))), "--episode",
+              "fever", ok=False)  # fmt: skip
+    assert bad.exit_code == 2
+    assert "invalid_episode" in bad.output
+    unknown = cli("device", "simulate", "--gateway", s.gateway_url, "--episode", "hiccups",
+                  ok=False, token=ADMIN_TOKEN)  # fmt: skip
+    assert unknown.exit_code == 2
+    assert "invalid_episode" in unknown.output
 
 
 def test_a_refusal_by_the_chain_is_one_clear_line(setup: Setup) -> None:

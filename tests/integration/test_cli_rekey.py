@@ -88,7 +88,7 @@ def test_device_send_collects_its_verified_receipts(tmp_path: Path) -> None:
             "hr=71", "--receipts", str(receipts))  # fmt: skip
         kept = read_receipts(receipts)
         assert receipts.stat().st_mode & 0o777 == 0o600
-        assert sorted((r.first_seq, r.last_seq) for r in kept) == [(0, 0), (1, 2), (3, 3)]
+        assert sorted((r.only.first_seq, r.only.last_seq) for r in kept) == [(0, 0), (1, 2), (3, 3)]
         assert {r.device for r in kept} == {address}
         assert {r.gateway for r in kept} == {running.gateway.master.address}
 

@@ -43,7 +43,7 @@ from vitalchain.cli._common import (
     stdout,
     write_secret_json,
 )
-from vitalchain.device.physiology import DeviceKind
+from vitalchain.device.physiology import DeviceKind, Episode, EpisodeKind
 
 if TYPE_CHECKING:
     import httpx
@@ -388,6 +388,15 @@ def simulate(
     ] = None,
     deployment: DeploymentOpt = DEFAULT_DEPLOYMENT,
     receipts: ReceiptsOpt = None,
+    episode: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KIND",
+            help="Script one abnormal episode for the first simulated patient (without "
+            "--device), from a fifth of --minutes for three tenths of it: desaturation, "
+            "tachycardia, hypertensive_crisis, … (others come at random, 0.5 an hour).",
+        ),
+    ] = None,
     _old_flag: AdminTokenFlag = None,
 ) -> None:
     """Simulate wearables: enrol, onboard, and stream realistic vitals with abnormal episodes.
@@ -404,6 +413,24 @@ def simulate(
 
     if transport not in ("http", "mqtt"):
         raise BadArgument("transport is http or mqtt", "--transport", code="invalid_transport")
+    scripted: tuple[Episode, ...] = ()
+    if episode is not None:
+        if devices:
+            raise BadArgument(
+                "--episode scripts a simulated patient; --device streams as enrolled ones",
+                "--episode",
+                code="invalid_episode",
+            )
+        try:
+            kind = EpisodeKind(episode.strip().lower())
+        except ValueError:
+            raise BadArgument(
+                f"{episode!r} is not an episode; choose one of "
+                f"{', '.join(k.value for k in EpisodeKind)}",
+                "--episode",
+                code="invalid_episode",
+            ) from None
+        scripted = (Episode(kind, start_s=minutes * 60 * 0.2, duration_s=minutes * 60 * 0.3),)
     files = [_load(path, None) for path in devices or []]
     before = _receipts_before(receipts)
     token = "" if files else admin_token(admin_token_file)
@@ -423,7 +450,12 @@ def simulate(
     console = stdout()
     with gateway_client(url) as http:
         sim = Simulation(
-            http, token or "", patients=0 if files else patients, seed=seed, speedup=speedup
+            http,
+            token or "",
+            patients=0 if files else patients,
+            seed=seed,
+            speedup=speedup,
+            scripted=scripted,
         )
         enrolled = files
         mqtt_of: dict[str, dict[str, Any]] = {}

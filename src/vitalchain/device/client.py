@@ -23,6 +23,7 @@ anyone but a master of the time is refused ``invalid_receipt``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -48,6 +49,7 @@ from vitalchain.ledger.masters import GroupMasters, receipt_signer
 from vitalchain.vitals import Vital, by_class
 from vitalchain.wire import onboarding
 from vitalchain.wire.alert import alert_context
+from vitalchain.wire.bands import Bands
 from vitalchain.wire.onboarding import (
     AAD_ASSOCIATION,
     AAD_ASSOCIATION_REQUEST,
@@ -84,6 +86,12 @@ __all__ = [
 REKEY_MARGIN = 1024
 # Verified receipts a client keeps in memory, the oldest dropped first (ReceiptBook).
 RECEIPTS_KEPT = 4096
+# How long a device trusts the bands it learned, and a ring it fetched: a threshold change
+# reaches it within BANDS_MAX_AGE_S even if no acknowledgement says so, and a ring stops
+# naming revoked devices within RING_MAX_AGE_S.
+BANDS_MAX_AGE_S = 300.0
+RING_MAX_AGE_S = 600.0
+RING_OTHERS = 8  # the gateway's default alert_ring_k: a ring of 9
 # How long the masters read from the chain are trusted before they are read again: a
 # rotation is seen within this time (0: read the chain for every receipt).
 
@@ -116,11 +124,16 @@ def _invalid_receipt(why: str) -> DeviceError:
 
 
 class ReceiptBook:
-    """One device's verified receipts, the newest ``keep`` of them (a rotating buffer).
+    """One device's verified receipts, the newest of them (a rotating buffer).
 
     A receipt is checked against the chain's masters (``masters``) or, for a client built
     without a chain, against the one master address it learned at onboarding (``master``;
-    no rotation is known then).  With neither, no receipt verifies."""
+    no rotation is known then).  With neither, no receipt verifies.
+
+    The book is bounded by the messages its receipts cover, ``keep`` at most: a cumulative
+    receipt (v2, receipt.md) of 64 messages weighs as much as 64 single ones, so memory stays
+    what it was whichever form the gateway sends.  The oldest receipts go first; the newest
+    is always kept."""
 
     def __init__(
         self,
@@ -135,7 +148,9 @@ class ReceiptBook:
         self.device = device
         self.masters = masters
         self.master = master
-        self._kept: deque[Receipt] = deque(maxlen=keep)
+        self.keep = keep
+        self._kept: deque[Receipt] = deque()
+        self._covered = 0  # messages the kept receipts cover
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -144,13 +159,13 @@ class ReceiptBook:
 
     @property
     def receipts(self) -> list[Receipt]:
-        """The kept receipts, oldest first (at most ``keep``)."""
+        """The kept receipts, oldest first (covering at most ``keep`` messages)."""
         with self._lock:
             return list(self._kept)
 
     def verify(self, receipt: Receipt) -> str:
         """The signer of ``receipt`` if it was the group's master when the receipt says it
-        stored the message; else ``DeviceError`` ``invalid_receipt``."""
+        stored the messages; else ``DeviceError`` ``invalid_receipt``."""
         if receipt.group_id != self.group_id or receipt.device != self.device:
             raise _invalid_receipt("it is for another group or device")
         try:
@@ -161,19 +176,62 @@ class ReceiptBook:
     def check(self, ack: Mapping[str, Any], message_hash: bytes) -> Receipt:
         """Verify the receipt of ``ack``, the acknowledgement of the data message whose
         SHA-256 the device computed over the bytes it sent (``message_hash``), and keep it:
-        it must name that hash and the ack's last seq.  ``invalid_receipt`` otherwise."""
-        try:
-            receipt = Receipt.from_hex(ack.get("receipt"))
-        except DecodeError as exc:
-            raise _invalid_receipt(exc.message) from None
-        if receipt.message_hash != message_hash:
+        it must cover that one message, with the ack's last seq (a v1 receipt, or a v2 one
+        of one entry).  ``invalid_receipt`` otherwise."""
+        receipt = self._parsed(ack)
+        if len(receipt.entries) != 1 or receipt.entries[0].message_hash != message_hash:
             raise _invalid_receipt("it is for another message")
-        if receipt.last_seq != ack.get("last_seq"):
+        if receipt.entries[0].last_seq != ack.get("last_seq"):
             raise _invalid_receipt("it covers other seqs than the acknowledgement")
         self.verify(receipt)
+        self._keep(receipt)
+        return receipt
+
+    def check_cumulative(
+        self, ack: Mapping[str, Any], waiting: set[bytes] | frozenset[bytes]
+    ) -> Receipt:
+        """Verify the receipt of ``ack``, a cumulative acknowledgement (``"v": 2``,
+        telemetry.md), and keep it.  Its entries must be exactly the receipt's, in order
+        (each ``message_id`` a covered message's SHA-256, with its last seq), and every
+        covered message one the device sent and is still waiting for (``waiting``, hashes it
+        computed over what it published): a receipt naming anything else proves nothing this
+        device can use.  ``invalid_receipt`` otherwise, and nothing of it is kept."""
+        receipt = self._parsed(ack)
+        entries = ack.get("acks")
+        if not isinstance(entries, list) or len(entries) != len(receipt.entries):
+            raise _invalid_receipt("it covers other messages than the acknowledgement")
+        for entry, covered in zip(entries, receipt.entries, strict=True):
+            if not isinstance(entry, Mapping) or entry.get("message_id") != (
+                covered.message_hash.hex()
+            ):
+                raise _invalid_receipt("it covers other messages than the acknowledgement")
+            if entry.get("last_seq") != covered.last_seq:
+                raise _invalid_receipt("it covers other seqs than the acknowledgement")
+        for covered in receipt.entries:
+            if covered.message_hash not in waiting:
+                raise _invalid_receipt(
+                    f"it names message {covered.message_hash.hex()[:16]}…, which this device "
+                    "did not send or is not waiting for"
+                )
+        self.verify(receipt)
+        self._keep(receipt)
+        return receipt
+
+    def _keep(self, receipt: Receipt) -> None:
         with self._lock:
             self._kept.append(receipt)
-        return receipt
+            self._covered += len(receipt.entries)
+            while self._covered > self.keep and len(self._kept) > 1:
+                self._covered -= len(self._kept.popleft().entries)
+
+    @staticmethod
+    def _parsed(ack: Mapping[str, Any]) -> Receipt:
+        """The receipt an acknowledgement carries, parsed (either version);
+        ``invalid_receipt`` if it is missing or malformed."""
+        try:
+            return Receipt.from_hex(ack.get("receipt"))
+        except DecodeError as exc:
+            raise _invalid_receipt(exc.message) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +259,21 @@ class DeviceClient:
         rekey_margin: int = REKEY_MARGIN,
         chain: Ledger | None = None,
         receipts_kept: int = RECEIPTS_KEPT,
+        anonymity: bool = True,
+        ring_others: int = RING_OTHERS,
     ) -> None:
         """``key_limit`` overrides the suite's per-key limit (tests); the client re-keys when
         ``rekey_margin`` messages or fewer are left under the key (at most a sixteenth of the
         limit, so a small test limit re-keys only once it is spent).  ``chain`` is what
         receipts are checked against (the group's masters over time); without it, only the
         master address learned at onboarding (or given to :meth:`attach`) is trusted, and a
-        rotation of the master is not seen.  ``receipts_kept`` bounds :attr:`receipts`."""
+        rotation of the master is not seen.  ``receipts_kept`` bounds :attr:`receipts`.
+
+        ``anonymity`` (on by default): a message with a reading outside the patient's band
+        (learned from the gateway, :meth:`learn_bands`) is ring-signed among this device and
+        ``ring_others`` other devices of the group (:meth:`fetch_ring`, or :meth:`use_ring`),
+        so an alert raised from it is anonymous and can be recorded on chain; an in-band
+        message carries no proof (docs/spec/telemetry.md, "Who ring-signs")."""
         self.key = key
         self.object_id = object_id
         self.suite = suite
@@ -222,6 +288,13 @@ class DeviceClient:
         self._header = b""
         self._group_id = 0
         self._ring: tuple[PublicKey, ...] = ()
+        self.anonymity = anonymity
+        self.ring_others = ring_others
+        self.bands: Bands | None = None  # the patient's bands, as the gateway last said
+        self._bands_at = float("-inf")
+        self._ring_at: float | None = None  # when fetched; None: set by use_ring, kept
+        self._ring_tried_at = float("-inf")
+        self._anon_lock = threading.Lock()
         self.key_limit = key_limit
         self.rekey_margin = rekey_margin
         # The session before the last re-key, to seal again what was sealed under it.
@@ -328,6 +401,9 @@ class DeviceClient:
             result.block_number,
             mqtt,
         )
+        if self.anonymity:  # the band decides which messages are ring-signed: learned now
+            with contextlib.suppress(DeviceError, httpx.HTTPError):
+                self.learn_bands()
         return self.session
 
     def attach(
@@ -524,13 +600,14 @@ class DeviceClient:
             ),
         ).encode()
         signature = self.key.sign(payload, READING_CONTEXT).to_rsv()
-        if not self._ring:
+        members = self._ring_for(readings)
+        if not members:
             return self._seal(MESSAGE_HEADER, payload + signature)
-        # Anonymity on: ring-sign now, so an alert raised from this message needs no round
+        # Out of band: ring-sign now, so an alert raised from this message needs no round
         # trip to the device (docs/spec/alert.md, "Who signs, and when").
         digest = hashlib.sha256(payload).digest()
         context = alert_context(self._group_id, digest)
-        proof = RingProof(self._ring, ring.sign(digest, self._ring, self.key, context))
+        proof = RingProof(members, ring.sign(digest, members, self.key, context))
         return self._seal(RING_HEADER, proof.to_bytes() + payload + signature)
 
     def prepare_by_class(
@@ -544,8 +621,65 @@ class DeviceClient:
 
     # -- anonymity --------------------------------------------------------------------------------
 
+    def _ring_for(self, readings: Sequence[tuple[Vital, float]]) -> tuple[PublicKey, ...]:
+        """The ring to prove this message among, or () for none: with anonymity on, only a
+        message with a reading outside the patient's band needs one (only such a reading
+        raises an alert).  Bands not known (never learned, or the gateway out of reach) count
+        as out of band: a proof too many costs the device time, a missing one the alert its
+        anonymity and its chain record."""
+        if not self.anonymity:
+            return ()
+        with self._anon_lock:
+            now = self.clock()
+            if now - self._bands_at > BANDS_MAX_AGE_S and self.http is not None:
+                self._bands_at = now  # tried: a gateway out of reach is asked again later
+                # Unreachable or refused: the last bands known stand (none: prove).
+                with contextlib.suppress(DeviceError, httpx.HTTPError):
+                    self.bands = self._fetch_bands()
+            if self.bands is not None and not self.bands.out_of_band(readings):
+                return ()
+            stale = self._ring_at is not None and now - self._ring_at > RING_MAX_AGE_S
+            if (not self._ring or stale) and now - self._ring_tried_at > RING_MAX_AGE_S / 10:
+                self._ring_tried_at = now
+                try:
+                    self._set_ring(self.fetch_ring(self.ring_others))
+                    self._ring_at = now
+                except (VitalchainError, httpx.HTTPError, LookupError, TypeError, ValueError):
+                    pass  # fewer than 2 devices in the group, no gateway, a bad answer: no proof
+            return self._ring
+
+    def learn_bands(self) -> Bands:
+        """Ask the gateway for the patient's bands now (onboarding does; so does a device
+        told its bands changed), and keep them for :data:`BANDS_MAX_AGE_S`."""
+        bands = self._fetch_bands()
+        with self._anon_lock:
+            self.bands, self._bands_at = bands, self.clock()
+        return bands
+
+    def forget_bands(self) -> None:
+        """The bands are out of date: learn them again before the next message."""
+        with self._anon_lock:
+            self._bands_at = float("-inf")
+
+    def _fetch_bands(self) -> Bands:
+        if self.http is None:
+            raise DeviceError("no HTTP client configured", code="no_transport")
+        if not self._header:
+            raise DeviceError("not onboarded", code="no_session")
+        answer = _answer(self.http.get(f"/v1/sessions/{self.session_id.hex()}/bands"))
+        try:
+            return Bands.parse_value(answer)
+        except DecodeError as exc:
+            raise DeviceError(exc.message, code="not_a_gateway") from None
+
     def use_ring(self, members: Sequence[PublicKey]) -> None:
-        """Ring-sign every later message among ``members``; an empty ring turns this off."""
+        """Ring-sign among ``members`` (kept, never fetched again) each later message that
+        needs a proof; an empty ring turns proofs off until the next fetch."""
+        with self._anon_lock:
+            self._set_ring(members)
+            self._ring_at = None
+
+    def _set_ring(self, members: Sequence[PublicKey]) -> None:
         ring_keys = tuple(members)
         if ring_keys and self.key.public_key not in ring_keys:
             raise DeviceError("the ring must include this device", code="not_in_ring")

@@ -7,6 +7,13 @@ each acknowledgement's receipt (docs/spec/receipt.md) is verified as it arrives:
 not verify is answered as the refusal ``invalid_receipt`` instead, so a message counts as
 delivered only with a verified receipt, and a later, valid answer to it still wins.
 
+The publisher asks for cumulative acknowledgements (``cumulative``, the MQTT v5 user property
+``vitalchain-ack: 2`` on each telemetry publish, docs/spec/mqtt.md): the gateway then answers
+the messages it stored together with one ``"v": 2`` ack and one receipt covering them all,
+which :meth:`ReceiptBook.check_cumulative` verifies before any of them counts as delivered.
+A gateway of an earlier release ignores the property and answers each message with a v1 ack;
+both forms are read.
+
 A gateway restart (which restarts its broker) must not strand a device: the client
 reconnects by itself with backoff (paho's reconnect, ``reconnect_delay``), resubscribes, and
 sends again what the broker had not acknowledged; its session persists for
@@ -27,8 +34,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalchain.device.client import DeviceError, ReceiptBook
+from vitalchain.errors import DecodeError
 from vitalchain.services.mqtt_client import connect_and_wait, make_client
+from vitalchain.wire.mqtt import ACK_PROPERTY, CUMULATIVE_ACK
 from vitalchain.wire.onboarding import MqttGrant
+from vitalchain.wire.telemetry import CumulativeAck
 
 __all__ = ["MqttPublisher"]
 
@@ -46,12 +56,15 @@ class MqttPublisher:
         reconnect_delay: tuple[int, int] = (1, 10),
         session_expiry_s: int = SESSION_EXPIRY_S,
         receipts: ReceiptBook | None = None,
+        cumulative: bool = True,
     ) -> None:
         """``timeout`` bounds the first connection and each wait for an acknowledgement;
         ``reconnect_delay`` is the first and the longest wait between reconnection attempts
         (seconds, doubling).  ``receipts``: the device's book, which checks and keeps every
         acknowledgement's receipt (without it, acknowledgements are taken unchecked, as an
-        earlier release did)."""
+        earlier release did).  ``cumulative``: ask for cumulative acknowledgements (one
+        receipt for the messages the gateway stored together); False asks for one ack per
+        message, as an earlier release did."""
         self._creds = credentials
         self._receipts = receipts
         self._timeout = timeout
@@ -71,6 +84,11 @@ class MqttPublisher:
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)  # unsent messages wait for the reconnect
         self._client.reconnect_delay_set(*reconnect_delay)
+        self._publish_properties: Properties | None = None
+        if cumulative:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = [(ACK_PROPERTY, str(CUMULATIVE_ACK))]
+            self._publish_properties = props
 
     @property
     def connected(self) -> bool:
@@ -136,6 +154,9 @@ class MqttPublisher:
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         try:
             ack = json.loads(message.payload)
+            if isinstance(ack, dict) and ack.get("v") == 2 and "acks" in ack:
+                self._on_cumulative(ack, bytes(message.payload))
+                return
             message_id = str(ack["message_id"])
         except (ValueError, KeyError, TypeError):
             return
@@ -154,6 +175,54 @@ class MqttPublisher:
             if earlier is None or ("error" in earlier and "error" not in ack):
                 self._acks[message_id] = ack
         event.set()
+
+    def _on_cumulative(self, ack: dict[str, Any], payload: bytes) -> None:
+        """A cumulative acknowledgement: every message it names is answered by it, each with
+        its own entry and the shared receipt, once the receipt verified against what this
+        device is waiting for; if it does not, each of them it is waiting for is answered
+        ``invalid_receipt`` (a later valid answer still wins).  One naming nothing awaited is
+        dropped, as a v1 ack is (late, or queued from an earlier run)."""
+        try:
+            CumulativeAck.parse(payload)  # the shape of telemetry.md, or dropped
+        except DecodeError:
+            return
+        ids = [str(entry["message_id"]) for entry in ack["acks"]]
+        with self._lock:
+            if not any(m in self._pending for m in ids):
+                return
+            # Of what it names, what this device sent and has no verified answer for yet.
+            waiting = {m for m in ids if m in self._pending and not self._delivered(m)}
+        answers: dict[str, dict[str, Any]] = {
+            str(e["message_id"]): {"v": 2, **e, "receipt": ack.get("receipt")} for e in ack["acks"]
+        }
+        if self._receipts is not None:
+            try:
+                self._receipts.check_cumulative(ack, {bytes.fromhex(m) for m in waiting})
+            except DeviceError as exc:
+                error = {"code": exc.code, "message": exc.message}
+                answers = {m: {"v": 1, "error": error, "message_id": m} for m in ids}
+        self._record(answers)
+
+    def _delivered(self, message_id: str) -> bool:
+        """Has ``message_id`` a verified acknowledgement already (lock held)?"""
+        answer = self._acks.get(message_id)
+        return answer is not None and "error" not in answer
+
+    def _record(self, answers: dict[str, dict[str, Any]]) -> None:
+        """Keep each awaited message's answer (a success replaces an earlier refusal, never
+        the reverse) and wake whoever waits for it."""
+        events = []
+        with self._lock:
+            for message_id, answer in answers.items():
+                event = self._pending.get(message_id)
+                if event is None:
+                    continue
+                earlier = self._acks.get(message_id)
+                if earlier is None or ("error" in earlier and "error" not in answer):
+                    self._acks[message_id] = answer
+                events.append(event)
+        for event in events:
+            event.set()
 
     def _checked(self, ack: dict[str, Any], message_id: str) -> dict[str, Any]:
         """``ack`` if its receipt verifies (and is kept), else the refusal ``invalid_receipt``.
@@ -188,7 +257,9 @@ class MqttPublisher:
         for i, message in enumerate(messages):
             if i >= window and not events[i - window].wait(self._timeout):
                 raise DeviceError("no acknowledgement from the gateway", code="ack_timeout")
-            info = self._client.publish(self._creds.telemetry_topic, message, qos=1)
+            info = self._client.publish(
+                self._creds.telemetry_topic, message, qos=1, properties=self._publish_properties
+            )
             # NO_CONN: disconnected, the message is kept and sent after the reconnect.
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 raise DeviceError(

@@ -23,6 +23,7 @@ from vitalchain.gateway.metrics import CONTENT_TYPE, exposition
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.status import add_status_page
+from vitalchain.wire.bands import Bands
 from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
 from vitalchain.wire.telemetry import AckBody
 
@@ -292,6 +293,23 @@ def create_app(
     ) -> dict[str, Any]:
         """Up to ``size`` active devices of the group, from the chain: members for a ring."""
         return {"v": 1, "group_id": gw.group_id, "members": gw.ring_members(size)}
+
+    @app.get(
+        "/v1/sessions/{session_id}/bands",
+        response_model=Bands,
+        responses=_ERRORS,
+        tags=["telemetry"],
+    )
+    def bands(
+        session_id: Annotated[
+            str,
+            Path(pattern=r"^[0-9a-f]{32}$", description="The session's ID, 16 bytes hex."),
+        ],
+        gw: GatewayDep,
+    ) -> Bands:
+        """The bands of the session's patient: a device ring-signs a message only when a
+        reading is outside them (docs/spec/telemetry.md, "Bands")."""
+        return gw.bands(bytes.fromhex(session_id))
 
     @app.get("/metrics", tags=["admin"], response_class=Response, responses=_ERRORS)
     def prometheus(gw: GatewayDep, _admin: AdminDep) -> Response:

@@ -44,7 +44,7 @@ from vitalchain.store import DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
 from vitalchain.store.errors import StoreUnavailable
 from vitalchain.store.model import StoredMessage
-from vitalchain.wire.receipt import RECEIPT_CONTEXT, signed_bytes
+from vitalchain.wire.receipt import RECEIPT_CONTEXT, cumulative_signed_bytes, signed_bytes
 from vitalchain.wire.telemetry import (
     HEADER_SIZE,
     MESSAGE_HEADER,
@@ -250,12 +250,17 @@ class IngestCore:
         max_readings: int = 100,
         preauth: RateLimiter | None = None,
         master: PrivateKey | None = None,
+        out_of_band: Callable[[str, Sequence[Reading]], bool] | None = None,
     ) -> None:
         """``rate`` is each device's budget, charged once its message authenticated;
         ``preauth`` each client's budget for messages that fail before that (default
         :data:`PREAUTH_BURST` at :data:`PREAUTH_RATE_PER_S`, on ``rate``'s clock).
         ``master`` signs a receipt for every acknowledgement (a gateway always passes its
-        key; without one, acknowledgements carry no receipt: benchmarks of the checks)."""
+        key; without one, acknowledgements carry no receipt: benchmarks of the checks).
+        ``out_of_band(patient, readings)``: whether the threshold policy finds a reading
+        outside the patient's band; a ring proof on a message it does not is dropped before
+        the message is stored (no alert can use it, telemetry.md "Who ring-signs").  Without
+        it, every proof is kept."""
         self.metrics = IngestMetrics()  # /metrics: every outcome of submit, both transports
         self._store = store
         self._registry = registry
@@ -269,6 +274,7 @@ class IngestCore:
         self._now_ms = now_ms
         self._master = master
         self._master_address = master.public_key.address_bytes if master is not None else b""
+        self._out_of_band = out_of_band
         self._skew_ms = clock_skew_s * 1000
         self._max_bytes = max_message_bytes
         self._max_readings = max_readings
@@ -351,6 +357,13 @@ class IngestCore:
                     session_id: dataclasses.replace(session, expires_at=expires_at)
                 }
 
+    def live_session(self, session_id: bytes, now_ms: int) -> LiveSession | None:
+        """The session if it carries telemetry at ``now_ms`` (check 1's rule)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.expires_at * 1000 <= now_ms:
+            return None
+        return session
+
     def sessions(self) -> list[LiveSession]:
         """The sessions carrying telemetry (for the gateway's shutdown, which settles counts)."""
         return list(self._sessions.values())
@@ -387,12 +400,19 @@ class IngestCore:
         return self.submit(data, topic_device=topic_device, client=client).result()
 
     def submit(
-        self, data: bytes, *, topic_device: str | None = None, client: str | None = None
+        self,
+        data: bytes,
+        *,
+        topic_device: str | None = None,
+        client: str | None = None,
+        sign: bool = True,
     ) -> Future[Ack]:
         """:meth:`_submit`, each outcome counted for ``/metrics`` (HTTP and MQTT both come
-        here): a refusal raised now, or the future's acknowledgement or refusal."""
+        here): a refusal raised now, or the future's acknowledgement or refusal.  ``sign``
+        False: the acknowledgement comes without its receipt, for a caller that receipts
+        several at once (:meth:`receipt_for`, the MQTT bridge's cumulative acks)."""
         try:
-            acked = self._submit(data, topic_device=topic_device, client=client)
+            acked = self._submit(data, topic_device=topic_device, client=client, sign=sign)
         except VitalchainError as exc:
             self.metrics.refused(exc.code)
             raise
@@ -406,7 +426,9 @@ class IngestCore:
         else:
             self.metrics.refused(getattr(error, "code", "internal_error"))
 
-    def _submit(self, data: bytes, *, topic_device: str | None, client: str | None) -> Future[Ack]:
+    def _submit(
+        self, data: bytes, *, topic_device: str | None, client: str | None, sign: bool = True
+    ) -> Future[Ack]:
         """Run every check now (a refusal raises here); the future resolves once stored.
 
         ``client`` names the sender for the pre-authentication limit (``http:<address>``);
@@ -449,7 +471,7 @@ class IngestCore:
                     all_stored = all(current.stored(seq) for seq in seqs)
                     refusal = _replayed() if all_stored else _seq_conflict()
             if error is None:
-                acked.set_result(self._acknowledge(message, seqs))
+                acked.set_result(self._acknowledge(message, seqs, sign=sign))
                 if self._listeners:
                     self._stored.put(StoredMessage(done.result(), message))
             elif refusal is not None:
@@ -460,10 +482,11 @@ class IngestCore:
         stored.add_done_callback(settle)
         return acked
 
-    def _acknowledge(self, message: Message, seqs: list[int]) -> Ack:
-        """The acknowledgement of ``message``, just committed, with its signed receipt."""
-        ack = Ack(len(seqs), seqs[-1], message.message_id)
-        if self._master is None:
+    def _acknowledge(self, message: Message, seqs: list[int], *, sign: bool = True) -> Ack:
+        """The acknowledgement of ``message``, just committed, with its signed v1 receipt;
+        ``sign`` False leaves it out, for :meth:`receipt_for` to cover with others."""
+        ack = Ack(len(seqs), seqs[-1], message.message_id, first_seq=seqs[0])
+        if self._master is None or not sign:
             return ack
         signed = signed_bytes(
             message.group_id,
@@ -475,7 +498,26 @@ class IngestCore:
             self._master_address,
         )
         signature = self._master.sign(signed, RECEIPT_CONTEXT).to_rsv()
-        return Ack(ack.accepted, ack.last_seq, ack.message_id, signed + signature)
+        return Ack(ack.accepted, ack.last_seq, ack.message_id, signed + signature, seqs[0])
+
+    def receipt_for(self, group_id: int, device: str, acks: Sequence[Ack]) -> bytes | None:
+        """One v2 receipt (receipt.md) over ``acks``, 1..64 acknowledgements of ``device``'s
+        messages already committed (from :meth:`submit` with ``sign`` False): one signature
+        for them all, which is what brings the MQTT path under one ECDSA sign per message.
+        None without a master key, as :meth:`_acknowledge`."""
+        if self._master is None:
+            return None
+        if any(a.first_seq is None for a in acks):
+            raise ValueError("only acknowledgements made by this core can be receipted")
+        covered = [(a.message_id, a.first_seq or 0, a.last_seq) for a in acks]
+        signed = cumulative_signed_bytes(
+            group_id,
+            bytes.fromhex(device[2:]),
+            self._now_ms(),  # after every covered commit: "stored" is true of each
+            self._master_address,
+            covered,
+        )
+        return signed + self._master.sign(signed, RECEIPT_CONTEXT).to_rsv()
 
     def _reload(self, device: str) -> SeqBook:
         """Rebuild ``device``'s book from the store, keeping what is in flight (lock held)."""
@@ -568,6 +610,9 @@ class IngestCore:
         seqs = [r.seq for r in readings]
         if any(b <= a for a, b in pairwise(seqs)):
             raise _refuse("invalid_payload", "seqs within a message strictly increase")
+        judge = self._out_of_band
+        if proof is not None and judge is not None and not judge(session.patient, readings):
+            proof = None  # in band: nothing an alert could be raised from, so not stored
         message = Message(
             hashlib.sha256(data).digest(),
             session.device,
@@ -591,8 +636,8 @@ class IngestCore:
             raise _refuse("malformed_message", "not a data message (VCm 0x01 or 0x02)")
         now = self._now_ms()
         # 1. the session is known and active
-        session = self._sessions.get(data[4:HEADER_SIZE])
-        if session is None or session.expires_at * 1000 <= now:
+        session = self.live_session(data[4:HEADER_SIZE], now)
+        if session is None:
             raise _refuse("unknown_session", "unknown or expired session")
         if topic_device is not None and topic_device != session.device:
             raise _refuse("wrong_device", "the topic names another device")

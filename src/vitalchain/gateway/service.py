@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -35,10 +35,13 @@ from vitalchain.gateway.settings import GatewaySettings
 from vitalchain.gateway.state import GatewayState, Session, SessionState
 from vitalchain.ledger import ChainWriter, ContractError, TxResult
 from vitalchain.ledger.ledger import DeviceStatus
-from vitalchain.ledger.ports import ChainBasics, TrustGroups
+from vitalchain.ledger.ports import AlertRegistryView, ChainBasics, TrustGroups
+from vitalchain.ledger.thresholds import ThresholdPolicy
 from vitalchain.ledger.watcher import ChainWatcher
-from vitalchain.store import open_store
+from vitalchain.store import Reading, open_store
 from vitalchain.store.base import Store
+from vitalchain.vitals import NORMAL, Vital
+from vitalchain.wire.bands import Bands
 from vitalchain.wire.onboarding import (
     AAD_ASSOCIATION,
     AAD_ASSOCIATION_REQUEST,
@@ -71,7 +74,7 @@ TELEMETRY_SESSION_S = 30 * 86400
 _CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
-class GatewayChain(TrustGroups, ChainBasics, Protocol):
+class GatewayChain(TrustGroups, ChainBasics, AlertRegistryView, Protocol):
     """What a gateway asks of the chain itself (its writes go through the outbox)."""
 
 
@@ -155,6 +158,9 @@ class Gateway:
         self.registry = DeviceRegistry(
             ledger, self.group_id, watcher=watcher, on_revoked=self._on_revoked
         )
+        # The patients' bands (the chain's AlertRegistry, cached until a ThresholdSet): what
+        # the alarms, sealing at once, a device's ring-signing and a kept proof all judge by.
+        self.policy = ThresholdPolicy(ledger, watcher)
         self.ingest_core = IngestCore(
             self.store,
             self.registry,
@@ -169,6 +175,7 @@ class Gateway:
                 time.monotonic,
             ),
             master=master,  # signs each acknowledgement's receipt (docs/spec/receipt.md)
+            out_of_band=self.out_of_band,
         )
         # Pre-authentication limits (gateway/preauth.py); the clock is read through self so
         # a test that pins ``gateway.clock`` pins the buckets too.
@@ -664,6 +671,24 @@ class Gateway:
             raise GatewayError("ring_unavailable", "fewer than 2 active devices in the group")
         chosen = sorted(active, key=lambda _: self.random(8))[:size]
         return [self.registry.public_key(device).compressed.hex() for device in chosen]
+
+    def out_of_band(self, patient: str, readings: Sequence[Reading]) -> bool:
+        """Whether a reading is outside the patient's band (the on-chain policy)."""
+        return any(self.policy.evaluate(patient, r.vital, r.value) != NORMAL for r in readings)
+
+    def bands(self, session_id: bytes) -> Bands:
+        """The bands of the session's patient, every vital: what a device ring-signs by
+        (docs/spec/telemetry.md, "Bands").  Only for a live session of an active device, so
+        the policy's cache holds only this group's patients."""
+        session = self.ingest_core.live_session(session_id, int(self.clock() * 1000))
+        if session is None:
+            raise GatewayError("unknown_session", "unknown or expired session")
+        status = self.registry.status(session.device)
+        if status is DeviceStatus.REVOKED:
+            raise GatewayError("device_revoked", "the device's association was revoked on chain")
+        if status is not DeviceStatus.ACTIVE:
+            raise GatewayError("device_not_active", "the device is not associated on chain")
+        return Bands.of({vital: self.policy.thresholds(session.patient, vital) for vital in Vital})
 
     def ingest(self, data: bytes, *, topic_device: str | None = None) -> Ack:
         return self.ingest_core.ingest(data, topic_device=topic_device)

@@ -12,7 +12,10 @@ a provider the patient consented to, checks them against the chain alone:
    ``receipt_not_sealed``: evidence that the gateway dropped data it acknowledged.
 
 The result is ``sdk.verify``'s :class:`Report`, so it prints and exits like
-``vitalchain verify``.  Receipts travel in a small versioned JSON file
+``vitalchain verify``.  A receipt is v1 (one message) or v2 (a cumulative MQTT receipt of
+1..64 messages of one device, receipt.md): the signature is checked once per receipt, and each
+message it covers is then matched by device and seqs exactly as a v1 receipt's one message.
+Receipts travel in a small versioned JSON file
 (docs/spec/receipt.md, "Collected receipts (file)"): :func:`write_receipts`,
 :func:`read_receipts`.
 """
@@ -33,7 +36,7 @@ from vitalchain.ledger.masters import GroupMasters, receipt_signer
 from vitalchain.sdk.provider import FetchedBlock
 from vitalchain.sdk.verify import BlockSource, ChainFacts, Outcome, Report, verify_patient
 from vitalchain.store.files import write_private
-from vitalchain.wire.receipt import Receipt
+from vitalchain.wire.receipt import Covered, Receipt
 
 __all__ = [
     "FILE_VERSION",
@@ -64,7 +67,8 @@ def _bad(why: str, code: str = "bad_receipts") -> DecodeError:
 
 
 def receipts_json(receipts: Iterable[Receipt]) -> str:
-    """The collected-receipts file's text: ``{"v": 1, "receipts": [hex, ...]}``."""
+    """The collected-receipts file's text: ``{"v": 1, "receipts": [hex, ...]}``, v1 and v2
+    receipts alike (the file's format did not change with v2: each entry is hex)."""
     return json.dumps({"v": FILE_VERSION, "receipts": [r.hex() for r in receipts]}) + "\n"
 
 
@@ -116,16 +120,21 @@ class ReceiptReport(Report):
 
     collected: int = 0  # distinct receipts given
     verified: int = 0  # signed by a master of their time
-    sealed: int = 0  # every receipted reading found in the blocks
+    messages: int = 0  # messages the verified receipts cover (a v2 receipt covers several)
+    sealed: int = 0  # receipts every covered message of which is in the blocks
     anchored: int = 0  # ... in blocks whose root is anchored
+    # (not_sealed counts messages: each is one finding, whichever receipt covered it)
     not_sealed: int = 0  # receipt_not_sealed failures: acknowledged, and dropped
     devices: set[str] = field(default_factory=set)
 
 
-def _seqs(receipt: Receipt) -> str:
-    if receipt.first_seq == receipt.last_seq:
-        return f"seq {receipt.first_seq}"
-    return f"seqs {receipt.first_seq}..{receipt.last_seq}"
+def _covers(receipt: Receipt) -> str:
+    """What a receipt covers, as a finding names it: its seqs, and how many messages."""
+    if len(receipt.entries) == 1:
+        return receipt.entries[0].seqs
+    first = min(e.first_seq for e in receipt.entries)
+    last = max(e.last_seq for e in receipt.entries)
+    return f"{len(receipt.entries)} messages, seqs {first}..{last}"
 
 
 def _when(ms: int) -> str:
@@ -261,12 +270,13 @@ def _check_signatures(
             report.add(
                 "receipt_signature",
                 Outcome.FAILED,
-                f"device {receipt.device}, {_seqs(receipt)}, stored {_when(receipt.stored_at_ms)}"
+                f"device {receipt.device}, {_covers(receipt)}, stored {_when(receipt.stored_at_ms)}"
                 f": {exc.message}",
             )
             continue
         valid.append(receipt)
     report.verified = len(valid)
+    report.messages = len({(r.device, e.message_hash) for r in valid for e in r.entries})
     if valid:
         report.add(
             "receipt_signature",
@@ -281,54 +291,89 @@ def _check_sealed(
     report: ReceiptReport, valid: list[Receipt], sealed: _Sealed, now_ms: int, grace_s: float
 ) -> None:
     per_block: dict[tuple[int, Outcome], int] = {}
-    unseen: list[Receipt] = []
+    unseen: list[Covered] = []
+    judged: set[tuple[str, bytes]] = set()  # each covered message is reported once
     for receipt in valid:
-        d = receipt.device
-        first = sealed.where.get((d, receipt.first_seq))
-        last = sealed.where.get((d, receipt.last_seq))
-        if first is not None and last is not None:
-            report.sealed += 1
-            outcome = sealed.anchored.get(first, Outcome.PENDING)
-            report.anchored += outcome is Outcome.OK
-            per_block[(first, outcome)] = per_block.get((first, outcome), 0) + 1
-            continue
-        missing = _seqs(receipt) if first is None and last is None else (
-            f"seq {receipt.first_seq if first is None else receipt.last_seq} of {_seqs(receipt)}"
-        )  # fmt: skip
-        later = sealed.newest.get(d, -1) > receipt.last_seq
-        old = now_ms - receipt.stored_at_ms > grace_s * 1000
-        if not (later or old):
-            report.add(
-                "receipt_not_sealed",
-                Outcome.PENDING,
-                f"device {d}: {missing} stored {_when(receipt.stored_at_ms)}, not sealed yet",
-            )
-            continue
-        if sealed.unread:  # it may be where this key cannot look
-            unseen.append(receipt)
-            continue
-        report.not_sealed += 1
-        because = "a later reading of the device is sealed" if later else (
-            f"stored more than {grace_s:g} s ago"
-        )  # fmt: skip
-        report.add(
-            "receipt_not_sealed",
-            Outcome.FAILED,
-            f"device {d}: {missing}, receipted by {receipt.gateway} at "
-            f"{_when(receipt.stored_at_ms)}, is in no sealed block ({because}): the gateway "
-            "acknowledged data it did not seal",
-        )
+        # A receipt counts as sealed (anchored) once every message it covers is.
+        whole, anchored = True, True
+        for entry in receipt.entries:
+            outcome = _check_entry(report, receipt, entry, sealed, now_ms, grace_s, unseen,
+                                   per_block, judged)  # fmt: skip
+            whole = whole and outcome is not None
+            anchored = anchored and outcome is Outcome.OK
+        report.sealed += whole
+        report.anchored += anchored
     for (number, outcome), count in sorted(per_block.items()):
         detail = {
             Outcome.OK: "sealed, its root anchored",
             Outcome.PENDING: "sealed, not anchored yet",
             Outcome.FAILED: "sealed, but its inclusion in the anchored log fails",
         }.get(outcome, "sealed")
-        report.add("receipt_sealed", outcome, f"{count} receipt(s) in this block: {detail}", number)
+        report.add(
+            "receipt_sealed",
+            outcome,
+            f"{count} receipted message(s) in this block: {detail}",
+            number,
+        )
     if unseen:
         report.add(
             "receipt_sealed",
             Outcome.SKIPPED,
-            f"{len(unseen)} receipt(s) not found in what this key reads "
+            f"{len(unseen)} receipted message(s) not found in what this key reads "
             f"({'; '.join(sealed.unread)})",
         )
+
+
+def _check_entry(
+    report: ReceiptReport,
+    receipt: Receipt,
+    entry: Covered,
+    sealed: _Sealed,
+    now_ms: int,
+    grace_s: float,
+    unseen: list[Covered],
+    per_block: dict[tuple[int, Outcome], int],
+    judged: set[tuple[str, bytes]],
+) -> Outcome | None:
+    """One receipted message (a v1 receipt's, or one entry of a v2 one), matched by device
+    and seqs: its block's anchoring outcome if sealed, else None, with the finding added
+    (``receipt_not_sealed``, or counted unseen) the first time the message is judged."""
+    d = receipt.device
+    first = sealed.where.get((d, entry.first_seq))
+    last = sealed.where.get((d, entry.last_seq))
+    again = (d, entry.message_hash) in judged
+    judged.add((d, entry.message_hash))
+    if first is not None and last is not None:
+        outcome = sealed.anchored.get(first, Outcome.PENDING)
+        if not again:
+            per_block[(first, outcome)] = per_block.get((first, outcome), 0) + 1
+        return outcome
+    if again:
+        return None
+    missing = entry.seqs if first is None and last is None else (
+        f"seq {entry.first_seq if first is None else entry.last_seq} of {entry.seqs}"
+    )  # fmt: skip
+    later = sealed.newest.get(d, -1) > entry.last_seq
+    old = now_ms - receipt.stored_at_ms > grace_s * 1000
+    if not (later or old):
+        report.add(
+            "receipt_not_sealed",
+            Outcome.PENDING,
+            f"device {d}: {missing} stored {_when(receipt.stored_at_ms)}, not sealed yet",
+        )
+        return None
+    if sealed.unread:  # it may be where this key cannot look
+        unseen.append(entry)
+        return None
+    report.not_sealed += 1
+    because = "a later reading of the device is sealed" if later else (
+        f"stored more than {grace_s:g} s ago"
+    )  # fmt: skip
+    report.add(
+        "receipt_not_sealed",
+        Outcome.FAILED,
+        f"device {d}: {missing}, receipted by {receipt.gateway} at "
+        f"{_when(receipt.stored_at_ms)}, is in no sealed block ({because}): the gateway "
+        "acknowledged data it did not seal",
+    )
+    return None

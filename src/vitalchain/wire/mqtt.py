@@ -19,6 +19,8 @@ from vitalchain.wire.address import is_checksum_address
 from vitalchain.wire.telemetry import MAX_MESSAGE_BYTES
 
 __all__ = [
+    "ACK_PROPERTY",
+    "CUMULATIVE_ACK",
     "MAX_PACKET_SIZE",
     "TOPIC_PREFIX",
     "ack_pattern",
@@ -36,6 +38,12 @@ TOPIC_PREFIX: Final = "vitalchain/v1"  # the version of the topic tree; a new tr
 # A whole MQTT packet: the 64 KiB data message plus room for the fixed header, topic and
 # properties; the managed broker's max_packet_size.
 MAX_PACKET_SIZE: Final = MAX_MESSAGE_BYTES + 1024
+
+# The MQTT v5 user property by which a device's telemetry says the highest acknowledgement
+# version it reads (docs/spec/mqtt.md): "2" or more gets cumulative acks; absent, "1" or
+# anything else, one v1 ack per message.  It chooses a format only, never what is accepted.
+ACK_PROPERTY: Final = "vitalchain-ack"
+CUMULATIVE_ACK: Final = 2
 
 _GROUP_RE: Final = re.compile(r"0|[1-9][0-9]*")  # canonical decimal, so topics round-trip
 

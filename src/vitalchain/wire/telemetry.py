@@ -18,7 +18,7 @@ from vitalchain.errors import DecodeError
 from vitalchain.vitals import Vital
 from vitalchain.wire._json import Strict, load
 from vitalchain.wire.framing import Kind, header
-from vitalchain.wire.receipt import RECEIPT_SIZE
+from vitalchain.wire.receipt import MAX_COVERED, RECEIPT_SIZE
 
 __all__ = [
     "HEADER_SIZE",
@@ -31,6 +31,8 @@ __all__ = [
     "SIGNATURE_SIZE",
     "Ack",
     "AckBody",
+    "CumulativeAck",
+    "CumulativeAckBody",
     "Payload",
     "ReadingItem",
     "Refusal",
@@ -169,6 +171,9 @@ class Ack:
     last_seq: int
     message_id: bytes  # SHA-256 of the data message
     receipt: bytes | None = None  # the encoded receipt (receipt.md); kept encoded on the hot path
+    # The message's first seq: what a cumulative receipt's entry needs besides the others.  Not
+    # in the v1 JSON (the receipt carries it), so None once parsed from one.
+    first_seq: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -189,6 +194,56 @@ class Ack:
         model = load(AckBody, data, what="acknowledgement")
         receipt = None if model.receipt is None else bytes.fromhex(model.receipt)
         return cls(model.accepted, model.last_seq, _message_id(model.message_id), receipt)
+
+
+class _CoveredModel(Strict):
+    message_id: str
+    accepted: int
+    last_seq: int
+
+
+class CumulativeAckBody(Strict):
+    """The cumulative acknowledgement's JSON (``"v": 2``, MQTT only, to a device that asked
+    for it): one entry per message, and one receipt covering them all.  No top-level
+    ``message_id``, so a reader of v1 acks, which matches answers by it, never takes this for
+    the answer to one message."""
+
+    v: Literal[2]
+    acks: list[_CoveredModel] = Field(min_length=1, max_length=MAX_COVERED)
+    receipt: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class CumulativeAck:
+    """One MQTT acknowledgement of several messages of one device, settled together, with one
+    v2 receipt whose entries are these messages in this order (docs/spec/telemetry.md)."""
+
+    acks: tuple[Ack, ...]
+    receipt: bytes | None  # None only from a gateway without a master key (benchmarks)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "v": 2,
+            "acks": [
+                {"message_id": a.message_id.hex(), "accepted": a.accepted, "last_seq": a.last_seq}
+                for a in self.acks
+            ],
+        }
+        if self.receipt is not None:
+            body["receipt"] = self.receipt.hex()
+        return body
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> CumulativeAck:
+        model = load(CumulativeAckBody, data, what="cumulative acknowledgement")
+        receipt = None if model.receipt is None else bytes.fromhex(model.receipt)
+        acks = tuple(
+            Ack(a.accepted, a.last_seq, _message_id(a.message_id), receipt) for a in model.acks
+        )
+        return cls(acks, receipt)
 
 
 class _ErrorModel(Strict):
@@ -226,10 +281,15 @@ class Refusal:
         return cls(model.error.code, model.error.message, _message_id(model.message_id))
 
 
-def parse_answer(data: bytes | str) -> Ack | Refusal:
-    """What arrives on a device's ack topic: an acknowledgement or a refusal."""
+def parse_answer(data: bytes | str) -> Ack | CumulativeAck | Refusal:
+    """What arrives on a device's ack topic: an acknowledgement (of one message, or
+    cumulative), or a refusal."""
     try:
         return Ack.parse(data)
+    except DecodeError:
+        pass
+    try:
+        return CumulativeAck.parse(data)
     except DecodeError:
         return Refusal.parse(data)
 

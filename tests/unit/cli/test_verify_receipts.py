@@ -25,9 +25,10 @@ from vitalchain.cli.verify import run_verify_receipts
 from vitalchain.crypto import PrivateKey
 from vitalchain.device.client import DeviceClient
 from vitalchain.node import served
-from vitalchain.sdk.receipts import write_receipts
+from vitalchain.sdk.receipts import read_receipts, write_receipts
 from vitalchain.vitals import Vital
 from vitalchain.wire.receipt import RECEIPT_CONTEXT, Receipt
+from vitalchain.wire.telemetry import Ack
 
 
 def sign(receipt: Receipt, key: PrivateKey) -> Receipt:
@@ -37,7 +38,7 @@ def sign(receipt: Receipt, key: PrivateKey) -> Receipt:
 def offline_receipt() -> Receipt:
     """A well-formed receipt of nobody's (for the argument checks: no chain is asked)."""
     key = PrivateKey.generate()
-    unsigned = Receipt(7, PrivateKey.generate().address, bytes(32), 0, 2, 1_700_000_000_000,
+    unsigned = Receipt.single(7, PrivateKey.generate().address, bytes(32), 0, 2, 1_700_000_000_000,
                        key.address)  # fmt: skip
     return sign(unsigned, key)
 
@@ -112,12 +113,14 @@ def test_an_unreachable_chain_exits_3(receipts_file: Path, deployment: Path) -> 
     assert "Traceback" not in text(result)
 
 
-def drop(world: World, receipt: Receipt) -> None:
-    """Tampering: the gateway deletes a message it receipted from its journal, before sealing."""
+def drop(world: World, receipt: Receipt | bytes) -> None:
+    """Tampering: the gateway deletes a message it receipted from its journal, before sealing
+    (a v1 receipt's one message, or the message of this hash)."""
+    message_id = receipt if isinstance(receipt, bytes) else receipt.only.message_hash
     db = sqlite3.connect(getattr(world.running.gateway.store.journal, "path"))  # noqa: B009
     try:
         db.execute("PRAGMA foreign_keys=ON")
-        gone = db.execute("DELETE FROM messages WHERE message_id = ?", (receipt.message_hash,))
+        gone = db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
         assert gone.rowcount == 1
         db.commit()
     finally:
@@ -153,6 +156,31 @@ def test_verified_receipts_exit_0_and_a_dropped_reading_exits_1(world: World) ->
     code, out = run(world, device.receipts.receipts, patient)
     assert code == 1, out
     assert f"FAILED: receipt_not_sealed (block -): device {device.address}: seq 3" in out
+    assert "1 not sealed" in out
+
+
+def test_a_cumulative_receipt_from_a_file_names_the_dropped_message(
+    world: World, tmp_path: Path
+) -> None:
+    """A collected-receipts file holding a v2 receipt (as an MQTT device keeps them): it
+    verifies (0), and once the gateway dropped one of the messages it covers, exits 1
+    naming that message's device and seq."""
+    patient = world.patient()
+    device = world.device(patient)
+    for value in (95, 96, 97, 98):
+        device.send(device.prepare([(Vital.SPO2, value)]))  # seqs 0..3
+    singles = kept(device)
+    acks = [Ack(1, r.only.last_seq, r.only.message_hash, first_seq=r.only.first_seq)
+            for r in singles[:3]]  # fmt: skip
+    raw = world.running.gateway.ingest_core.receipt_for(world.group_id, device.address, acks)
+    assert raw is not None
+    path = tmp_path / "receipts.json"
+    write_receipts(path, [Receipt.parse(raw), singles[3]])
+    drop(world, singles[1].only.message_hash)  # seq 1, covered by the cumulative receipt
+    seal_all(world, patient)
+    code, out = run(world, read_receipts(path), patient)
+    assert code == 1, out
+    assert f"FAILED: receipt_not_sealed (block -): device {device.address}: seq 1" in out
     assert "1 not sealed" in out
 
 

@@ -2,7 +2,9 @@
 every acknowledgement carries the master's receipt over HTTP and MQTT (a real mosquitto),
 the device SDK verifies it against the group's masters as the chain knows them, and refuses
 a forged one, another group's master's and a tampered one with ``invalid_receipt``; after a
-master rotation on TrustGroups, what the old master signed before still verifies."""
+master rotation on TrustGroups, what the old master signed before still verifies.  Over MQTT,
+a device that asks for cumulative acks has the messages stored together answered with one
+v2 receipt; one that does not (an earlier release) gets one v1 ack and receipt per message."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from vitalchain.ledger.events import MASTER_ROTATED
 from vitalchain.node import RunningGateway, running_gateway
 from vitalchain.vitals import Vital
 from vitalchain.wire.mqtt import ack_topic
-from vitalchain.wire.receipt import RECEIPT_CONTEXT, Receipt
+from vitalchain.wire.receipt import RECEIPT_CONTEXT, Covered, Receipt
 
 BP = [(Vital.SYSTOLIC_BP, 128), (Vital.DIASTOLIC_BP, 84)]
 
@@ -54,9 +56,10 @@ def test_an_http_ack_carries_a_receipt_that_verifies(harness: Harness) -> None:
     ack = device.send(message)  # verified by the SDK, or it raises
     after = int(time.time() * 1000)
     receipt = Receipt.from_hex(ack["receipt"])
-    assert receipt.message_hash == hashlib.sha256(message).digest()
-    assert receipt.message_hash.hex() == ack["message_id"]
-    assert (receipt.first_seq, receipt.last_seq) == (1, 2)
+    assert receipt.version == 1  # HTTP answers one message: v1, as every release reads
+    assert receipt.only.message_hash == hashlib.sha256(message).digest()
+    assert receipt.only.message_hash.hex() == ack["message_id"]
+    assert (receipt.only.first_seq, receipt.only.last_seq) == (1, 2)
     assert (receipt.group_id, receipt.device) == (harness.gateway.group_id, device.address)
     assert receipt.gateway == harness.gateway.master.address
     assert before <= receipt.stored_at_ms <= after
@@ -114,7 +117,7 @@ def test_the_book_is_bounded_and_rotates(harness: Harness) -> None:
         device.send(message)
     assert device.receipts is not None
     kept = device.receipts.receipts
-    assert [r.message_hash for r in kept] == [hashlib.sha256(m).digest() for m in sent[2:]]
+    assert [r.only.message_hash for r in kept] == [hashlib.sha256(m).digest() for m in sent[2:]]
 
 
 @pytest.fixture
@@ -173,12 +176,22 @@ def live(ledger: Ledger, tmp_path: Path) -> Iterator[tuple[RunningGateway, TestC
         yield running, client
 
 
+def mqtt_device(client: TestClient, ledger: Ledger) -> DeviceClient:
+    device = DeviceClient(PrivateKey.generate(), next_id(), http=client, chain=ledger)
+    device.onboard(enrol(client, ADMIN_TOKEN, PrivateKey.generate().address))
+    assert device.session is not None
+    assert device.session.mqtt is not None
+    assert device.receipts is not None
+    return device
+
+
 def test_mqtt_acks_carry_one_receipt_per_range(
     live: tuple[RunningGateway, TestClient], ledger: Ledger
 ) -> None:
-    """A message of five readings is acknowledged with one receipt over seqs 0..4 (one
-    signature for the range); the publisher verifies and keeps each, and answers a receipt
-    the gateway's connection forged with ``invalid_receipt``."""
+    """A device that does not ask for cumulative acks (an earlier release) is answered as
+    before: a message of five readings is acknowledged with one v1 receipt over seqs 0..4
+    (one signature for the range); the publisher verifies and keeps each, and answers a
+    receipt the gateway's connection forged with ``invalid_receipt``."""
     running, client = live
     device = DeviceClient(PrivateKey.generate(), next_id(), http=client, chain=ledger)
     device.onboard(enrol(client, ADMIN_TOKEN, PrivateKey.generate().address))
@@ -189,12 +202,15 @@ def test_mqtt_acks_carry_one_receipt_per_range(
     assert device.receipts is not None
     batch = device.prepare([(Vital.HEART_RATE, 60 + i) for i in range(5)])  # seqs 0..4
     singles = [device.prepare([(Vital.SPO2, 95 + i)]) for i in range(3)]  # seqs 5, 6, 7
-    with MqttPublisher(device.session.mqtt, receipts=device.receipts) as mqtt:
+    with MqttPublisher(device.session.mqtt, receipts=device.receipts, cumulative=False) as mqtt:
         answers = mqtt.publish_many([batch, *singles])
         assert all("error" not in a for a in answers), answers
         receipts = [Receipt.from_hex(a["receipt"]) for a in answers]
-        assert [(r.first_seq, r.last_seq) for r in receipts] == [(0, 4), (5, 5), (6, 6), (7, 7)]
-        assert [r.message_hash for r in receipts] == [
+        assert {r.version for r in receipts} == {1}
+        assert [a["v"] for a in answers] == [1] * 4
+        spans = [(r.only.first_seq, r.only.last_seq) for r in receipts]
+        assert spans == [(0, 4), (5, 5), (6, 6), (7, 7)]
+        assert [r.only.message_hash for r in receipts] == [
             hashlib.sha256(m).digest() for m in [batch, *singles]
         ]
         assert device.receipts.receipts == receipts  # verified as they arrived, and kept
@@ -220,3 +236,162 @@ def test_mqtt_acks_carry_one_receipt_per_range(
         assert len(results) == 1
         assert results[0]["error"]["code"] == "invalid_receipt", results
     assert len(device.receipts) == 4  # the forged one was not kept
+
+
+@contextlib.contextmanager
+def held_receipts(running: RunningGateway) -> Iterator[threading.Event]:
+    """Hold the bridge's first cumulative receipt until the event is set: what the store
+    commits meanwhile is ready together when it is released, as under load."""
+    core = running.gateway.ingest_core
+    sign = core.receipt_for
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def held(group_id: int, device: str, acks: Any) -> bytes | None:
+        sizes.append(len(acks))
+        if len(sizes) == 1:
+            release.wait(15)
+        return sign(group_id, device, acks)
+
+    core.receipt_for = held  # type: ignore[method-assign]
+    try:
+        yield release
+    finally:
+        release.set()
+        core.receipt_for = sign  # type: ignore[method-assign]
+
+
+def test_a_cumulative_ack_covers_every_message_stored_together(
+    live: tuple[RunningGateway, TestClient], ledger: Ledger
+) -> None:
+    """Twenty messages stored while the bridge answers the first: the rest go out in one
+    ack under one v2 receipt, which the device verifies, keeps once, and which marks each
+    of the messages it covers delivered with its own entry."""
+    running, client = live
+    device = mqtt_device(client, ledger)
+    assert device.session is not None
+    assert device.session.mqtt is not None
+    assert device.receipts is not None
+    bridge = running.bridge
+    assert bridge is not None
+    sent = [device.prepare([(Vital.HEART_RATE, 60 + i)] * (1 + i % 2)) for i in range(20)]
+    store = running.gateway.store
+    with (
+        MqttPublisher(device.session.mqtt, receipts=device.receipts) as mqtt,
+        held_receipts(running) as release,
+    ):
+        results: list[list[dict[str, Any]]] = []
+        worker = threading.Thread(target=lambda: results.append(mqtt.publish_many(sent)))
+        worker.start()
+        wait_for(
+            lambda: len(store.messages(device=device.address)) == 20, "all twenty to be stored"
+        )
+        release.set()
+        worker.join(timeout=15)
+    [answers] = results
+    assert all("error" not in a for a in answers), answers
+    assert [a["message_id"] for a in answers] == [hashlib.sha256(m).hexdigest() for m in sent]
+    assert {a["v"] for a in answers} == {2}
+    receipts = [Receipt.from_hex(a["receipt"]) for a in answers]
+    distinct = list(dict.fromkeys(receipts))
+    assert len(distinct) == 2, [len(r.entries) for r in distinct]  # the first, then the rest
+    assert device.receipts.receipts == distinct  # verified once each, kept once each
+    for answer, receipt in zip(answers, receipts, strict=True):
+        assert receipt.version == 2
+        assert (receipt.group_id, receipt.device) == (running.gateway.group_id, device.address)
+        assert receipt.gateway == running.gateway.master.address
+        [entry] = [e for e in receipt.entries if e.message_hash.hex() == answer["message_id"]]
+        assert entry.last_seq == answer["last_seq"]
+    spans = [(e.first_seq, e.last_seq) for r in distinct for e in r.entries]
+    assert spans == [(3 * i // 2, 3 * i // 2 + i % 2) for i in range(20)]
+    assert bridge.receipts == 2
+    assert bridge.status().acknowledged == 20
+
+
+def test_at_low_load_each_message_has_its_own_cumulative_receipt(
+    live: tuple[RunningGateway, TestClient], ledger: Ledger
+) -> None:
+    """One message at a time: nothing is held back to wait for company."""
+    _, client = live
+    device = mqtt_device(client, ledger)
+    assert device.session is not None
+    assert device.session.mqtt is not None
+    with MqttPublisher(device.session.mqtt, receipts=device.receipts) as mqtt:
+        for i in range(3):
+            answer = mqtt.publish(device.prepare([(Vital.SPO2, 95 + i)]))
+            receipt = Receipt.from_hex(answer["receipt"])
+            assert (receipt.version, receipt.only.first_seq) == (2, i)
+    assert device.receipts is not None
+    assert len(device.receipts) == 3
+
+
+def forged_cumulative(
+    running: RunningGateway, device: DeviceClient, messages: list[bytes], *, key: PrivateKey
+) -> dict[str, Any]:
+    """A ``"v": 2`` ack over ``messages`` (their hashes, seqs 0.., one reading each), its
+    receipt signed by ``key`` and naming it as the gateway."""
+    receipt = sign(
+        Receipt(
+            running.gateway.group_id,
+            device.address,
+            tuple(Covered(hashlib.sha256(m).digest(), seq, seq) for seq, m in enumerate(messages)),
+            int(time.time() * 1000),
+            key.address,
+        ),
+        key,
+    )
+    return {
+        "v": 2,
+        "acks": [
+            {"message_id": e.message_hash.hex(), "accepted": 1, "last_seq": e.last_seq}
+            for e in receipt.entries
+        ],
+        "receipt": receipt.hex(),
+    }
+
+
+@pytest.mark.parametrize("case", ["names_a_message_not_sent", "forged", "foreign_master"])
+def test_a_bad_cumulative_ack_is_refused_invalid_receipt(
+    live: tuple[RunningGateway, TestClient], ledger: Ledger, case: str
+) -> None:
+    """The gateway's connection sends the device a cumulative ack before the true answer:
+    one whose genuine master receipt also covers a message the device never sent, one signed
+    by a key of nobody's, one by another group's real master.  Each is refused
+    ``invalid_receipt`` for the message the device waits for (the true answer, ``replayed``
+    for a resent message, does not replace it), and nothing of it is kept."""
+    running, client = live
+    device = mqtt_device(client, ledger)
+    assert device.session is not None
+    assert device.session.mqtt is not None
+    assert device.receipts is not None
+    bridge = running.bridge
+    assert bridge is not None
+    first = device.prepare([(Vital.SPO2, 97)])  # seq 0
+    never_sent = device.prepare([(Vital.SPO2, 98)])  # seq 1, never published
+    if case == "names_a_message_not_sent":
+        key = running.gateway.master
+        fake = forged_cumulative(running, device, [first, never_sent], key=key)
+    elif case == "forged":
+        fake = forged_cumulative(running, device, [first], key=PrivateKey.generate())
+    else:
+        other = PrivateKey.generate()
+        ledger.fund(other.address)
+        ledger.create_group(other, next_id(), next_id())
+        fake = forged_cumulative(running, device, [first], key=other)
+    with MqttPublisher(device.session.mqtt, receipts=device.receipts) as mqtt:
+        assert "error" not in mqtt.publish(first)
+        kept = len(device.receipts)
+        lock = running.gateway.ingest_core._lock_for(device.address)
+        results: list[dict[str, Any]] = []
+        received = bridge.status().received
+        with lock:  # hold the resent copy's answer ("replayed") until the fake is in
+            worker = threading.Thread(target=lambda: results.append(mqtt.publish_many([first])[0]))
+            worker.start()
+            wait_for(lambda: bridge.status().received > received, "the gateway to receive it")
+            topic = ack_topic(running.gateway.group_id, device.address)
+            bridge.publish(topic, json.dumps(fake).encode())
+            wait_for(lambda: not worker.is_alive() or mqtt._acks, "the fake to arrive")
+        worker.join(timeout=15)
+    assert len(results) == 1
+    assert results[0]["error"]["code"] == "invalid_receipt", results
+    assert len(device.receipts) == kept  # the bad receipt was not kept

@@ -360,7 +360,7 @@ def test_a_ring_signed_message_is_resealed_with_its_ring_header(limited: Harness
     for _ in range(LIMIT):
         device.send(reading(device))
     before = device.session_id
-    last = reading(device)
+    last = reading(device, 85)  # out of the SpO2 band: ring-signed
     assert last[:4] == b"VCm\x02"
     assert post(h, last) == "key_exhausted"
     resealed = device.reseal(last)  # what send() does on that refusal

@@ -2,7 +2,8 @@
 device's receipts verify against the group's masters and are found in sealed, anchored
 blocks; a forged one, another group's master's and a flipped bit are each named
 ``receipt_signature``; a gateway that deletes a stored message before sealing it is caught
-as ``receipt_not_sealed``, naming the device and the seq it dropped."""
+as ``receipt_not_sealed``, naming the device and the seq it dropped.  Cumulative (v2)
+receipts are checked the same way, message by message, beside v1 ones."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ from vitalchain.sdk.receipts import (
 from vitalchain.sdk.verify import Outcome
 from vitalchain.vitals import Vital
 from vitalchain.wire.receipt import RECEIPT_CONTEXT, Receipt
+from vitalchain.wire.telemetry import Ack
 
-Drop = Callable[[Receipt], None]
+Drop = Callable[[Receipt | bytes], None]  # a v1 receipt's message, or a message hash
 
 
 def sign(receipt: Receipt, key: PrivateKey) -> Receipt:
@@ -89,11 +91,12 @@ def drop(world: World) -> Drop:
     journal = world.running.gateway.store.journal
     path = getattr(journal, "path")  # noqa: B009 - SqliteJournal's, not on the protocol
 
-    def delete(receipt: Receipt) -> None:
+    def delete(receipt: Receipt | bytes) -> None:
+        message_id = receipt if isinstance(receipt, bytes) else receipt.only.message_hash
         db = sqlite3.connect(path)
         try:
             db.execute("PRAGMA foreign_keys=ON")  # its readings go with it
-            gone = db.execute("DELETE FROM messages WHERE message_id = ?", (receipt.message_hash,))
+            gone = db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
             assert gone.rowcount == 1
             db.commit()
         finally:
@@ -158,7 +161,7 @@ def test_forged_foreign_and_flipped_receipts_are_named(world: World) -> None:
 def test_a_dropped_message_is_named_by_device_and_seq(world: World, drop: Drop) -> None:
     patient, device = sending(world, messages=3)  # seqs 0 | 1, 2 | 3
     receipts = kept(device)
-    assert (receipts[1].first_seq, receipts[1].last_seq) == (1, 2)
+    assert (receipts[1].only.first_seq, receipts[1].only.last_seq) == (1, 2)
     drop(receipts[1])  # acknowledged, then deleted before sealing
     seal_all(world, patient)
     report = checked(world, patient, receipts)
@@ -265,7 +268,73 @@ def test_readings_outside_a_providers_consent_are_skipped_not_failed(world: Worl
     [skipped] = [
         c for c in report.checks if c.name == "receipt_sealed" and c.outcome is Outcome.SKIPPED
     ]
-    assert "1 receipt(s) not found in what this key reads" in skipped.detail
+    assert "1 receipted message(s) not found in what this key reads" in skipped.detail
     # the patient's own key reads everything: all three are found
     mine = checked(world, patient, kept(device))
     assert (mine.sealed, mine.anchored) == (3, 3)
+
+
+def cumulative_of(world: World, device: DeviceClient, singles: list[Receipt]) -> Receipt:
+    """The master's cumulative (v2) receipt over the messages of ``singles``, signed by the
+    gateway's ingest core as its MQTT bridge has it sign one for messages settled together."""
+    acks = [
+        Ack(1, r.only.last_seq, r.only.message_hash, first_seq=r.only.first_seq) for r in singles
+    ]
+    raw = world.running.gateway.ingest_core.receipt_for(world.group_id, device.address, acks)
+    assert raw is not None
+    receipt = Receipt.parse(raw)
+    assert (receipt.version, len(receipt.entries)) == (2, len(singles))
+    return receipt
+
+
+def test_cumulative_receipts_are_checked_message_by_message(world: World, drop: Drop) -> None:
+    """A v2 receipt beside a v1 one: each message it covers is matched by device and seqs;
+    the one the gateway dropped is named ``receipt_not_sealed`` with its seqs, the others
+    count as sealed and anchored."""
+    patient, device = sending(world, messages=5)  # seqs 0 | 1, 2 | 3 | 4, 5 | 6
+    singles = kept(device)
+    cumulative = cumulative_of(world, device, singles[1:4])  # seqs 1..2, 3, 4..5
+    seal_all(world, patient)
+    report = checked(world, patient, [singles[0], cumulative, singles[4]])
+    assert report.ok, report.failures
+    assert (report.collected, report.verified, report.messages) == (3, 3, 5)
+    assert (report.sealed, report.anchored, report.not_sealed) == (3, 3, 0)  # receipts
+
+    patient, device = sending(world, messages=4)  # another patient: seqs 0 | 1, 2 | 3 | 4, 5
+    singles = kept(device)
+    cumulative = cumulative_of(world, device, singles[:3])
+    drop(singles[1].only.message_hash)  # acknowledged (in the cumulative one), then deleted
+    seal_all(world, patient)
+    report = checked(world, patient, [cumulative, singles[3]])
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.name == "receipt_not_sealed"
+    assert failure.outcome is Outcome.FAILED
+    assert device.address in failure.detail
+    assert "seqs 1..2" in failure.detail
+    assert "a later reading of the device is sealed" in failure.detail
+    # the cumulative receipt is not sealed whole; the finding counts the one message
+    assert (report.verified, report.messages, report.sealed, report.not_sealed) == (2, 4, 1, 1)
+
+
+def test_a_bad_cumulative_receipt_is_named(world: World) -> None:
+    _, device = sending(world, messages=3)
+    good = cumulative_of(world, device, kept(device))
+    forger = PrivateKey.generate()
+    flipped = bytearray(good.encode())
+    flipped[70] ^= 0x01  # a bit of the first message's hash
+    bad = [sign(replace(good, gateway=forger.address), forger), Receipt.parse(bytes(flipped))]
+    report = check_receipts([good, *bad], world.ledger)
+    assert report.verified == 1
+    assert [c.name for c in report.failures] == ["receipt_signature"] * 2
+    assert "3 messages, seqs 0..3" in report.failures[0].detail
+
+
+def test_the_receipts_file_holds_v1_and_v2_alike(world: World, tmp_path: Path) -> None:
+    _, device = sending(world, messages=3)
+    both = [*kept(device), cumulative_of(world, device, kept(device))]
+    path = tmp_path / "receipts.json"
+    write_receipts(path, both)
+    assert read_receipts(path) == both
+    assert receipts_json(both).startswith('{"v": 1, "receipts": ["5643740')
+    assert '"5643740200' in receipts_json(both)

@@ -248,8 +248,8 @@ def test_a_bad_patient_address_does_not_make_the_alert_listener_raise(
     import logging
 
     from vitalchain.logs import pseudonym
-    from vitalchain.sealing.policy import NORMAL
     from vitalchain.store import Message, Reading
+    from vitalchain.vitals import NORMAL
 
     now_ms = int(time.time() * 1000)
 

@@ -4,9 +4,9 @@ tests/unit/sealing/test_policy.py's, on the embedded EVM and on anvil."""
 from __future__ import annotations
 
 from tests.support.fakes import FakeChain
+from vitalchain.ledger.thresholds import ThresholdPolicy
 from vitalchain.ledger.watcher import ChainWatcher
-from vitalchain.sealing.policy import HIGH, NORMAL, ThresholdPolicy
-from vitalchain.vitals import Vital, to_fixed
+from vitalchain.vitals import HIGH, NORMAL, Vital, to_fixed
 
 PATIENT = "0xPatient"
 

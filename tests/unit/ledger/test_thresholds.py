@@ -30,9 +30,9 @@ from tests.support.policy import (
 )
 from vitalchain.crypto import PrivateKey
 from vitalchain.ledger import AlertError, Ledger
+from vitalchain.ledger.thresholds import ThresholdPolicy
 from vitalchain.ledger.watcher import ChainWatcher
-from vitalchain.sealing.policy import HIGH, LOW, NORMAL, ThresholdPolicy, evaluate_fixed
-from vitalchain.vitals import Vital, to_fixed
+from vitalchain.vitals import HIGH, LOW, NORMAL, Vital, evaluate_fixed, to_fixed
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,11 @@ from vitalchain.ledger.events import THRESHOLD_SET, Event
 from vitalchain.ledger.ports import AlertRegistryView
 from vitalchain.ledger.watcher import ChainWatcher
 from vitalchain.logs import Transitions, pseudonym, safe_error
-from vitalchain.vitals import Vital, to_fixed
+from vitalchain.vitals import Vital, evaluate_fixed, to_fixed
 
-__all__ = ["HIGH", "LOW", "NORMAL", "ThresholdPolicy", "evaluate_fixed"]
-
-LOW, NORMAL, HIGH = -1, 0, 1
+__all__ = ["ThresholdPolicy"]
 
 log = logging.getLogger(__name__)
-
-
-def evaluate_fixed(low: int, high: int, value: int) -> int:
-    """The contract's ``evaluate``, bit for bit: inclusive bounds, fixed-point integers."""
-    if value < low:
-        return LOW
-    if value > high:
-        return HIGH
-    return NORMAL
 
 
 class ThresholdPolicy:
