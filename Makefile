@@ -77,7 +77,8 @@ bench: setup
 	$(PY) benchmarks/soak.py --write
 	$(PY) benchmarks/outbox.py
 	$(PY) benchmarks/paper002.py
-	$(PY) benchmarks/baseline.py
+	$(PY) benchmarks/baseline.py --write --repeats 3
+	$(PY) benchmarks/gateways.py --write
 	$(PY) benchmarks/faults.py --write
 	$(PY) benchmarks/fuzz.py --write
 	$(PY) benchmarks/receipts.py --write
