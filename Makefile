@@ -43,7 +43,7 @@ $(DOCS_STAMP): $(NODE_STAMP)
 apt:
 	@PYTHON=$(PYTHON) scripts/ensure-apt $(APT_PACKAGES)
 
-$(STAMP): pyproject.toml src/vitalchain/crypto/primitives/_speck.c
+$(STAMP): pyproject.toml $(wildcard src/vitalchain/crypto/primitives/*.c)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@

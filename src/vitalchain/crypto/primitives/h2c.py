@@ -1,133 +1,69 @@
 """RFC 9380 hash-to-curve, suite ``secp256k1_XMD:SHA-256_SSWU_RO_``.
 
-Hazardous primitive used by the ring signatures for key images.  No maintained Python library
-offers this suite, so it is written here, straight from the RFC: expand_message_xmd (5.3.1),
-hash_to_field (5.2), simplified SWU onto the 3-isogenous curve E' (6.6.2), the isogeny map
-(Appendix E.1), and the point addition done by libsecp256k1 (coincurve), never by hand.
-Field arithmetic uses gmpy2 because CPython's ``pow`` on 256-bit numbers is ten times slower.
+Hazardous primitive used by the ring signatures for key images.  No maintained library offers
+this suite, so it is written here, straight from the RFC, in C (``_h2c.c``): expand_message_xmd
+(5.3.1, SHA-256), hash_to_field (5.2), simplified SWU onto the 3-isogenous curve E' (6.6.2, the
+straight-line form of Appendix F.2) and the isogeny map (Appendix E.1).  The point addition
+``Q0 + Q1`` is libsecp256k1's (coincurve), never ours.
+
+Why C: the ring signature hashes every ring member to the curve, and the map is three 256-bit
+exponentiations (two square roots, one inversion shared by both maps).  In Python with gmpy2 it
+cost 50 to 150 us per member, more than an ECDSA verification; in C it is a fraction of one.
+Not constant time: only public keys are hashed here.  ``tests/unit/crypto/h2c_reference.py``
+keeps the pure-Python map the tests compare the C one against.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import coincurve
-import gmpy2
-from gmpy2 import mpz
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
+
+from vitalchain.crypto.primitives import _h2c
 
 __all__ = ["expand_message_xmd", "hash_to_curve", "hash_to_field", "map_to_curve"]
 
-P = mpz(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F)
-_A = mpz(0x3F8731ABDD661ADCA08A5558F0F5D272E953D363CB6F0E5D405447C01A444533)
-_B = mpz(1771)
-_Z = P - 11
+P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
 _L = 48  # ceil((ceil(log2(p)) + k) / 8) with k = 128
-_SQRT_EXP = (P + 1) // 4  # p = 3 mod 4
-# sqrt(-Z^3): turns sqrt(-g(x1)) into sqrt(g(x2)), since g(x2) = Z^3 u^6 g(x1).
-_C_SQRT_NEG_Z3 = gmpy2.powmod(mpz(1331), _SQRT_EXP, P)
-_MINUS_B_OVER_A = (-_B * gmpy2.invert(_A, P)) % P
-_B_OVER_ZA = (_B * gmpy2.invert(_Z * _A, P)) % P
-
-# Appendix E.1: 3-isogeny map constants k_(i,j), lowest degree first.
-_XNUM = tuple(
-    mpz(c)
-    for c in (
-        0x8E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38DAAAAA8C7,
-        0x07D3D4C80BC321D5B9F315CEA7FD44C5D595D2FC0BF63B92DFFF1044F17C6581,
-        0x534C328D23F234E6E2A413DECA25CAECE4506144037C40314ECBD0B53D9DD262,
-        0x8E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38E38DAAAAA88C,
-    )
-)
-_XDEN = tuple(
-    mpz(c)
-    for c in (
-        0xD35771193D94918A9CA34CCBB7B640DD86CD409542F8487D9FE6B745781EB49B,
-        0xEDADC6F64383DC1DF7C4B2D51B54225406D36B641F5E41BBC52A56612A8C6D14,
-        1,
-    )
-)
-_YNUM = tuple(
-    mpz(c)
-    for c in (
-        0x4BDA12F684BDA12F684BDA12F684BDA12F684BDA12F684BDA12F684B8E38E23C,
-        0xC75E0C32D5CB7C0FA9D0A54B12A0A6D5647AB046D686DA6FDFFC90FC201D71A3,
-        0x29A6194691F91A73715209EF6512E576722830A201BE2018A765E85A9ECEE931,
-        0x2F684BDA12F684BDA12F684BDA12F684BDA12F684BDA12F684BDA12F38E38D84,
-    )
-)
-_YDEN = tuple(
-    mpz(c)
-    for c in (
-        0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFF93B,
-        0x7A06534BB8BDB49FD5E9E6632722C2989467C1BFC8E8D978DFB425D2685C2573,
-        0x6484AA716545CA2CF3A70C3FA8FE337E0A3D21162F0D6299A7BF8192BFD2A76F,
-        1,
-    )
-)
 
 
 def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
-    """RFC 9380 5.3.1 with SHA-256."""
-    if len(dst) > 255:
-        raise ValueError("DST longer than 255 bytes must be hashed first (RFC 9380 5.3.3)")
-    ell = -(-len_in_bytes // 32)
-    if ell > 255 or len_in_bytes > 65535:
-        raise ValueError("len_in_bytes too large for expand_message_xmd")
-    dst_prime = dst + bytes([len(dst)])
-    msg_prime = bytes(64) + msg + len_in_bytes.to_bytes(2, "big") + b"\x00" + dst_prime
-    b0 = hashlib.sha256(msg_prime).digest()
-    b0_int = int.from_bytes(b0, "big")
-    bi = hashlib.sha256(b0 + b"\x01" + dst_prime).digest()
-    out = [bi]
-    for i in range(2, ell + 1):
-        mixed = (b0_int ^ int.from_bytes(bi, "big")).to_bytes(32, "big")
-        bi = hashlib.sha256(mixed + bytes([i]) + dst_prime).digest()
-        out.append(bi)
-    return b"".join(out)[:len_in_bytes]
+    """RFC 9380 5.3.1 with SHA-256 (in C, ``_h2c.c``; the Python reference is in the tests)."""
+    return _h2c.expand_message_xmd(msg, dst, len_in_bytes)
 
 
 def hash_to_field(msg: bytes, dst: bytes, count: int = 2) -> list[int]:
     uniform = expand_message_xmd(msg, dst, count * _L)
-    return [int.from_bytes(uniform[i * _L : (i + 1) * _L], "big") % int(P) for i in range(count)]
+    return [int.from_bytes(uniform[i * _L : (i + 1) * _L], "big") % P for i in range(count)]
 
 
-def _poly(coeffs: tuple[mpz, ...], x: mpz) -> mpz:
-    acc = coeffs[-1]
-    for c in reversed(coeffs[:-1]):
-        acc = (acc * x + c) % P
-    return acc
-
-
-def map_to_curve(u_int: int) -> tuple[int, int]:
+def map_to_curve(u: int) -> tuple[int, int]:
     """Simplified SWU onto E' then the 3-isogeny onto secp256k1; affine (x, y)."""
-    u = mpz(u_int)
-    u2 = u * u % P
-    zu2 = _Z * u2 % P
-    denom = (zu2 * zu2 + zu2) % P
-    x1 = _B_OVER_ZA if denom == 0 else _MINUS_B_OVER_A * (1 + gmpy2.invert(denom, P)) % P
-    gx1 = (x1 * x1 * x1 + _A * x1 + _B) % P
-    y = gmpy2.powmod(gx1, _SQRT_EXP, P)
-    if y * y % P == gx1:
-        x = x1
-    else:
-        # gx1 is not a square, so y^2 = -gx1 and sqrt(g(x2)) = u^3 * sqrt(-Z^3) * y.
-        x = zu2 * x1 % P
-        y = u2 * u % P * _C_SQRT_NEG_Z3 % P * y % P
-    if (u & 1) != (y & 1):
-        y = P - y
-    # Appendix E.1 isogeny map, one inversion for both denominators.
-    xd, yd = _poly(_XDEN, x), _poly(_YDEN, x)
-    inv = gmpy2.invert(xd * yd % P, P)
-    x_out = _poly(_XNUM, x) * yd % P * inv % P
-    y_out = y * _poly(_YNUM, x) % P * xd % P * inv % P
-    return int(x_out), int(y_out)
+    if not 0 <= u < P:
+        raise ValueError("u must be a field element")
+    xy = _h2c.map_to_curve(u.to_bytes(32, "big"))
+    return int.from_bytes(xy[:32], "big"), int.from_bytes(xy[32:], "big")
 
 
-def _point(xy: tuple[int, int]) -> coincurve.PublicKey:
-    return coincurve.PublicKey(b"\x04" + xy[0].to_bytes(32, "big") + xy[1].to_bytes(32, "big"))
+_CTX = GLOBAL_CONTEXT.ctx
 
 
 def hash_to_curve(msg: bytes, dst: bytes) -> coincurve.PublicKey:
-    """RFC 9380 3: hash_to_field(count=2), map both, add (cofactor 1, so no clearing)."""
-    u0, u1 = hash_to_field(msg, dst, 2)
-    return coincurve.PublicKey.combine_keys([_point(map_to_curve(u0)), _point(map_to_curve(u1))])
+    """RFC 9380 3: hash_to_field(count=2), map both, add (cofactor 1, so no clearing).
+
+    One C call does expand_message_xmd, hash_to_field and both maps (one shared inversion);
+    libsecp256k1 parses the two affine points (checking they are on the curve) and adds them.
+    """
+    xy = _h2c.hash_to_curve_xy(msg, dst)
+    q = ffi.new("secp256k1_pubkey[2]")
+    if not (
+        lib.secp256k1_ec_pubkey_parse(_CTX, q, b"\x04" + xy[:64], 65)
+        and lib.secp256k1_ec_pubkey_parse(_CTX, q + 1, b"\x04" + xy[64:], 65)
+    ):
+        raise ValueError("hash_to_curve: mapped point not on the curve")  # a bug, never input
+    out = ffi.new("secp256k1_pubkey *")
+    if not lib.secp256k1_ec_pubkey_combine(
+        _CTX, out, ffi.new("secp256k1_pubkey *[2]", [q, q + 1]), 2
+    ):
+        raise ValueError("hash_to_curve: Q0 + Q1 is the point at infinity")  # probability 2^-256
+    return coincurve.PublicKey(out)
