@@ -581,7 +581,9 @@ def _connect_mqtt(
                 )
         if creds is None:
             fail("the gateway offers no MQTT; use --transport http", why="no_mqtt")
-        publishers[address] = MqttPublisher(creds, receipts=device.client.receipts)
+        publishers[address] = MqttPublisher(
+            creds, receipts=device.client.receipts, on_ack=device.client.note_ack
+        )
         with guard(f"cannot connect device {address} to the MQTT broker"):
             publishers[address].connect()
 

@@ -502,9 +502,10 @@ def _stream(clusters: list[Cluster], config: DemoConfig, progress: Callable[[flo
                 assert device.client.session is not None
                 creds = device.client.session.mqtt
                 assert creds is not None
-                # the device's book checks and keeps each ack's receipt, as over HTTP
+                # the device's book checks and keeps each ack's receipt, and the client hears
+                # when its bands changed, as over HTTP
                 publishers[device.client.address] = MqttPublisher(
-                    creds, receipts=device.client.receipts
+                    creds, receipts=device.client.receipts, on_ack=device.client.note_ack
                 )
                 publishers[device.client.address].connect()
 

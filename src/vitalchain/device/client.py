@@ -730,7 +730,15 @@ class DeviceClient:
             )
         )
         self.check_receipt(ack, message)
+        self.note_ack(ack)
         return ack
+
+    def note_ack(self, ack: Mapping[str, Any]) -> None:
+        """What an acknowledgement says beyond delivery (any transport): ``prove`` means the
+        gateway found a reading outside the patient's band in a message this device sent
+        without a ring proof, so the bands it judged by are out of date."""
+        if ack.get("prove") is True:
+            self.forget_bands()
 
     def check_receipt(self, ack: Mapping[str, Any], message: bytes) -> Receipt:
         """Verify and keep the receipt of ``ack``, the acknowledgement of ``message`` (any

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
@@ -57,6 +57,7 @@ class MqttPublisher:
         session_expiry_s: int = SESSION_EXPIRY_S,
         receipts: ReceiptBook | None = None,
         cumulative: bool = True,
+        on_ack: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         """``timeout`` bounds the first connection and each wait for an acknowledgement;
         ``reconnect_delay`` is the first and the longest wait between reconnection attempts
@@ -64,9 +65,12 @@ class MqttPublisher:
         acknowledgement's receipt (without it, acknowledgements are taken unchecked, as an
         earlier release did).  ``cumulative``: ask for cumulative acknowledgements (one
         receipt for the messages the gateway stored together); False asks for one ack per
-        message, as an earlier release did."""
+        message, as an earlier release did.  ``on_ack``: given each acknowledgement (each
+        entry of a cumulative one) that delivered a message, e.g. ``DeviceClient.note_ack``,
+        which learns the bands again when the gateway says they changed."""
         self._creds = credentials
         self._receipts = receipts
+        self._on_ack = on_ack
         self._timeout = timeout
         self._session_expiry_s = session_expiry_s
         self._pending: dict[str, threading.Event] = {}
@@ -165,6 +169,8 @@ class MqttPublisher:
                 return  # not awaited (a late second answer, or queued from an earlier run)
         if self._receipts is not None and isinstance(ack, dict) and "error" not in ack:
             ack = self._checked(ack, message_id)
+        if self._on_ack is not None and isinstance(ack, dict) and "error" not in ack:
+            self._on_ack(ack)
         with self._lock:
             event = self._pending.get(message_id)
             if event is None:
@@ -201,6 +207,10 @@ class MqttPublisher:
             except DeviceError as exc:
                 error = {"code": exc.code, "message": exc.message}
                 answers = {m: {"v": 1, "error": error, "message_id": m} for m in ids}
+        if self._on_ack is not None:
+            for answer in answers.values():
+                if "error" not in answer:
+                    self._on_ack(answer)
         self._record(answers)
 
     def _delivered(self, message_id: str) -> bool:

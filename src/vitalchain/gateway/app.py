@@ -251,6 +251,7 @@ def create_app(
     @app.post(
         "/v1/telemetry",
         response_model=AckBody,
+        response_model_exclude_none=True,  # optional fields (receipt, prove) only when set
         responses=_TELEMETRY_ERRORS,
         openapi_extra=_TELEMETRY_BODY,
         tags=["telemetry"],

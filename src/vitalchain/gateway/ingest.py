@@ -485,7 +485,13 @@ class IngestCore:
     def _acknowledge(self, message: Message, seqs: list[int], *, sign: bool = True) -> Ack:
         """The acknowledgement of ``message``, just committed, with its signed v1 receipt;
         ``sign`` False leaves it out, for :meth:`receipt_for` to cover with others."""
-        ack = Ack(len(seqs), seqs[-1], message.message_id, first_seq=seqs[0])
+        # An out-of-band reading with no proof: the device judged by bands it should learn
+        # again (an in-band message, the common case, costs one policy lookup per reading).
+        judge = self._out_of_band
+        prove = (
+            message.ring is None and judge is not None and judge(message.patient, message.readings)
+        )
+        ack = Ack(len(seqs), seqs[-1], message.message_id, first_seq=seqs[0], prove=prove)
         if self._master is None or not sign:
             return ack
         signed = signed_bytes(
@@ -498,7 +504,7 @@ class IngestCore:
             self._master_address,
         )
         signature = self._master.sign(signed, RECEIPT_CONTEXT).to_rsv()
-        return Ack(ack.accepted, ack.last_seq, ack.message_id, signed + signature, seqs[0])
+        return dataclasses.replace(ack, receipt=signed + signature)
 
     def receipt_for(self, group_id: int, device: str, acks: Sequence[Ack]) -> bytes | None:
         """One v2 receipt (receipt.md) over ``acks``, 1..64 acknowledgements of ``device``'s

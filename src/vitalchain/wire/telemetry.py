@@ -161,6 +161,13 @@ class AckBody(Strict):
         description="The receipt (docs/spec/receipt.md), hex: the master's signature over "
         "group, device, SHA-256 of the message as received, seqs covered and commit time.",
     )
+    # Added in v1 (issue 16) like the receipt; absent (the gateway sends it only when true)
+    # means false.
+    prove: bool | None = Field(
+        default=None,
+        description="True when a reading of the message is outside the patient's band and it "
+        "carried no ring proof: learn the bands again (docs/spec/telemetry.md, Bands).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,9 @@ class Ack:
     # The message's first seq: what a cumulative receipt's entry needs besides the others.  Not
     # in the v1 JSON (the receipt carries it), so None once parsed from one.
     first_seq: int | None = None
+    # The gateway found a reading outside the patient's band in a message without a ring
+    # proof: the device's bands are out of date (telemetry.md, "Who ring-signs").
+    prove: bool = False
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -184,6 +194,8 @@ class Ack:
         }
         if self.receipt is not None:
             body["receipt"] = self.receipt.hex()
+        if self.prove:
+            body["prove"] = True
         return body
 
     def encode(self) -> bytes:
@@ -193,13 +205,17 @@ class Ack:
     def parse(cls, data: bytes | str) -> Ack:
         model = load(AckBody, data, what="acknowledgement")
         receipt = None if model.receipt is None else bytes.fromhex(model.receipt)
-        return cls(model.accepted, model.last_seq, _message_id(model.message_id), receipt)
+        return cls(
+            model.accepted, model.last_seq, _message_id(model.message_id), receipt,
+            prove=model.prove is True,
+        )  # fmt: skip
 
 
 class _CoveredModel(Strict):
     message_id: str
     accepted: int
     last_seq: int
+    prove: bool = False
 
 
 class CumulativeAckBody(Strict):
@@ -225,7 +241,12 @@ class CumulativeAck:
         body: dict[str, Any] = {
             "v": 2,
             "acks": [
-                {"message_id": a.message_id.hex(), "accepted": a.accepted, "last_seq": a.last_seq}
+                {
+                    "message_id": a.message_id.hex(),
+                    "accepted": a.accepted,
+                    "last_seq": a.last_seq,
+                    **({"prove": True} if a.prove else {}),
+                }
                 for a in self.acks
             ],
         }
@@ -241,7 +262,8 @@ class CumulativeAck:
         model = load(CumulativeAckBody, data, what="cumulative acknowledgement")
         receipt = None if model.receipt is None else bytes.fromhex(model.receipt)
         acks = tuple(
-            Ack(a.accepted, a.last_seq, _message_id(a.message_id), receipt) for a in model.acks
+            Ack(a.accepted, a.last_seq, _message_id(a.message_id), receipt, prove=a.prove)
+            for a in model.acks
         )
         return cls(acks, receipt)
 

@@ -99,3 +99,22 @@ def test_a_bad_receipt_is_refused_and_a_later_valid_answer_wins() -> None:
     assert len(book) == 1
     arrive(mine, {"v": 1, "error": {"code": "replayed", "message": "m"}, "message_id": IDS[0]})
     assert "error" not in mine._acks[IDS[0]]  # a refusal never replaces a success
+
+
+def test_each_delivering_ack_is_handed_to_on_ack() -> None:
+    """So a device over MQTT hears ``prove`` (its bands changed) as one over HTTP does."""
+    grant = MqttGrant(
+        host="127.0.0.1", port=1, username=DEVICE, password="x",
+        telemetry_topic="t", ack_topic="a",
+    )  # fmt: skip
+    heard: list[dict[str, Any]] = []
+    mine = MqttPublisher(grant, on_ack=lambda ack: heard.append(dict(ack)))
+    for message_id in IDS:
+        mine._pending[message_id] = threading.Event()
+    arrive(mine, {"v": 1, "accepted": 1, "last_seq": 0, "message_id": IDS[0], "prove": True})
+    arrive(mine, {"v": 1, "error": {"code": "replayed", "message": "x"}, "message_id": IDS[1]})
+    assert [a.get("prove") for a in heard] == [True]
+    body = cumulative([1, 2])
+    body["acks"][1]["prove"] = True
+    arrive(mine, body)
+    assert [a.get("prove") for a in heard] == [True, None, True]

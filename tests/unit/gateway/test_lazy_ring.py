@@ -135,6 +135,25 @@ def test_a_changed_band_is_learned_and_proved_by(h: Harness, ledger: Ledger) -> 
     assert spo2(device, 95)[:4] == b"VCm\x01"
 
 
+def test_the_gateway_asks_for_a_proof_when_a_band_changed(h: Harness, ledger: Ledger) -> None:
+    """An out-of-band reading without a proof is acknowledged with ``prove``: the device
+    learns its bands again at once, and proves the next one (not 300 s later)."""
+    patient = PrivateKey.generate()
+    ledger.fund(patient.address)
+    h.onboarded()
+    device = h.onboarded(patient.address, ring_others=1)
+    calm = device.send(spo2(device, 93))
+    assert "prove" not in calm
+    ledger.set_threshold(patient, patient.address, int(Vital.SPO2), to_fixed(94), to_fixed(100))
+    wait_for(lambda: bands_of(h, device)["spo2"]["low"] == 94, "the gateway to see it")
+    stale = spo2(device, 93)
+    assert stale[:4] == b"VCm\x01"  # judged by the old band: in it
+    assert device.send(stale)["prove"] is True  # the gateway's band: out of it
+    assert spo2(device, 93)[:4] == b"VCm\x02"  # learned again, proved
+    proved = device.send(spo2(device, 93))
+    assert "prove" not in proved
+
+
 def test_without_a_ring_or_with_anonymity_off_messages_still_flow(h: Harness) -> None:
     alone = h.onboarded()  # the group's only device: no ring can be had
     message = spo2(alone, OUT_OF_BAND)
