@@ -9,27 +9,13 @@ one is left behind.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.artifacts import ROOT
+from tests.support.artifacts import assert_script_passes
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> str:
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return assert_script_passes(f"benchmarks/{script}", *args, timeout=timeout)
 
 
 def between(doc: str, name: str) -> str:

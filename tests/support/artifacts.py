@@ -19,9 +19,12 @@ def assert_sources_unchanged(sources: dict[str, str], remedy: str) -> None:
         assert actual == digest, f"{rel} changed: run {remedy}"
 
 
-def assert_script_passes(script: str, *args: str, timeout: float) -> None:
-    """``python ROOT/script ARGS`` exits 0 (forge is npm's, in node_modules)."""
-    env = os.environ | {"FORGE": str(ROOT / "node_modules" / ".bin" / "forge")}
+def assert_script_passes(script: str, *args: str, timeout: float) -> str:
+    """``python ROOT/script ARGS`` exits 0 (forge is npm's, in node_modules); its output."""
+    env = os.environ | {
+        "FORGE": str(ROOT / "node_modules" / ".bin" / "forge"),
+        "PYTHONUNBUFFERED": "1",
+    }
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
@@ -32,3 +35,4 @@ def assert_script_passes(script: str, *args: str, timeout: float) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -38,7 +38,6 @@ from vitalchain.gateway.metrics import IngestMetrics
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.gateway.registry import DeviceRegistry
 from vitalchain.ledger.errors import ChainUnavailable
-from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.logs import safe_error
 from vitalchain.store import DuplicateReading, Message, Reading
 from vitalchain.store.base import Store
@@ -578,12 +577,7 @@ class IngestCore:
             raise
         if not self._rate.allow(session.device):
             raise _refuse("rate_limited", "too many messages from this device")
-        # 3. the chain says the device is active
-        status = self._registry.status(session.device)
-        if status is DeviceStatus.REVOKED:
-            raise _refuse("device_revoked", "the device's association was revoked on chain")
-        if status is not DeviceStatus.ACTIVE:
-            raise _refuse("device_not_active", "the device is not associated on chain")
+        self._registry.check_active(session.device)  # 3. the chain says the device is active
         plaintext_bytes = len(plaintext)
         proof = None
         if data[:4] == RING_HEADER:

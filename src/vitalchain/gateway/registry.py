@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from vitalchain.crypto.keys import PublicKey
+from vitalchain.gateway.errors import GatewayError
 from vitalchain.ledger.events import DEVICE_ASSOCIATED, DEVICE_REVOKED, Event
 from vitalchain.ledger.ledger import DeviceStatus
 from vitalchain.ledger.ports import TrustGroupsView
@@ -54,6 +55,15 @@ class DeviceRegistry:
         with self._lock:
             (self._active if record.status is DeviceStatus.ACTIVE else self._revoked).add(device)
         return record.status
+
+    def check_active(self, device: str) -> None:
+        """Telemetry check 3 (docs/spec/telemetry.md), for every route a device uses: refused
+        ``device_revoked`` or ``device_not_active`` unless the chain says it is active."""
+        status = self.status(device)
+        if status is DeviceStatus.REVOKED:
+            raise GatewayError("device_revoked", "the device's association was revoked on chain")
+        if status is not DeviceStatus.ACTIVE:
+            raise GatewayError("device_not_active", "the device is not associated on chain")
 
     def active(self) -> list[str]:
         """The group's devices the chain says are active now (as of the last refresh)."""

@@ -607,11 +607,7 @@ class Gateway:
             raise GatewayError(
                 "invalid_signature", "the device signature does not verify"
             ) from None
-        status = self.registry.status(session.device)
-        if status is DeviceStatus.REVOKED:
-            raise GatewayError("device_revoked", "the device's association was revoked")
-        if status is not DeviceStatus.ACTIVE:
-            raise GatewayError("device_not_active", "the device is not associated on chain")
+        self.registry.check_active(session.device)
         if session.state is SessionState.ACTIVE:
             new = Session(
                 self.random(16), session.device, session.device_key, session.object_id,
@@ -683,11 +679,7 @@ class Gateway:
         session = self.ingest_core.live_session(session_id, int(self.clock() * 1000))
         if session is None:
             raise GatewayError("unknown_session", "unknown or expired session")
-        status = self.registry.status(session.device)
-        if status is DeviceStatus.REVOKED:
-            raise GatewayError("device_revoked", "the device's association was revoked on chain")
-        if status is not DeviceStatus.ACTIVE:
-            raise GatewayError("device_not_active", "the device is not associated on chain")
+        self.registry.check_active(session.device)
         return Bands.of({vital: self.policy.thresholds(session.patient, vital) for vital in Vital})
 
     def ingest(self, data: bytes, *, topic_device: str | None = None) -> Ack:

@@ -69,7 +69,9 @@ def test_an_http_ack_carries_a_receipt_that_verifies(harness: Harness) -> None:
     assert device.receipts.verify(receipt) == harness.gateway.master.address
 
 
-def test_forged_foreign_and_tampered_receipts_are_refused(harness: Harness) -> None:
+def test_forged_foreign_and_tampered_receipts_are_refused(chain_harness: Harness) -> None:
+    """On the embedded chain and on anvil (``chain_harness``)."""
+    harness = chain_harness
     device = harness.onboarded(chain=harness.ledger)
     message = device.prepare([(Vital.SPO2, 97)])
     ack = device.send(message)
