@@ -66,7 +66,7 @@ test: lint typecheck contracts-test pytest
 demo: setup
 	$(VENV)/bin/vitalchain demo
 
-# Every figure in docs/benchmarks.md, each script with its default sizes (about 35 minutes).
+# Every figure in docs/benchmarks.md, each script with its default sizes (about 50 minutes).
 bench: setup
 	@PYTHON=$(PYTHON) scripts/ensure-apt $(BENCH_APT_PACKAGES)
 	$(PY) benchmarks/crypto.py
@@ -82,6 +82,7 @@ bench: setup
 	$(PY) benchmarks/faults.py --write
 	$(PY) benchmarks/fuzz.py --write
 	$(PY) benchmarks/receipts.py --write
+	$(PY) benchmarks/scale.py --write
 
 clean: contracts-clean
 	rm -rf $(VENV) node_modules $(DOCS_ASSETS) $(PORTAL_ASSETS) build src/*.egg-info src/vitalchain/crypto/primitives/*.so .pytest_cache .mypy_cache .ruff_cache

@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import queue
 import threading
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -68,6 +70,14 @@ PREAUTH_BURST = 100
 PREAUTH_RATE_PER_S = 10.0
 # A key's count is reserved durably this many messages ahead (at most; fewer for a small limit).
 MAX_RESERVE_MESSAGES = 1024
+# The devices' locks are a fixed table of stripes (a device takes the one its address hashes
+# to), so the table does not grow with the devices ever seen; two devices on one stripe only
+# wait out each other's few microseconds of bookkeeping.
+LOCK_STRIPES = 1024
+# Seq books kept in memory, the least recently used forgotten past this many.  A forgotten
+# device's book starts empty again: the store, whose (device, seq) ranges are the truth and
+# survive pruning, still refuses a replay (DuplicateReading), and the book is reloaded then.
+MAX_BOOKS = 16_384
 
 
 def _key_exhausted() -> GatewayError:
@@ -250,6 +260,7 @@ class IngestCore:
         preauth: RateLimiter | None = None,
         master: PrivateKey | None = None,
         out_of_band: Callable[[str, Sequence[Reading]], bool] | None = None,
+        max_books: int = MAX_BOOKS,
     ) -> None:
         """``rate`` is each device's budget, charged once its message authenticated;
         ``preauth`` each client's budget for messages that fail before that (default
@@ -259,7 +270,7 @@ class IngestCore:
         ``out_of_band(patient, readings)``: whether the threshold policy finds a reading
         outside the patient's band; a ring proof on a message it does not is dropped before
         the message is stored (no alert can use it, telemetry.md "Who ring-signs").  Without
-        it, every proof is kept."""
+        it, every proof is kept.  ``max_books``: devices whose seq books stay in memory."""
         self.metrics = IngestMetrics()  # /metrics: every outcome of submit, both transports
         self._store = store
         self._registry = registry
@@ -278,12 +289,17 @@ class IngestCore:
         self._max_bytes = max_message_bytes
         self._max_readings = max_readings
         self._sessions: dict[bytes, LiveSession] = {}
-        # What is stored, per device, rebuilt from the store at every start.
-        self._books: dict[str, SeqBook] = {
-            device: SeqBook(ranges) for device, ranges in store.stored_ranges().items()
-        }
-        self._device_locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        self._swept_at_size = 0  # the session map's size after its last expiry sweep
+        # What is stored, per device, rebuilt from the store at every start: at most
+        # ``max_books`` devices' books, least recently used first out (see MAX_BOOKS).
+        self._max_books = max_books
+        self._books: OrderedDict[str, SeqBook] = OrderedDict(
+            (device, SeqBook(ranges))
+            for device, ranges in itertools.islice(store.stored_ranges().items(), max_books)
+        )
+        self._books_lock = threading.Lock()  # the map itself; a book is under its device's lock
+        self._device_locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
+        self._locks_lock = threading.Lock()  # guards the session map's writers
         self._listeners: list[Callable[[Message], None]] = []
         # Listeners given the journal row id too (the alarm service's replay cursor).
         self._entry_listeners: list[Callable[[StoredMessage], None]] = []
@@ -338,23 +354,31 @@ class IngestCore:
     def add_session(self, session: LiveSession, *, supersede: bool = True) -> None:
         """Carry ``session``'s telemetry.  ``supersede`` ends the device's other sessions (a
         new association); a re-key, and a restart reloading a session in its grace period,
-        keep them (see :meth:`end_session_at`)."""
+        keep them (see :meth:`end_session_at`).
+
+        The map is written in place (a reader's ``get`` sees it before or after a write, never
+        half-way), so a start loading N sessions costs O(N); a copy of the map per session
+        made that O(N²), minutes at 100,000 devices.  Expired sessions are swept when the map
+        has doubled since its last sweep, and by a new association, which scans it anyway."""
         now_s = self._now_ms() // 1000
         with self._locks_lock:
-            self._sessions = {
-                sid: s
-                for sid, s in self._sessions.items()
-                if s.expires_at > now_s and not (supersede and s.device == session.device)
-            } | {session.session_id: session}
+            sessions = self._sessions
+            if supersede or len(sessions) >= 2 * self._swept_at_size:
+                for sid in [
+                    sid
+                    for sid, s in sessions.items()
+                    if s.expires_at <= now_s or (supersede and s.device == session.device)
+                ]:
+                    del sessions[sid]
+                self._swept_at_size = max(64, len(sessions))
+            sessions[session.session_id] = session
 
     def end_session_at(self, session_id: bytes, expires_at: int) -> None:
         """Let a session carry telemetry only until ``expires_at`` (a re-keyed session's grace)."""
         with self._locks_lock:
             session = self._sessions.get(session_id)
             if session is not None and session.expires_at > expires_at:
-                self._sessions = self._sessions | {
-                    session_id: dataclasses.replace(session, expires_at=expires_at)
-                }
+                self._sessions[session_id] = dataclasses.replace(session, expires_at=expires_at)
 
     def live_session(self, session_id: bytes, now_ms: int) -> LiveSession | None:
         """The session if it carries telemetry at ``now_ms`` (check 1's rule)."""
@@ -365,14 +389,48 @@ class IngestCore:
 
     def sessions(self) -> list[LiveSession]:
         """The sessions carrying telemetry (for the gateway's shutdown, which settles counts)."""
-        return list(self._sessions.values())
+        with self._locks_lock:  # the map is written in place: copy it whole, under its lock
+            return list(self._sessions.values())
 
     def _lock_for(self, device: str) -> threading.Lock:
-        lock = self._device_locks.get(device)
-        if lock is None:
-            with self._locks_lock:
-                lock = self._device_locks.setdefault(device, threading.Lock())
-        return lock
+        """``device``'s stripe of the fixed lock table (:data:`LOCK_STRIPES`)."""
+        return self._device_locks[hash(device) % LOCK_STRIPES]
+
+    def _book(self, device: str) -> SeqBook:
+        """``device``'s book (its lock held), now the most recently used.  A device not in
+        memory gets an empty book: the store is the authority, so a replay still meets
+        DuplicateReading there, and :meth:`_reload` then reads the device's ranges back."""
+        with self._books_lock:
+            book = self._books.get(device)
+            if book is not None:
+                self._books.move_to_end(device)
+                return book
+            book = self._books[device] = SeqBook()
+            if len(self._books) > self._max_books:
+                self._evict()
+        return book
+
+    def _evict(self) -> None:
+        """Forget the least recently used books down to ``max_books`` (map lock held).
+
+        A book is dropped only under its device's lock, taken without waiting, and only with
+        nothing in flight: a message being checked or committed keeps its book, so what is
+        pending is never lost; such a book is passed over (made recent) and the next tried.
+        """
+        books = self._books
+        for _ in range(2 * (len(books) - self._max_books) + 8):
+            if len(books) <= self._max_books:
+                return
+            device = next(iter(books))
+            lock = self._lock_for(device)
+            if lock.acquire(blocking=False):
+                idle = not books[device].pending
+                if idle:
+                    del books[device]
+                lock.release()
+                if idle:
+                    continue
+            books.move_to_end(device)
 
     @property
     def max_message_bytes(self) -> int:
@@ -442,7 +500,7 @@ class IngestCore:
         seqs = [r.seq for r in message.readings]
         acked: Future[Ack] = Future()
         with self._lock_for(device):
-            book = self._books.setdefault(device, SeqBook())
+            book = self._book(device)
             earlier = self._classify(book, seqs)
             if earlier is None:
                 self._check_values(checked)
@@ -458,7 +516,7 @@ class IngestCore:
             error = done.exception()
             refusal: GatewayError | None = None
             with self._lock_for(device):
-                current = self._books[device]
+                current = self._book(device)
                 for seq in seqs:
                     if current.pending.get(seq) is acked:
                         del current.pending[seq]
@@ -527,8 +585,12 @@ class IngestCore:
     def _reload(self, device: str) -> SeqBook:
         """Rebuild ``device``'s book from the store, keeping what is in flight (lock held)."""
         book = SeqBook(self._store.stored_ranges().get(device, []))
-        book.pending = self._books[device].pending
-        self._books[device] = book
+        with self._books_lock:
+            previous = self._books.get(device)
+            if previous is not None:
+                book.pending = previous.pending
+            self._books[device] = book
+            self._books.move_to_end(device)
         return book
 
     def _classify(self, book: SeqBook, seqs: list[int]) -> Future[Ack] | None:
