@@ -11,17 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.artifacts import assert_script_passes
+from tests.support.artifacts import assert_script_passes, doc_section
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> str:
     return assert_script_passes(f"benchmarks/{script}", *args, timeout=timeout)
-
-
-def between(doc: str, name: str) -> str:
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    assert begin in doc, f"no {name} section written"
-    return doc.split(begin, 1)[1].split(end, 1)[0]
 
 
 def test_gateways_benchmark_runs_one_and_two_gateways_on_one_chain(tmp_path: Path) -> None:
@@ -31,7 +25,7 @@ def test_gateways_benchmark_runs_one_and_two_gateways_on_one_chain(tmp_path: Pat
         "gateways.py", "--gateways", "1", "2", "--devices", "2", "--messages", "30",
         "--block-time", "0", "--anchor-every-s", "1", "--write", "--doc", str(doc),
     )  # fmt: skip
-    section = between(doc.read_text(), "gateways")
+    section = doc_section(doc.read_text(), "gateways")
     assert section.strip() == out.strip()
     rows = [line for line in section.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2, section
@@ -46,7 +40,7 @@ def test_baseline_writes_chain_capacity_on_both_chains(tmp_path: Path) -> None:
     out = run_script(
         "baseline.py", "--devices", "2", "--messages", "40", "--write", "--doc", str(doc)
     )
-    section = between(doc.read_text(), "baseline")
+    section = doc_section(doc.read_text(), "baseline")
     assert section.strip() == out.strip()
     assert "Readings per 30M-gas block" in section
     assert "embedded (eth-tester + py-evm)" in section

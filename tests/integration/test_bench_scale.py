@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.artifacts import assert_script_passes
-
-
-def between(doc: str, name: str) -> str:
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    assert begin in doc, f"no {name} section written"
-    return doc.split(begin, 1)[1].split(end, 1)[0]
+from tests.support.artifacts import assert_script_passes, doc_section
 
 
 def test_scale_benchmark_writes_a_row_per_enrolled_size(tmp_path: Path) -> None:
@@ -22,7 +16,7 @@ def test_scale_benchmark_writes_a_row_per_enrolled_size(tmp_path: Path) -> None:
         "benchmarks/scale.py", "--sizes", "40", "200", "--active", "20", "--messages", "60",
         "--repeats", "1", "--threads", "2", "--write", "--doc", str(doc), timeout=300,
     )  # fmt: skip
-    section = between(doc.read_text(), "scale")
+    section = doc_section(doc.read_text(), "scale")
     assert section.strip() == out.strip()
     rows = [line for line in section.splitlines() if line.startswith(("| 40 |", "| 200 |"))]
     assert len(rows) == 2, section

@@ -36,3 +36,10 @@ def assert_script_passes(script: str, *args: str, timeout: float) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def doc_section(doc: str, name: str) -> str:
+    """The text a benchmark's ``--write`` put between its markers (benchmarks/report.py)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    assert begin in doc, f"no {name} section written"
+    return doc.split(begin, 1)[1].split(end, 1)[0]
