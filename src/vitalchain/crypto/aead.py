@@ -158,7 +158,7 @@ class Aead:
     Keep one object per key: two objects for one key count separately.  Thread-safe.
     """
 
-    __slots__ = ("_blocks", "_head", "_lock", "_messages", "_primitive", "limit", "suite")
+    __slots__ = ("_blocks", "_head", "_key", "_lock", "_messages", "_primitive", "limit", "suite")
 
     def __init__(
         self,
@@ -169,11 +169,25 @@ class Aead:
         used: Usage = Usage(),  # frozen, so one shared default is safe
     ) -> None:
         self.suite = Suite(suite)
-        self._primitive = primitive(self.suite, key)
+        if len(key) != KEY_SIZE:
+            raise InvalidKey(f"AEAD keys are {KEY_SIZE} bytes")
+        self._key = bytes(key)
+        self._primitive: AeadPrimitive | None = None  # built at first use: see _cipher
         self._head = _HEADER + bytes([self.suite])
         self.limit = USAGE_LIMITS[self.suite] if limit is None else limit
         self._messages, self._blocks = used.messages, used.blocks
         self._lock = threading.Lock()
+
+    def _cipher(self) -> AeadPrimitive:
+        """The suite's primitive, built at the first seal or open.  A gateway keeps an Aead for
+        every enrolled device's live session, and the library's pre-built cipher contexts
+        (about 2.5 KB each, benchmarks/scale.py) were most of a device's memory there; a
+        device that has not sent since the gateway started needs none.  Two threads racing
+        here build two equal primitives, and one is kept: harmless."""
+        cipher = self._primitive
+        if cipher is None:
+            cipher = self._primitive = primitive(self.suite, self._key)
+        return cipher
 
     @property
     def used(self) -> Usage:
@@ -204,7 +218,7 @@ class Aead:
         """Encrypt under a fresh random nonce; KeyExhausted once the key's limit is reached."""
         self._charge(len(plaintext))
         nonce = random(NONCE_SIZE)
-        body = self._primitive.encrypt(nonce, plaintext, self._head + aad)
+        body = self._cipher().encrypt(nonce, plaintext, self._head + aad)
         return self._head + nonce + body
 
     def open(self, ciphertext: bytes, aad: bytes = b"") -> bytes:
@@ -216,9 +230,10 @@ class Aead:
             body = reader.rest()
         except DecodeError:
             raise DecryptionError() from None
-        if suite != self.suite or len(body) < self._primitive.tag_size:
+        cipher = self._cipher()
+        if suite != self.suite or len(body) < cipher.tag_size:
             raise DecryptionError()
-        return self._primitive.decrypt(nonce, body, self._head + aad)
+        return cipher.decrypt(nonce, body, self._head + aad)
 
     @staticmethod
     def suite_of(ciphertext: bytes) -> Suite:

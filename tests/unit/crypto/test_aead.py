@@ -264,3 +264,18 @@ def test_default_limits_per_suite() -> None:
     nearly.seal(b"last")
     with pytest.raises(KeyExhausted):
         nearly.seal(b"one too many")
+
+
+@pytest.mark.parametrize("suite", list(Suite))
+def test_the_cipher_is_built_at_first_use(suite: Suite) -> None:
+    """A gateway holds an Aead per enrolled device's session: the library's cipher contexts
+    (about 2.5 KB each) are built only once the key seals or opens (issue 16, item 4)."""
+    key = bytes(range(32))
+    idle = Aead(key, suite)
+    assert idle._primitive is None
+    sealed = idle.seal(b"reading", b"aad")
+    assert idle._primitive is not None
+    reader = Aead(key, suite)
+    assert reader.open(sealed, b"aad") == b"reading"
+    with pytest.raises(InvalidKey):
+        Aead(key[:31], suite)  # a bad key is still refused when built, not at first use
