@@ -1,6 +1,14 @@
 """Gateway benchmark: device-side preparation, and verified, durably stored messages per second.
 
     .venv/bin/python benchmarks/gateway.py [--messages N] [--devices D]
+    .venv/bin/python benchmarks/gateway.py --workers 0 1 2 [--rounds 3] [--write]
+
+``--workers``: the ingest worker processes (issue 16 item 3) instead: for each worker count,
+HTTP and MQTT, 1 and 10 readings, ``--rounds`` rounds on one gateway process each, medians:
+messages/s as a share of the raw verification rate measured before each round, and the
+gateway's CPU per message (its own process and its workers', from /proc, over the blast's
+window; the broker's apart) as a multiple of one raw verification.  HTTP goes to the port the
+gateway named at association (the workers' with workers, its own without).
 
 Device side (paper 002, Table 2): preparing an association request and a data message,
 mean ± sd and median over >= 100 runs, wall and CPU time.  Gateway side: the ingest core on its
@@ -25,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import coincurve
@@ -108,7 +117,10 @@ def raw_verify_rate() -> float:
 
 
 @contextlib.contextmanager
-def gateway_process(data_dir: Path, mqtt: bool) -> Iterator[str]:
+def gateway_process(
+    data_dir: Path, mqtt: bool, workers: int = 0, pids: list[int] | None = None
+) -> Iterator[str]:
+    """``vitalchain gateway run`` with ``workers`` ingest workers; ``pids`` gets its PID."""
     port = free_port()
     env = os.environ | {
         "VITALCHAIN_GATEWAY_ADMIN_TOKEN": TOKEN,
@@ -125,9 +137,13 @@ def gateway_process(data_dir: Path, mqtt: bool) -> Iterator[str]:
         str(data_dir),
         "--port",
         str(port),
+        "--ingest-workers",
+        str(workers),
     ]
     args += ["--mqtt"] if mqtt else ["--no-mqtt"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if pids is not None:
+        pids.append(proc.pid)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -154,6 +170,140 @@ def onboarded(url: str, count: int) -> list[DeviceClient]:
             device.http = None
             devices.append(device)
     return devices
+
+
+def raw_verify_median(rounds: int = 5) -> float:
+    """The raw verification rate as a median of ``rounds`` (the headline's other runs take
+    the best of five; a ratio to a median is what the worker table states)."""
+    return statistics.median(raw_verify_rate() for _ in range(rounds))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gateway_pids(node: int, telemetry_port: int | None) -> tuple[list[int], list[int]]:
+    """The gateway's processes (the node and its ingest workers, the ones listening on the
+    telemetry port) and the broker's (mosquitto, a child of the node)."""
+    import psutil
+
+    gateway, broker = [node], []
+    for child in psutil.Process(node).children(recursive=True):
+        if child.name() == "mosquitto":
+            broker.append(child.pid)
+        elif telemetry_port is not None and any(
+            c.status == "LISTEN" and c.laddr.port == telemetry_port for c in child.net_connections()
+        ):
+            gateway.append(child.pid)
+    return gateway, broker
+
+
+@dataclass
+class WorkerRound:
+    workers: int
+    path: str  # "HTTP" or "MQTT"
+    readings: int
+    msg_s: float
+    verify_s: float  # raw verifications/s measured before the round
+    gateway_cpu_s: float  # per message
+    broker_cpu_s: float  # per message
+
+    @property
+    def share(self) -> float:
+        return self.msg_s / self.verify_s
+
+    @property
+    def cpu_x(self) -> float:
+        return self.gateway_cpu_s * self.verify_s
+
+
+def worker_rounds(
+    workers: int, mqtt: bool, devices: int, messages: int, rounds: int
+) -> list[WorkerRound]:
+    """One gateway process with ``workers`` ingest workers: ``rounds`` blasts each of 1 and
+    10 readings a message, the load generator (this process) on pre-built messages."""
+    out: list[WorkerRound] = []
+    pids: list[int] = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        gateway_process(Path(tmp), mqtt, workers, pids) as url,
+    ):
+        fleet = onboarded(url, devices)
+        session = fleet[0].session
+        assert session is not None
+        target = session.telemetry_url or url
+        port = int(target.rsplit(":", 1)[1]) if session.telemetry_url else None
+        gateway, broker = gateway_pids(pids[0], port)
+        assert len(gateway) == 1 + workers, f"found {len(gateway) - 1} of {workers} workers"
+        per_device = messages // devices
+        for readings in (ONE, TEN):
+            for _ in range(rounds):
+                batches = [[d.prepare(readings) for _ in range(per_device)] for d in fleet]
+                verify = raw_verify_median()
+                before = [_cpu_seconds(p) for p in gateway + broker]
+                rate = blast_mqtt(fleet, batches) if mqtt else blast_http(target, batches)
+                spent = [_cpu_seconds(p) - b for p, b in zip(gateway + broker, before, strict=True)]
+                count = per_device * devices
+                out.append(
+                    WorkerRound(
+                        workers, "MQTT" if mqtt else "HTTP", len(readings), rate, verify,
+                        sum(spent[: len(gateway)]) / count, sum(spent[len(gateway) :]) / count,
+                    )
+                )  # fmt: skip
+                print(f"  {out[-1]}", file=sys.stderr, flush=True)
+    return out
+
+
+def worker_report(results: list[WorkerRound], args: argparse.Namespace) -> str:
+    """The worker table (medians of the rounds) and the 1 -> 2 worker ratios."""
+    med = statistics.median
+    lines = [
+        "Command:",
+        "",
+        "```sh",
+        ".venv/bin/python benchmarks/gateway.py --workers "
+        + " ".join(map(str, args.workers))
+        + f" --rounds {args.rounds} --messages {args.messages} --devices {args.devices} --write",
+        "```",
+        "",
+        f"The gateway (`vitalchain gateway run --ingest-workers N`, SQLite store, embedded "
+        f"chain) in its own process; the load generator in this one, on messages built before "
+        f"the clock starts; {args.devices} devices, {args.messages} messages a round, "
+        f"{args.rounds} rounds per row, medians. Raw verifications/s are measured before each "
+        f"round (median of five). Gateway CPU is the node's process and its workers', from "
+        f"/proc over the blast; the broker's is apart. Machine: {os.cpu_count()} cores.",
+        "",
+        "| workers | path | readings/msg | messages/s | readings/s | share of raw verify rate "
+        "| readings/s ÷ verify rate | gateway CPU per message | ÷ one verification "
+        "| broker CPU per message | runs (msg/s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[int, str, int], list[WorkerRound]] = {}
+    for r in results:
+        groups.setdefault((r.workers, r.path, r.readings), []).append(r)
+    for (workers, path, readings), rows in groups.items():
+        rate = med(r.msg_s for r in rows)
+        lines.append(
+            f"| {workers} | {path} | {readings} | {rate:,.0f} | {rate * readings:,.0f} "
+            f"| {med(r.share for r in rows):.1%} | {med(r.share * readings for r in rows):.2f}x "
+            f"| {med(r.gateway_cpu_s for r in rows) * 1e6:,.0f} µs "
+            f"| {med(r.cpu_x for r in rows):.1f}x "
+            f"| {med(r.broker_cpu_s for r in rows) * 1e6:,.0f} µs "
+            f"| {' '.join(f'{r.msg_s:,.0f}' for r in rows)} |"
+        )
+    ratios = []
+    for (workers, path, readings), rows in groups.items():
+        base = groups.get((1, path, readings))
+        if workers == 2 and base:
+            ratio = med(r.msg_s for r in rows) / med(r.msg_s for r in base)
+            ratios.append(f"| {path} | {readings} | {ratio:.2f}x |")
+    if ratios:
+        lines += ["", "| path | readings/msg | 1 → 2 workers (messages/s) |", "|---|---|---|"]
+        lines += ratios
+    verify = med(r.verify_s for r in results)
+    lines += ["", f"Raw coincurve ECDSA verifications/s in these runs (median): {verify:,.0f}."]
+    return "\n".join(lines)
 
 
 def _responses(sock: socket.socket, count: int, buffer: bytearray) -> list[int]:
@@ -312,7 +462,29 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=6000, help="messages per transport run")
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--runs", type=int, default=200, help="device-side repetitions")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=None, help="ingest worker counts to compare"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --workers: rounds per row")
+    parser.add_argument("--transports", nargs="+", default=["http", "mqtt"])
+    parser.add_argument("--write", action="store_true", help="with --workers: into the docs")
+    parser.add_argument("--doc", type=Path, default=None, help="with --write: another file")
     args = parser.parse_args()
+    if args.workers is not None:
+        results: list[WorkerRound] = []
+        for workers in args.workers:
+            for transport in args.transports:
+                print(f"{workers} worker(s), {transport}...", file=sys.stderr, flush=True)
+                results += worker_rounds(
+                    workers, transport == "mqtt", args.devices, args.messages, args.rounds
+                )
+        text = worker_report(results, args)
+        print(text)
+        if args.write:
+            from report import DOCS, write_section  # beside this script
+
+            write_section("ingest-workers", text, args.doc or DOCS)
+        return
 
     print(f"### Device side ({args.runs} runs each)\n")
     print("| operation | wall time, mean ± sd | CPU time, mean |")

@@ -51,7 +51,9 @@ from vitalchain.gateway.startup import (
     check_chain,
     listen_socket,
     reset_data_dir,
+    telemetry_socket,
 )
+from vitalchain.gateway.workers import IngestWorkers, default_worker_count
 from vitalchain.ledger import (
     ANVIL_DEV_KEY,
     ChainOutbox,
@@ -176,6 +178,7 @@ class RunningGateway:
     hub: AlertHub
     alert_api: AlertApi
     health: HealthMonitor | None = None
+    workers: IngestWorkers | None = None
 
     def app(self) -> FastAPI:
         """The HTTP surface: the gateway's API Edge, the provider access API, alerts."""
@@ -266,6 +269,10 @@ def running_gateway(
         )
         stack.callback(gateway.close)
         gateway.start()
+        workers = ingest_workers(settings, gateway)
+        if workers is not None:
+            workers.start()  # before any message flows (the bridge, HTTP)
+            stack.callback(workers.close)  # after the bridge has stopped (registered first)
         bridge: MqttBridge | None = None
         if admin is not None and endpoint is not None:
             username, password = f"gateway-{settings.group_id}", secrets.token_urlsafe(24)
@@ -358,8 +365,39 @@ def running_gateway(
             health.start()
             stack.callback(health.stop)  # first to stop: shutdown is not an outage
         yield RunningGateway(
-            gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api, health
+            gateway, broker, bridge, sealer, access, policy, alerts, hub, alert_api, health, workers
         )
+
+
+def ingest_workers(settings: GatewaySettings, gateway: Gateway) -> IngestWorkers | None:
+    """The node's ingest worker processes by the settings (None: none, all in process)."""
+    count = settings.ingest_workers
+    if count is None:
+        count = default_worker_count()
+    if count == 0:
+        return None
+    if settings.telemetry_port is not None and settings.telemetry_port == settings.port:
+        # Both bound, neither listening yet (SO_REUSEADDR): the kernel would let both bind.
+        raise StartupError(
+            f"the telemetry port {settings.port} is the gateway's own port; choose another",
+            code="port_in_use",
+        )
+    http = telemetry_socket(settings.data_dir, settings.host, settings.telemetry_port)
+    try:
+        workers = IngestWorkers(
+            gateway.ingest_core,
+            count,
+            max_message_bytes=settings.max_message_bytes,
+            max_readings=settings.max_readings,
+            http=http,
+            preauth=(settings.telemetry_preauth_rate_per_s, settings.telemetry_preauth_burst),
+            master=gateway.master,
+        )
+    except BaseException:
+        http.close()
+        raise
+    gateway.telemetry_url = workers.telemetry_url  # told to devices at association
+    return workers
 
 
 def alarm_policies(settings: GatewaySettings) -> dict[Priority, PriorityPolicy]:

@@ -47,3 +47,21 @@ def test_baseline_writes_chain_capacity_on_both_chains(tmp_path: Path) -> None:
     assert "anvil, a block every 1 s" in section
     capacity = [line for line in section.splitlines() if line.startswith("| 40 | measured")]
     assert len(capacity) == 1, section
+
+
+def test_the_ingest_worker_benchmark_writes_its_table(tmp_path: Path) -> None:
+    """``benchmarks/gateway.py --workers``: the gateway run with 0 and 2 ingest workers, HTTP
+    and MQTT, one tiny round each; every row is there with its CPU ratio, and the 2-worker
+    gateway really had its 2 workers (the script asserts it found them on the telemetry port)."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    out = run_script(
+        "gateway.py", "--workers", "0", "2", "--rounds", "1", "--messages", "60",
+        "--devices", "3", "--write", "--doc", str(doc),
+    )  # fmt: skip
+    section = doc_section(doc.read_text(), "ingest-workers")
+    assert section.strip() == out.strip()
+    rows = [line for line in section.splitlines() if line.startswith(("| 0 |", "| 2 |"))]
+    assert len(rows) == 8, section  # 2 worker counts x HTTP, MQTT x 1, 10 readings
+    assert all(row.count("x |") >= 2 for row in rows), rows
+    assert "Raw coincurve ECDSA verifications/s" in section

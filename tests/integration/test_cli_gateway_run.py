@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -27,6 +28,7 @@ from tests.support.waiting import wait_for
 from vitalchain.cli import app
 from vitalchain.gateway.startup import CHAIN_RECORD, DataDirLock
 from vitalchain.services.anvil import run_anvil
+from vitalchain.services.ports import free_port
 
 TOKEN = "gateway-run-test-token-0123456789"
 
@@ -175,3 +177,62 @@ def test_a_deployment_file_naming_no_contracts_is_refused(
     (line,) = gateway.output.strip().splitlines()
     assert line.endswith("(deployment_not_on_chain)"), line
     assert not (data / CHAIN_RECORD).exists()
+
+
+def _spawned(gateway: Gateway) -> list[psutil.Process]:
+    """The gateway's children started by multiprocessing's spawn (the ingest workers, and
+    the embedded chain's process)."""
+    return [
+        p
+        for p in psutil.Process(gateway.proc.pid).children(recursive=True)
+        if "spawn_main" in " ".join(p.cmdline())
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_ingest_workers_go_with_the_gateway(
+    tmp_path: Path, gateways: list[Gateway], sig: int
+) -> None:
+    """By default one ingest worker per core, named in the banner with the telemetry port
+    they share; SIGTERM stops them with the gateway (exit 0), and so does a SIGKILL of the
+    gateway (each worker reads the end of its pipe): no process is left behind."""
+    gateway = start(tmp_path / "out", "--data-dir", str(tmp_path / "gw"), "--no-mqtt")
+    gateways.append(gateway)
+    out = gateway.output
+    found = re.search(r"ingest\s+(\d+) worker processes; HTTP telemetry also at (\S+)", out)
+    assert found is not None, out
+    assert int(found.group(1)) == len(os.sched_getaffinity(0))
+    assert len(_spawned(gateway)) >= int(found.group(1))
+    everything = psutil.Process(gateway.proc.pid).children(recursive=True)
+    port = int(found.group(2).rsplit(":", 1)[1])
+    assert listening(port)
+    code = gateway.stop(sig)
+    if sig == signal.SIGTERM:
+        assert code == 0, gateway.output
+        assert "stopped the gateway" in gateway.output
+    _, alive = psutil.wait_procs(everything, timeout=20)
+    assert alive == [], [p.pid for p in alive]
+    assert not listening(port)
+    assert "Traceback" not in gateway.output
+
+
+def test_a_telemetry_port_that_is_the_gateways_own_is_refused(
+    tmp_path: Path, gateways: list[Gateway]
+) -> None:
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALCHAIN_GATEWAY_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "vitalchain", "gateway", "run", "--no-mqtt", "--port", port,
+         "--telemetry-port", port, "--data-dir", str(tmp_path / "gw")],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "port_in_use" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "two"])
+def test_bad_ingest_worker_counts_are_refused(value: str) -> None:
+    result = CliRunner().invoke(app, ["gateway", "run", "--ingest-workers", value])
+    assert result.exit_code == 2
+    assert "--ingest-workers" in result.output

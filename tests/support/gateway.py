@@ -38,7 +38,7 @@ def next_id() -> int:
 
 def settings_for(data_dir: Path, **overrides: Any) -> GatewaySettings:
     """A test gateway's settings: fresh group and master ids, the test admin token, no MQTT
-    unless ``overrides`` say otherwise."""
+    unless ``overrides`` say otherwise (and no ingest workers: see tests/conftest.py)."""
     fields: dict[str, Any] = {
         "group_id": next_id(),
         "master_object_id": next_id(),

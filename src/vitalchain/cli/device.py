@@ -122,6 +122,10 @@ def _load(path: Path, http: httpx.Client | None) -> Enrolled:
             used=Usage(int(used.get("messages", 0)), int(used.get("blocks", 0))),
             gateway=parse_address(str(record["gateway"]), "--device"),
         )
+        url = record.get("telemetry_url")  # absent in files of gateways without workers
+        if url is not None and not isinstance(url, str):
+            raise TypeError("telemetry_url")
+        client.telemetry_url = url
         DeviceKind(record["kind"])
         parse_address(str(record["patient"]), "--device")
     except (KeyError, ValueError, TypeError, ArithmeticError, VitalchainError) as exc:
@@ -244,6 +248,8 @@ def device_record(
         "used": {"messages": client.usage.messages, "blocks": client.usage.blocks},
         "next_seq": client.next_seq(),
         "mqtt": session.mqtt.to_json() if session.mqtt else None,
+        # Only when the gateway named its ingest workers' port (association v2).
+        **({"telemetry_url": session.telemetry_url} if session.telemetry_url else {}),
     }
 
 

@@ -145,6 +145,24 @@ def gateway_run(
             help="MQTT port (default: chosen once per data directory).",
         ),
     ] = None,
+    ingest_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Processes verifying telemetry beside the gateway's (default: one per core; "
+            "0: none).",
+        ),
+    ] = None,
+    telemetry_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Where the ingest workers serve POST /v1/telemetry, told to devices at "
+            "association (default: chosen once per data directory).",
+        ),
+    ] = None,
     reset_data: Annotated[
         bool,
         typer.Option(
@@ -181,6 +199,8 @@ def gateway_run(
             "admin_token": _token(admin_token_file),
             "mqtt": mqtt,
             "mqtt_port": mqtt_port,
+            "ingest_workers": ingest_workers,
+            "telemetry_port": telemetry_port,
         }
     )
     if settings.rpc_url is not None and rpc_url is None:
@@ -233,11 +253,17 @@ def _print_banner(settings: GatewaySettings, running: RunningGateway, url: str) 
             "enrol devices with their own signature"
         )
     store = "PostgreSQL" if settings.store_dsn else "SQLite"
+    workers = running.workers
+    if workers is None:
+        ingest = "in the gateway's process (--ingest-workers 0)"
+    else:
+        ingest = f"{workers.count} worker processes; HTTP telemetry also at {workers.telemetry_url}"
     lines = [
         f"[green]gateway running at {url}[/green] (Ctrl-C stops it)",
         f"  group      {settings.group_id} (gateway {gateway.master.address})",
         f"  chain      {chain}",
         f"  MQTT       {mqtt}",
+        f"  ingest     {ingest}",
         f"  enrolment  {enrolment}",
         f"  data       {settings.data_dir} (store: {store})",
     ]

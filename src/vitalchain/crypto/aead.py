@@ -189,6 +189,11 @@ class Aead:
             cipher = self._primitive = primitive(self.suite, self._key)
         return cipher
 
+    def material(self) -> tuple[bytes, Suite]:
+        """The key and its suite, for handing a session to a gateway's ingest worker process
+        over a local pipe (gateway/workers.py), which builds its own object to open with."""
+        return self._key, self.suite
+
     @property
     def used(self) -> Usage:
         """What this key has sealed so far (persist it with the key to survive a restart)."""

@@ -91,6 +91,9 @@ RECEIPTS_KEPT = 4096
 # naming revoked devices within RING_MAX_AGE_S.
 BANDS_MAX_AGE_S = 300.0
 RING_MAX_AGE_S = 600.0
+# How long a device sends its HTTP telemetry to the gateway's own URL after the ingest
+# workers' port (association v2) refused a connection, before trying that port again.
+TELEMETRY_RETRY_S = 60.0
 RING_OTHERS = 8  # the gateway's default alert_ring_k: a ring of 9
 # How long the masters read from the chain are trusted before they are read again: a
 # rotation is seen within this time (0: read the chain for every receipt).
@@ -242,6 +245,7 @@ class Onboarded:
     device: str
     block_number: int
     mqtt: onboarding.MqttGrant | None
+    telemetry_url: str | None = None  # the gateway's ingest workers' port (association v2)
 
 
 class DeviceClient:
@@ -278,6 +282,11 @@ class DeviceClient:
         self.object_id = object_id
         self.suite = suite
         self.http = http
+        # Where telemetry goes over HTTP when the gateway named a port of its ingest workers
+        # (association v2; the CLI's device file keeps it); None: ``http``'s own gateway URL.
+        self.telemetry_url: str | None = None
+        self._telemetry_http: httpx.Client | None = None
+        self._telemetry_down_until = float("-inf")
         self.clock = clock
         self.random = random
         self._seq = first_seq
@@ -400,7 +409,9 @@ class DeviceClient:
             self.address,
             result.block_number,
             mqtt,
+            result.telemetry_url,
         )
+        self.telemetry_url = result.telemetry_url
         if self.anonymity:  # the band decides which messages are ring-signed: learned now
             with contextlib.suppress(DeviceError, httpx.HTTPError):
                 self.learn_bands()
@@ -715,6 +726,19 @@ class DeviceClient:
                 raise
             return self._send_once(self.reseal(message))
 
+    def _telemetry_client(self) -> httpx.Client | None:
+        """A client for :attr:`telemetry_url` (made once), unless it is unset or was
+        unreachable less than :data:`TELEMETRY_RETRY_S` ago."""
+        if self.telemetry_url is None or self.clock() < self._telemetry_down_until:
+            return None
+        client = self._telemetry_http
+        if client is None or str(client.base_url).rstrip("/") != self.telemetry_url:
+            timeout = self.http.timeout if self.http is not None else httpx.Timeout(10)
+            client = self._telemetry_http = httpx.Client(
+                base_url=self.telemetry_url, timeout=timeout
+            )
+        return client
+
     def _is_previous(self, message: bytes) -> bool:
         with self._key_lock:
             return self._previous is not None and message[4:20] == self._previous[0][4:20]
@@ -722,13 +746,19 @@ class DeviceClient:
     def _send_once(self, message: bytes) -> dict[str, Any]:
         if self.http is None:
             raise DeviceError("no HTTP client configured", code="no_transport")
-        ack = _answer(
-            self.http.post(
-                "/v1/telemetry",
-                content=message,
-                headers={"content-type": "application/octet-stream"},
-            )
-        )
+        headers = {"content-type": "application/octet-stream"}
+        workers = self._telemetry_client()
+        response = None
+        if workers is not None:
+            try:
+                response = workers.post("/v1/telemetry", content=message, headers=headers)
+            except httpx.ConnectError:
+                # Never sent, so safe to send again: to the gateway's own URL, which carries
+                # telemetry too, for a minute before the workers' port is tried again.
+                self._telemetry_down_until = self.clock() + TELEMETRY_RETRY_S
+        if response is None:
+            response = self.http.post("/v1/telemetry", content=message, headers=headers)
+        ack = _answer(response)
         self.check_receipt(ack, message)
         self.note_ack(ack)
         return ack

@@ -28,6 +28,7 @@ __all__ = [
     "Reporter",
     "error_response",
     "install_error_handlers",
+    "refusal_response",
     "serve_docs",
 ]
 
@@ -48,6 +49,29 @@ def error_response(
     )
 
 
+def _outage(
+    code: str, exc: BaseException, message: str | None, report: Reporter | None
+) -> JSONResponse:
+    if report is not None:
+        report(COMPONENTS[code], exc)
+    response = error_response(503, code, message or OUTAGE_MESSAGES[code])
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def refusal_response(exc: VitalchainError, report: Reporter | None = None) -> JSONResponse:
+    """The answer to a refusal: its code's status from the one table, an outage's 503 with
+    Retry-After.  The handler set below answers with it, and so does an app that is not a
+    FastAPI app (the ingest workers' bare telemetry route, gateway/workers.py)."""
+    if exc.code in COMPONENTS:
+        # A service's own refusal keeps its message; a raw outage tells no cause.
+        return _outage(exc.code, exc, exc.message if isinstance(exc, Refused) else None, report)
+    status = status_for(exc.code)
+    if status is None:
+        return error_response(500, "internal_error", "internal error")
+    return error_response(status, exc.code, exc.message, getattr(exc, "details", None))
+
+
 def install_error_handlers(
     app: FastAPI,
     *,
@@ -60,22 +84,12 @@ def install_error_handlers(
     that mean one (the embedded store's ``sqlite3.OperationalError`` is ``store_unavailable``).
     """
 
-    def outage(code: str, exc: BaseException, message: str | None = None) -> JSONResponse:
-        if report is not None:
-            report(COMPONENTS[code], exc)
-        response = error_response(503, code, message or OUTAGE_MESSAGES[code])
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
+    def outage(code: str, exc: BaseException) -> JSONResponse:
+        return _outage(code, exc, None, report)
 
     @app.exception_handler(VitalchainError)
     async def refused(_: Request, exc: VitalchainError) -> JSONResponse:
-        if exc.code in COMPONENTS:
-            # A service's own refusal keeps its message; a raw outage tells no cause.
-            return outage(exc.code, exc, exc.message if isinstance(exc, Refused) else None)
-        status = status_for(exc.code)
-        if status is None:
-            return error_response(500, "internal_error", "internal error")
-        return error_response(status, exc.code, exc.message, getattr(exc, "details", None))
+        return refusal_response(exc, report)
 
     for kind, code in (outages or {}).items():
 

@@ -23,12 +23,12 @@ from vitalchain.gateway.metrics import CONTENT_TYPE, exposition
 from vitalchain.gateway.preauth import PreAuthLimit
 from vitalchain.gateway.service import Gateway
 from vitalchain.gateway.status import add_status_page
+from vitalchain.gateway.telemetry_http import read_data_message
 from vitalchain.wire.bands import Bands
 from vitalchain.wire.onboarding import RekeyResponse, SessionResponse
 from vitalchain.wire.telemetry import AckBody
 
 MAX_RING_SIZE = 64
-TELEMETRY_MEDIA_TYPE = "application/octet-stream"  # parameters are ignored (telemetry.md)
 
 __all__ = ["create_app"]
 
@@ -259,33 +259,12 @@ def create_app(
     async def telemetry(request: Request, gw: GatewayDep) -> dict[str, Any]:
         """A signed, encrypted data message (docs/spec/telemetry.md); acknowledged once stored,
         with the master's receipt for it (docs/spec/receipt.md, signed by the ingest core).
-
-        Before the message authenticates, its cost is the client address's: its media type
-        and size are checked, and the body read at most one byte past the limit, whatever the
-        framing (a chunked body has no Content-Length to trust)."""
+        The body is read as every telemetry route reads it (gateway/telemetry_http.py)."""
         core = gw.ingest_core
-        client = f"http:{request.client.host if request.client else 'unknown'}"
-        core.admit(client)
-        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media_type != TELEMETRY_MEDIA_TYPE:
-            core.refuse_unauthenticated(
-                client,
-                "unsupported_media_type",
-                f"a data message is sent as Content-Type: {TELEMETRY_MEDIA_TYPE}",
-            )
-        limit = core.max_message_bytes
-        too_large = f"data messages are at most {limit} bytes"
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            core.refuse_unauthenticated(client, "message_too_large", too_large)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                core.refuse_unauthenticated(client, "message_too_large", too_large)
+        body, client = await read_data_message(request, core.clients, core.max_message_bytes)
         # The checks run here on the event loop (about 0.2 ms of CPU); only the durable commit
         # is waited for, as a future the store's writer thread resolves: no threadpool hop.
-        ack = await asyncio.wrap_future(core.submit(bytes(body), client=client))
+        ack = await asyncio.wrap_future(core.submit(body, client=client))
         return ack.to_json()
 
     @app.get("/v1/ring", response_model=schemas.Ring, responses=_ERRORS, tags=["telemetry"])

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from vitalchain.crypto.aead import Aead, Usage, UsageLimit
 from vitalchain.crypto.keys import PrivateKey, PublicKey, Signature
@@ -57,10 +57,16 @@ from vitalchain.wire.telemetry import (
 )
 
 __all__ = [
+    "ClientBudget",
     "IngestCore",
     "KeyBudget",
     "LiveSession",
+    "RemoteVerifier",
     "SeqBook",
+    "Unauthenticated",
+    "Verified",
+    "Verifier",
+    "sign_receipt",
 ]
 
 # Failed (unauthenticated) messages a client may send in a burst, and per second after that,
@@ -174,6 +180,11 @@ def _refuse(code: str, message: str) -> GatewayError:
     return GatewayError(code, message)
 
 
+class Unauthenticated(GatewayError):
+    """A refusal before the message authenticated (framing, session, AEAD): it is charged to
+    the sending client's pre-authentication budget, never to a device's."""
+
+
 def _replayed() -> GatewayError:
     return _refuse("replayed", "every reading of this message is already stored")
 
@@ -183,6 +194,50 @@ def _seq_conflict() -> GatewayError:
         "seq_conflict",
         "some of these sequence numbers are stored (or being stored) and others are not",
     )
+
+
+def sign_receipt(
+    master: PrivateKey,
+    group_id: int,
+    device: str,
+    message_id: bytes,
+    first_seq: int,
+    last_seq: int,
+    stored_at_ms: int,
+) -> bytes:
+    """A signed v1 receipt (receipt.md) of one committed message; ``stored_at_ms`` must be
+    read after the commit.  The ingest core signs with it, and an ingest worker for the
+    messages it took off HTTP (gateway/workers.py), so the node's commit thread does not."""
+    signed = signed_bytes(
+        group_id,
+        bytes.fromhex(device[2:]),
+        message_id,  # SHA-256 of the bytes as received
+        first_seq,
+        last_seq,
+        stored_at_ms,
+        master.public_key.address_bytes,
+    )
+    return signed + master.sign(signed, RECEIPT_CONTEXT).to_rsv()
+
+
+def _chain(source: Future[Ack], target: Future[Ack]) -> None:
+    """Settle ``target`` as ``source`` settles."""
+
+    def copy(done: Future[Ack]) -> None:
+        error = done.exception()
+        if error is None:
+            target.set_result(done.result())
+        else:
+            target.set_exception(error)
+
+    source.add_done_callback(copy)
+
+
+class RemoteVerifier(Protocol):
+    """Where :meth:`IngestCore.submit` has checks 1, 2 and 4 run when not in its own process
+    (gateway/workers.py): ``order`` keeps one device's messages in one FIFO."""
+
+    def verify(self, data: bytes, topic_device: str | None, order: object) -> Future[Verified]: ...
 
 
 def _failed(error: GatewayError) -> Future[Ack]:
@@ -201,6 +256,182 @@ class _Checked:
     now: int
     budget: KeyBudget | None  # the session key's, charged once checks 5 to 7 passed
     plaintext_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A message past checks 1, 2 and 4 (framing, session, AEAD, the device's signature, the
+    payload's shape): what :meth:`Verifier.verify` hands on, in this process or from an ingest
+    worker process (gateway/workers.py), so plain data only.  The core then runs the checks
+    that need the node's state (rate, the chain's word on the device, seqs, values, budget)."""
+
+    message_id: bytes  # SHA-256 of the bytes as received
+    session_id: bytes
+    device: str
+    group_id: int
+    payload: bytes
+    signature: bytes
+    readings: tuple[Reading, ...]
+    units: tuple[str, ...]
+    sent_at: int
+    proof: bytes | None  # the ring proof's bytes, as sent
+    plaintext_bytes: int
+
+
+class Verifier:
+    """Checks 1, 2 and 4 over a map of live sessions: everything about a data message that
+    needs only its session's keys, none of the node's other state.
+
+    Why a class of its own: the ingest worker processes (gateway/workers.py) each run one,
+    fed the sessions by the node, so the costly part of ingest (AEAD, ECDSA, parsing) runs
+    beside the node's process; the node's :class:`IngestCore` runs one too, for the
+    in-process path, and its session map is the node's authority.
+    """
+
+    def __init__(
+        self, now_ms: Callable[[], int], *, max_message_bytes: int, max_readings: int
+    ) -> None:
+        self._now_ms = now_ms
+        self.max_message_bytes = max_message_bytes
+        self._max_readings = max_readings
+        self._sessions: dict[bytes, LiveSession] = {}
+        self._swept_at_size = 0  # the session map's size after its last expiry sweep
+        self._lock = threading.Lock()  # guards the session map's writers
+
+    def add_session(self, session: LiveSession, *, supersede: bool = True) -> None:
+        """See :meth:`IngestCore.add_session`."""
+        now_s = self._now_ms() // 1000
+        with self._lock:
+            sessions = self._sessions
+            if supersede or len(sessions) >= 2 * self._swept_at_size:
+                for sid in [
+                    sid
+                    for sid, s in sessions.items()
+                    if s.expires_at <= now_s or (supersede and s.device == session.device)
+                ]:
+                    del sessions[sid]
+                self._swept_at_size = max(64, len(sessions))
+            sessions[session.session_id] = session
+
+    def end_session_at(self, session_id: bytes, expires_at: int) -> None:
+        """Let a session carry telemetry only until ``expires_at`` (a re-keyed session's grace)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None and session.expires_at > expires_at:
+                self._sessions[session_id] = dataclasses.replace(session, expires_at=expires_at)
+
+    def live_session(self, session_id: bytes, now_ms: int) -> LiveSession | None:
+        """The session if it carries telemetry at ``now_ms`` (check 1's rule)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.expires_at * 1000 <= now_ms:
+            return None
+        return session
+
+    def sessions(self) -> list[LiveSession]:
+        with self._lock:  # the map is written in place: copy it whole, under its lock
+            return list(self._sessions.values())
+
+    def verify(
+        self,
+        data: bytes,
+        topic_device: str | None = None,
+        between: Callable[[LiveSession], None] | None = None,
+    ) -> Verified:
+        """Checks 1, 2 and 4 and the payload's shape; refusals before the AEAD opened are
+        :class:`Unauthenticated`.  ``between(session)`` runs once it authenticated, before
+        check 4 (the node's rate and check 3, in the spec's order, when in its process)."""
+        session, plaintext = self._authenticate(data, topic_device)
+        if between is not None:
+            between(session)
+        plaintext_bytes = len(plaintext)
+        proof = None
+        if data[:4] == RING_HEADER:
+            try:
+                ring, used = RingProof.read(plaintext)
+            except DecodeError:
+                raise _refuse("malformed_message", "the ring proof does not decode") from None
+            if session.public_key not in ring.members:
+                raise _refuse("invalid_ring", "the ring does not include the device")
+            proof, plaintext = plaintext[:used], plaintext[used:]
+        # 4. the device signed exactly this payload, for this group
+        try:
+            payload, raw_sig = split_signed(plaintext)
+        except DecodeError as exc:
+            raise _refuse(exc.code, exc.message) from None
+        try:
+            session.public_key.verify(Signature.from_rsv(raw_sig), payload, READING_CONTEXT)
+        except (InvalidSignature, DecodeError):
+            raise _refuse("invalid_signature", "the device signature does not verify") from None
+        try:
+            body = Payload.parse(payload, max_readings=self._max_readings)
+        except DecodeError as exc:
+            raise _refuse(exc.code, exc.message) from None
+        if body.group != session.group_id:
+            raise _refuse("wrong_group", "the payload is addressed to another group")
+        if body.device != session.device:
+            raise _refuse("wrong_device", "the payload names another device")
+        readings = tuple(Reading(r.seq, r.vital, float(r.value), r.t) for r in body.readings)
+        if any(b.seq <= a.seq for a, b in pairwise(readings)):
+            raise _refuse("invalid_payload", "seqs within a message strictly increase")
+        return Verified(
+            hashlib.sha256(data).digest(),
+            session.session_id,
+            session.device,
+            session.group_id,
+            payload,
+            raw_sig,
+            readings,
+            tuple(r.unit for r in body.readings),
+            body.sent_at,
+            proof,
+            plaintext_bytes,
+        )
+
+    def _authenticate(self, data: bytes, topic_device: str | None) -> tuple[LiveSession, bytes]:
+        """Framing, check 1 (the session) and check 2 (the AEAD opens): who sent this."""
+        limit = self.max_message_bytes
+        if len(data) > limit:
+            raise Unauthenticated("message_too_large", f"data messages are at most {limit} bytes")
+        if len(data) < HEADER_SIZE + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
+            raise Unauthenticated("malformed_message", "not a data message (VCm 0x01 or 0x02)")
+        # 1. the session is known and active
+        session = self.live_session(data[4:HEADER_SIZE], self._now_ms())
+        if session is None:
+            raise Unauthenticated("unknown_session", "unknown or expired session")
+        if topic_device is not None and topic_device != session.device:
+            raise Unauthenticated("wrong_device", "the topic names another device")
+        # 2. it decrypts under the session's key and suite
+        try:
+            plaintext = session.aead.open(data[HEADER_SIZE:], data[:HEADER_SIZE])
+        except DecryptionError:
+            raise Unauthenticated("decryption_failed", "decryption failed") from None
+        return session, plaintext
+
+
+class ClientBudget:
+    """Each client's budget for messages that fail before they authenticate (telemetry.md,
+    "Rate limits"): over it, a client's messages are refused unread ``too_many_requests``.
+    The node's ingest core has one, and so has each ingest worker for its HTTP clients."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def admit(self, client: str) -> None:
+        """Refuse, unread, a message from a client over its pre-authentication budget."""
+        if self._limiter.exhausted(client):
+            raise _refuse(
+                "too_many_requests",
+                "too many unauthenticated messages from this client; retry later",
+            )
+
+    def charge(self, client: str) -> None:
+        self._limiter.charge(client)
+
+    def refuse(self, client: str, code: str, message: str) -> NoReturn:
+        """Refuse a message before it authenticated (the transport's own checks: media type,
+        size), charging the client's pre-authentication budget, not any device's."""
+        self._limiter.charge(client)
+        raise _refuse(code, message)
 
 
 class SeqBook:
@@ -276,7 +507,7 @@ class IngestCore:
         self._registry = registry
         self._rate = rate
         # ``is None``, not ``or``: a RateLimiter has a length, so a new (empty) one is falsy.
-        self._preauth = (
+        self.clients = ClientBudget(
             preauth
             if preauth is not None
             else RateLimiter(PREAUTH_RATE_PER_S, PREAUTH_BURST, rate.clock)
@@ -286,10 +517,13 @@ class IngestCore:
         self._master_address = master.public_key.address_bytes if master is not None else b""
         self._out_of_band = out_of_band
         self._skew_ms = clock_skew_s * 1000
-        self._max_bytes = max_message_bytes
-        self._max_readings = max_readings
-        self._sessions: dict[bytes, LiveSession] = {}
-        self._swept_at_size = 0  # the session map's size after its last expiry sweep
+        # Checks 1, 2 and 4 over the live sessions (the node's authority on them); ingest worker
+        # processes, when attached (:meth:`attach_workers`), run copies fed from here.
+        self.verifier = Verifier(
+            now_ms, max_message_bytes=max_message_bytes, max_readings=max_readings
+        )
+        self._workers: RemoteVerifier | None = None
+        self._session_listeners: list[Callable[[LiveSession | None, bytes, int], None]] = []
         # What is stored, per device, rebuilt from the store at every start: at most
         # ``max_books`` devices' books, least recently used first out (see MAX_BOOKS).
         self._max_books = max_books
@@ -299,7 +533,6 @@ class IngestCore:
         )
         self._books_lock = threading.Lock()  # the map itself; a book is under its device's lock
         self._device_locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
-        self._locks_lock = threading.Lock()  # guards the session map's writers
         self._listeners: list[Callable[[Message], None]] = []
         # Listeners given the journal row id too (the alarm service's replay cursor).
         self._entry_listeners: list[Callable[[StoredMessage], None]] = []
@@ -359,38 +592,35 @@ class IngestCore:
         The map is written in place (a reader's ``get`` sees it before or after a write, never
         half-way), so a start loading N sessions costs O(N); a copy of the map per session
         made that O(N²), minutes at 100,000 devices.  Expired sessions are swept when the map
-        has doubled since its last sweep, and by a new association, which scans it anyway."""
-        now_s = self._now_ms() // 1000
-        with self._locks_lock:
-            sessions = self._sessions
-            if supersede or len(sessions) >= 2 * self._swept_at_size:
-                for sid in [
-                    sid
-                    for sid, s in sessions.items()
-                    if s.expires_at <= now_s or (supersede and s.device == session.device)
-                ]:
-                    del sessions[sid]
-                self._swept_at_size = max(64, len(sessions))
-            sessions[session.session_id] = session
+        has doubled since its last sweep, and by a new association, which scans it anyway.
+        Attached ingest workers are told (their copies of the map follow this one)."""
+        self.verifier.add_session(session, supersede=supersede)
+        for listener in self._session_listeners:
+            listener(session, session.session_id, int(supersede))
 
     def end_session_at(self, session_id: bytes, expires_at: int) -> None:
         """Let a session carry telemetry only until ``expires_at`` (a re-keyed session's grace)."""
-        with self._locks_lock:
-            session = self._sessions.get(session_id)
-            if session is not None and session.expires_at > expires_at:
-                self._sessions[session_id] = dataclasses.replace(session, expires_at=expires_at)
+        self.verifier.end_session_at(session_id, expires_at)
+        for listener in self._session_listeners:
+            listener(None, session_id, expires_at)
+
+    def on_session(self, listener: Callable[[LiveSession | None, bytes, int], None]) -> None:
+        """Call ``listener(session, session_id, supersede)`` for each session added, and
+        ``listener(None, session_id, expires_at)`` for each one ended early."""
+        self._session_listeners.append(listener)
+
+    def attach_workers(self, workers: RemoteVerifier | None) -> None:
+        """Verify messages given to :meth:`submit` in ``workers`` (other processes), not on the
+        caller's thread; None: back to this process."""
+        self._workers = workers
 
     def live_session(self, session_id: bytes, now_ms: int) -> LiveSession | None:
         """The session if it carries telemetry at ``now_ms`` (check 1's rule)."""
-        session = self._sessions.get(session_id)
-        if session is None or session.expires_at * 1000 <= now_ms:
-            return None
-        return session
+        return self.verifier.live_session(session_id, now_ms)
 
     def sessions(self) -> list[LiveSession]:
         """The sessions carrying telemetry (for the gateway's shutdown, which settles counts)."""
-        with self._locks_lock:  # the map is written in place: copy it whole, under its lock
-            return list(self._sessions.values())
+        return self.verifier.sessions()
 
     def _lock_for(self, device: str) -> threading.Lock:
         """``device``'s stripe of the fixed lock table (:data:`LOCK_STRIPES`)."""
@@ -434,21 +664,11 @@ class IngestCore:
 
     @property
     def max_message_bytes(self) -> int:
-        return self._max_bytes
+        return self.verifier.max_message_bytes
 
     def admit(self, client: str) -> None:
         """Refuse, unread, a message from a client over its pre-authentication budget."""
-        if self._preauth.exhausted(client):
-            raise _refuse(
-                "too_many_requests",
-                "too many unauthenticated messages from this client; retry later",
-            )
-
-    def refuse_unauthenticated(self, client: str, code: str, message: str) -> NoReturn:
-        """Refuse a message before it authenticated (the transport's own checks: media type,
-        size), charging the client's pre-authentication budget, not any device's."""
-        self._preauth.charge(client)
-        raise _refuse(code, message)
+        self.clients.admit(client)
 
     def ingest(
         self, data: bytes, *, topic_device: str | None = None, client: str | None = None
@@ -467,13 +687,58 @@ class IngestCore:
         """:meth:`_submit`, each outcome counted for ``/metrics`` (HTTP and MQTT both come
         here): a refusal raised now, or the future's acknowledgement or refusal.  ``sign``
         False: the acknowledgement comes without its receipt, for a caller that receipts
-        several at once (:meth:`receipt_for`, the MQTT bridge's cumulative acks)."""
+        several at once (:meth:`receipt_for`, the MQTT bridge's cumulative acks).
+
+        With ingest workers attached, checks 1, 2 and 4 run in a worker process and every
+        refusal but the pre-authentication limit's comes through the future."""
+        key = client or (f"mqtt:{topic_device}" if topic_device is not None else "local")
         try:
-            acked = self._submit(data, topic_device=topic_device, client=client, sign=sign)
+            if self._workers is not None:
+                self.admit(key)
+                acked = self._submit_remote(data, topic_device, key, sign)
+            else:
+                acked = self._store_checked(self._check(data, topic_device, key), sign)
         except VitalchainError as exc:
             self.metrics.refused(exc.code)
             raise
         acked.add_done_callback(self._count)
+        return acked
+
+    def submit_verified(self, verified: Verified, *, sign: bool = True) -> Future[Ack]:
+        """The rest of :meth:`submit` for a message an ingest worker verified (its HTTP
+        path), counted alike; a refusal raises now.  ``sign`` False: the worker signs the
+        receipt itself (:func:`sign_receipt`)."""
+        try:
+            acked = self._store_checked(self._admit(verified), sign)
+        except VitalchainError as exc:
+            self.metrics.refused(exc.code)
+            raise
+        acked.add_done_callback(self._count)
+        return acked
+
+    def _submit_remote(
+        self, data: bytes, topic_device: str | None, client: str, sign: bool
+    ) -> Future[Ack]:
+        """Verify in a worker, then the rest here, in the order the worker answers (one
+        device's messages go to one worker, keyed by its topic or session, in order)."""
+        assert self._workers is not None
+        acked: Future[Ack] = Future()
+        order = topic_device or data[4:HEADER_SIZE]
+
+        def verified(done: Future[Verified]) -> None:
+            try:
+                checked = self._admit(done.result())
+                stored = self._store_checked(checked, sign)
+            except Unauthenticated as exc:
+                self.clients.charge(client)
+                acked.set_exception(exc)
+                return
+            except BaseException as exc:
+                acked.set_exception(exc)
+                return
+            _chain(stored, acked)
+
+        self._workers.verify(data, topic_device, order).add_done_callback(verified)
         return acked
 
     def _count(self, done: Future[Ack]) -> None:
@@ -483,18 +748,14 @@ class IngestCore:
         else:
             self.metrics.refused(getattr(error, "code", "internal_error"))
 
-    def _submit(
-        self, data: bytes, *, topic_device: str | None, client: str | None, sign: bool = True
-    ) -> Future[Ack]:
-        """Run every check now (a refusal raises here); the future resolves once stored.
+    def _store_checked(self, checked: _Checked, sign: bool = True) -> Future[Ack]:
+        """Check 5 against the device's book and checks 6 to 8, then into the store; the
+        future resolves once stored.
 
-        ``client`` names the sender for the pre-authentication limit (``http:<address>``);
-        over MQTT it defaults to the topic's client.  The message's seqs are booked as in
-        flight at submission, so the device's next message can be checked while this one is
-        still being committed: that is what lets MQTT pipeline.
+        The message's seqs are booked as in flight at submission, so the device's next
+        message can be checked while this one is still being committed: that is what lets
+        MQTT pipeline.
         """
-        key = client or (f"mqtt:{topic_device}" if topic_device is not None else "local")
-        checked = self._check(data, topic_device, key)
         message = checked.message
         device = message.device
         seqs = [r.seq for r in message.readings]
@@ -551,17 +812,16 @@ class IngestCore:
         ack = Ack(len(seqs), seqs[-1], message.message_id, first_seq=seqs[0], prove=prove)
         if self._master is None or not sign:
             return ack
-        signed = signed_bytes(
+        receipt = sign_receipt(
+            self._master,
             message.group_id,
-            bytes.fromhex(message.device[2:]),
-            message.message_id,  # SHA-256 of the bytes as received
+            message.device,
+            message.message_id,
             seqs[0],
             seqs[-1],
             self._now_ms(),  # after the commit: "stored" is true from here on
-            self._master_address,
         )
-        signature = self._master.sign(signed, RECEIPT_CONTEXT).to_rsv()
-        return dataclasses.replace(ack, receipt=signed + signature)
+        return dataclasses.replace(ack, receipt=receipt)
 
     def receipt_for(self, group_id: int, device: str, acks: Sequence[Ack]) -> bytes | None:
         """One v2 receipt (receipt.md) over ``acks``, 1..64 acknowledgements of ``device``'s
@@ -625,7 +885,7 @@ class IngestCore:
         return acked
 
     def _check(self, data: bytes, topic_device: str | None, client: str) -> _Checked:
-        """Checks 1 to 4 and the payload's shape; returns the message and the gateway's time.
+        """Checks 1 to 4 and the payload's shape, in this process.
 
         Everything before the AEAD opens is paid for by ``client``'s pre-authentication
         budget (only failures are charged); the device's own budget is charged only once its
@@ -633,82 +893,56 @@ class IngestCore:
         """
         self.admit(client)
         try:
-            session, plaintext, now = self._authenticate(data, topic_device)
-        except GatewayError:
-            self._preauth.charge(client)
+            verified = self.verifier.verify(data, topic_device, self._rate_and_status)
+        except Unauthenticated:
+            self.clients.charge(client)
             raise
+        return self._admit(verified, checked=True)
+
+    def _rate_and_status(self, session: LiveSession) -> None:
+        """The device's rate (charged only once its message authenticated) and check 3."""
         if not self._rate.allow(session.device):
             raise _refuse("rate_limited", "too many messages from this device")
         self._registry.check_active(session.device)  # 3. the chain says the device is active
-        plaintext_bytes = len(plaintext)
+
+    def _admit(self, verified: Verified, *, checked: bool = False) -> _Checked:
+        """What a verified message still needs of the node: its session still live (the
+        node's map is the authority; a worker's copy may lag it) and, unless ``checked``
+        already (in process), the device's rate and check 3: after check 4 then (a message
+        failing both 3 and 4 is refused by 4's code, telemetry.md).  A ring proof on an
+        in-band message is dropped."""
+        now = self._now_ms()
+        session = self.verifier.live_session(verified.session_id, now)
+        if session is None or session.device != verified.device:
+            raise Unauthenticated("unknown_session", "unknown or expired session")
+        if not checked:
+            self._rate_and_status(session)
         proof = None
-        if data[:4] == RING_HEADER:
-            try:
-                proof, used = RingProof.read(plaintext)
-            except DecodeError:
-                raise _refuse("malformed_message", "the ring proof does not decode") from None
-            if session.public_key not in proof.members:
-                raise _refuse("invalid_ring", "the ring does not include the device")
-            plaintext = plaintext[used:]
-        # 4. the device signed exactly this payload, for this group
-        try:
-            payload, raw_sig = split_signed(plaintext)
-        except DecodeError as exc:
-            raise _refuse(exc.code, exc.message) from None
-        try:
-            session.public_key.verify(Signature.from_rsv(raw_sig), payload, READING_CONTEXT)
-        except (InvalidSignature, DecodeError):
-            raise _refuse("invalid_signature", "the device signature does not verify") from None
-        try:
-            body = Payload.parse(payload, max_readings=self._max_readings)
-        except DecodeError as exc:
-            raise _refuse(exc.code, exc.message) from None
-        readings = [Reading(r.seq, r.vital, float(r.value), r.t) for r in body.readings]
-        units = [r.unit for r in body.readings]
-        if body.group != session.group_id:
-            raise _refuse("wrong_group", "the payload is addressed to another group")
-        if body.device != session.device:
-            raise _refuse("wrong_device", "the payload names another device")
-        seqs = [r.seq for r in readings]
-        if any(b <= a for a, b in pairwise(seqs)):
-            raise _refuse("invalid_payload", "seqs within a message strictly increase")
         judge = self._out_of_band
-        if proof is not None and judge is not None and not judge(session.patient, readings):
-            proof = None  # in band: nothing an alert could be raised from, so not stored
+        if verified.proof is not None and (
+            judge is None or judge(session.patient, verified.readings)
+        ):
+            proof = RingProof.read(verified.proof)[0]  # checked by the verifier
+        # otherwise in band: nothing an alert could be raised from, so not stored
         message = Message(
-            hashlib.sha256(data).digest(),
+            verified.message_id,
             session.device,
             session.group_id,
             session.patient,
             now,
-            payload,
-            raw_sig,
-            tuple(readings),
+            verified.payload,
+            verified.signature,
+            verified.readings,
             proof,
         )
-        return _Checked(message, body.sent_at, units, now, session.budget, plaintext_bytes)
-
-    def _authenticate(
-        self, data: bytes, topic_device: str | None
-    ) -> tuple[LiveSession, bytes, int]:
-        """Framing, check 1 (the session) and check 2 (the AEAD opens): who sent this."""
-        if len(data) > self._max_bytes:
-            raise _refuse("message_too_large", f"data messages are at most {self._max_bytes} bytes")
-        if len(data) < HEADER_SIZE + 4 or data[:4] not in (MESSAGE_HEADER, RING_HEADER):
-            raise _refuse("malformed_message", "not a data message (VCm 0x01 or 0x02)")
-        now = self._now_ms()
-        # 1. the session is known and active
-        session = self.live_session(data[4:HEADER_SIZE], now)
-        if session is None:
-            raise _refuse("unknown_session", "unknown or expired session")
-        if topic_device is not None and topic_device != session.device:
-            raise _refuse("wrong_device", "the topic names another device")
-        # 2. it decrypts under the session's key and suite
-        try:
-            plaintext = session.aead.open(data[HEADER_SIZE:], data[:HEADER_SIZE])
-        except DecryptionError:
-            raise _refuse("decryption_failed", "decryption failed") from None
-        return session, plaintext, now
+        return _Checked(
+            message,
+            verified.sent_at,
+            list(verified.units),
+            now,
+            session.budget,
+            verified.plaintext_bytes,
+        )
 
     def _check_values(self, checked: _Checked) -> None:
         """Checks 6 and 7: device clocks within the window, values plausible in their unit."""

@@ -155,6 +155,9 @@ class Gateway:
         self.state = state or GatewayState(settings.data_dir / "gateway.db")
         self.credentials = credentials
         self.mqtt = mqtt
+        # Where the ingest workers serve POST /v1/telemetry (node.py sets it when they run):
+        # told to devices at association (a v2 reply), None for none (v1, as before).
+        self.telemetry_url: str | None = None
         self.registry = DeviceRegistry(
             ledger, self.group_id, watcher=watcher, on_revoked=self._on_revoked
         )
@@ -532,12 +535,13 @@ class Gateway:
                 ack_topic=creds.ack_topic,
             )
         reply = AssociationReply(
-            v=1,
+            v=1 if self.telemetry_url is None else 2,
             status="active",
             device=session.device,
             block_number=result.block_number,
             tx_hash=result.tx_hash.hex(),
             mqtt=mqtt,
+            telemetry_url=self.telemetry_url,
         )
         return aead.seal(reply.encode(), AAD_ASSOCIATION + session.session_id, random=self.random)
 

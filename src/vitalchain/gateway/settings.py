@@ -51,6 +51,12 @@ class GatewaySettings(BaseSettings):
     rate_burst: int = Field(100, ge=1)
     max_message_bytes: int = 64 * 1024
     max_readings: int = 100
+    # Processes verifying telemetry beside the node's (gateway/workers.py): None, the number
+    # of cores this process may use; 0, none (everything in the node's process).
+    ingest_workers: int | None = Field(None, ge=0, le=64)
+    # Where the workers serve POST /v1/telemetry (SO_REUSEPORT), told to devices at
+    # association; None: picked once per data dir, kept in <data_dir>/telemetry.port.
+    telemetry_port: int | None = Field(None, ge=1, le=65535)
     suites: tuple[Suite, ...] = tuple(Suite)
     revocation_poll_s: float = Field(0.25, gt=0)
     # Health probes (gateway/health.py): how often chain, store and broker are checked, and

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitalchain.errors import VitalchainError
+from vitalchain.store.files import write_private
 
 if TYPE_CHECKING:
     from vitalchain.ledger import Ledger
@@ -280,10 +281,11 @@ def reset_data_dir(data_dir: Path, *, now: datetime | None = None) -> Path | Non
 # -- the HTTP port ---------------------------------------------------------------------------------
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound TCP socket on ``host:port`` for the HTTP server (SO_REUSEADDR, as uvicorn sets
     it, so a port in TIME_WAIT after a previous run counts as free); refuse with
-    ``port_in_use``, ``port_forbidden`` or ``bad_host``."""
+    ``port_in_use``, ``port_forbidden`` or ``bad_host``.  ``reuse_port``: SO_REUSEPORT too,
+    for the ingest workers' telemetry port (see :func:`telemetry_socket`)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
@@ -294,6 +296,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as exc:
         sock.close()
@@ -312,3 +316,29 @@ def listen_socket(host: str, port: int) -> socket.socket:
         ) from None
     sock.set_inheritable(False)
     return sock
+
+
+TELEMETRY_PORT_FILE = "telemetry.port"
+
+
+def telemetry_socket(data_dir: Path, host: str, port: int | None) -> socket.socket:
+    """The ingest workers' telemetry port held for them: bound with SO_REUSEPORT, never
+    listening (the kernel hands connections to listening sockets only, the workers').
+
+    Why the plain bind first: any socket of this user with SO_REUSEPORT may join a port whose
+    sockets all have it, so a second gateway given the same port would silently take half of
+    this one's telemetry; a plain bind fails on a port anyone holds (``port_in_use``), and the
+    held socket keeps failing it for the others while this node runs.  ``port`` None: one
+    picked once per data directory and kept in ``<data_dir>/telemetry.port``, so devices told
+    the URL at onboarding find it again after a restart."""
+    record = data_dir / TELEMETRY_PORT_FILE
+    if port is None:
+        try:
+            port = int(record.read_text().strip())
+        except (OSError, ValueError):
+            probe = listen_socket(host, 0)
+            port = int(probe.getsockname()[1])
+            probe.close()
+            write_private(record, f"{port}\n".encode())
+    listen_socket(host, port).close()  # refused if anyone holds it
+    return listen_socket(host, port, reuse_port=True)

@@ -9,7 +9,10 @@ for both ends.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+import re
+from typing import Literal, Self
+
+from pydantic import model_validator
 
 from vitalchain.wire._json import WireObject
 
@@ -47,6 +50,9 @@ AAD_TICKET_REQUEST = b"vitalchain/v1 ticket request"
 AAD_TICKET = b"vitalchain/v1 ticket"
 AAD_ASSOCIATION_REQUEST = b"vitalchain/v1 association request"
 AAD_ASSOCIATION = b"vitalchain/v1 association"
+# A telemetry URL (association v2): http, a host (name, IPv4 or [IPv6]) and a port, no path.
+_HTTP_URL = re.compile(r"http://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")
+
 # Hash domains
 ENROLMENT_REQUEST_TAG = b"vitalchain/v1 enrolment request"  # ‖ signer (20) ‖ body: replay key
 _PAIRING_CODE_TAG = b"vitalchain/v1 pairing code "
@@ -132,11 +138,29 @@ class MqttGrant(WireObject):
 
 
 class AssociationReply(_Sealed):
-    """Step 4, gateway → device, under ``AAD_ASSOCIATION ‖ session_id``."""
+    """Step 4, gateway → device, under ``AAD_ASSOCIATION ‖ session_id``.
+
+    v2 adds ``telemetry_url``, where the gateway's ingest workers serve ``POST /v1/telemetry``
+    (onboarding.md, step 4); a gateway without them answers v1, byte for byte as before, and
+    a device reads both."""
 
     _what = "association"
+    v: Literal[1, 2] = 1  # type: ignore[assignment]
     status: Literal["active"]
     device: str
     block_number: int
     tx_hash: str
     mqtt: MqttGrant | None
+    telemetry_url: str | None = None
+
+    @model_validator(mode="after")
+    def _url_is_v2(self) -> Self:
+        if (self.v == 2) != (self.telemetry_url is not None):
+            raise ValueError("telemetry_url is in v2, and only there")
+        if self.telemetry_url is not None and not _HTTP_URL.fullmatch(self.telemetry_url):
+            raise ValueError("telemetry_url is an http URL of a host and port, no path")
+        return self
+
+    def encode(self) -> bytes:
+        """v1 without the field it does not have (its bytes as before v2 existed)."""
+        return self.model_dump_json(exclude={"telemetry_url"} if self.v == 1 else None).encode()

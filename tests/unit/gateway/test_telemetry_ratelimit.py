@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from tests.support.gateway import Harness, error_code
 from vitalchain.device.client import DeviceClient, DeviceError
 from vitalchain.gateway.errors import GatewayError
-from vitalchain.gateway.ingest import IngestCore
+from vitalchain.gateway.ingest import ClientBudget, IngestCore
 from vitalchain.gateway.ratelimit import RateLimiter
 from vitalchain.vitals import Vital
 
@@ -31,7 +31,7 @@ class ManualClock:
 def limited(core: IngestCore, clock: ManualClock, device_burst: int) -> None:
     """Both budgets on a clock the test moves: the device's, and each client's pre-auth one."""
     core._rate = RateLimiter(0.001, device_burst, clock)
-    core._preauth = RateLimiter(10.0, PREAUTH_BURST, clock)
+    core.clients = ClientBudget(RateLimiter(10.0, PREAUTH_BURST, clock))
 
 
 def junk_for(device: DeviceClient) -> bytes:
@@ -94,7 +94,7 @@ def test_only_failures_spend_the_pre_auth_budget(fresh_harness: Harness) -> None
     limit: it is charged by messages that fail to authenticate, not by every message."""
     h, clock = fresh_harness, ManualClock()
     limited(h.gateway.ingest_core, clock, device_burst=1000)
-    h.gateway.ingest_core._preauth = RateLimiter(10.0, 2, clock)
+    h.gateway.ingest_core.clients = ClientBudget(RateLimiter(10.0, 2, clock))
     device = h.onboarded()
     assert {send(device) for _ in range(10)} == {"ok"}
 

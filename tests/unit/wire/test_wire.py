@@ -217,6 +217,35 @@ def test_onboarding_bodies_are_strict() -> None:
     assert AssociationReply.parse(reply.encode()).mqtt == grant
 
 
+def test_association_v2_carries_the_telemetry_url_and_v1_is_unchanged() -> None:
+    """v1 encodes as before v2 existed (no telemetry_url key) and is read; v2 needs its URL,
+    an http URL of a host and port; a v1 with a URL, or a v2 without, is refused."""
+    fields = {"status": "active", "device": ADDRESS, "block_number": 3, "tx_hash": "00"}
+    v1 = AssociationReply(v=1, mqtt=None, **fields)  # type: ignore[arg-type]
+    assert json.loads(v1.encode()) == {"v": 1, **fields, "mqtt": None}
+    assert AssociationReply.parse(v1.encode()).telemetry_url is None
+    url = "http://127.0.0.1:8701"
+    v2 = AssociationReply(v=2, mqtt=None, telemetry_url=url, **fields)  # type: ignore[arg-type]
+    assert AssociationReply.parse(v2.encode()).telemetry_url == url
+    assert (
+        AssociationReply.parse(
+            json.dumps({"v": 2, **fields, "mqtt": None, "telemetry_url": "http://[::1]:9"})
+        ).telemetry_url
+        == "http://[::1]:9"
+    )
+    for bad in (
+        {"v": 1, "telemetry_url": url},
+        {"v": 2},
+        {"v": 2, "telemetry_url": "https://127.0.0.1:8701"},
+        {"v": 2, "telemetry_url": "http://127.0.0.1:8701/v1/telemetry"},
+        {"v": 2, "telemetry_url": "http://127.0.0.1"},
+        {"v": 3, "telemetry_url": url},
+    ):
+        with pytest.raises(DecodeError) as err:
+            AssociationReply.parse(json.dumps({**fields, "mqtt": None, **bad}))
+        assert err.value.code == "invalid_request", bad
+
+
 def test_access_and_alert_bytes() -> None:
     message = access_message(b"n" * 32, 7, ADDRESS, 2, None)
     assert len(message) == 32 + 8 + 20 + 8 + 8
