@@ -178,11 +178,6 @@ def raw_verify_median(rounds: int = 5) -> float:
     return statistics.median(raw_verify_rate() for _ in range(rounds))
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def gateway_pids(node: int, telemetry_port: int | None) -> tuple[list[int], list[int]]:
     """The gateway's processes (the node and its ingest workers, the ones listening on the
     telemetry port) and the broker's (mosquitto, a child of the node)."""
@@ -223,6 +218,8 @@ def worker_rounds(
 ) -> list[WorkerRound]:
     """One gateway process with ``workers`` ingest workers: ``rounds`` blasts each of 1 and
     10 readings a message, the load generator (this process) on pre-built messages."""
+    from gateways import cpu_seconds  # beside this script (run as a script)
+
     out: list[WorkerRound] = []
     pids: list[int] = []
     with (
@@ -241,9 +238,9 @@ def worker_rounds(
             for _ in range(rounds):
                 batches = [[d.prepare(readings) for _ in range(per_device)] for d in fleet]
                 verify = raw_verify_median()
-                before = [_cpu_seconds(p) for p in gateway + broker]
+                before = [cpu_seconds(p) for p in gateway + broker]
                 rate = blast_mqtt(fleet, batches) if mqtt else blast_http(target, batches)
-                spent = [_cpu_seconds(p) - b for p, b in zip(gateway + broker, before, strict=True)]
+                spent = [cpu_seconds(p) - b for p, b in zip(gateway + broker, before, strict=True)]
                 count = per_device * devices
                 out.append(
                     WorkerRound(

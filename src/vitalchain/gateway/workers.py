@@ -174,7 +174,6 @@ class IngestWorkers:
         self._workers = [_Worker(i) for i in range(count)]
         self._ids = itertools.count(1)
         self._closing = threading.Event()
-        self._started = False
         self.answered = 0  # answers settled (verified or refused), every worker together
         # What the node answers a worker (HTTP acknowledgements, sessions it asked about),
         # sent by a thread of its own: never by the thread reading that worker (see _Worker),
@@ -214,7 +213,6 @@ class IngestWorkers:
             self.close()
             raise
         self._core.attach_workers(self)
-        self._started = True
 
     def close(self) -> None:
         """Back to verifying in the node's process, then stop every worker."""
